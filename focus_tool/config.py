@@ -1,0 +1,126 @@
+"""Settings of the six FOCUS steps: small frozen dataclasses grouped by step, composed in :class:`FocusConfig`.
+
+Defaults follow ``focus-method.md`` (the spec): paper values are marked [paper], our choices for what the paper
+leaves open are marked [inferred] with the spec's row number in its Sec. 9. Per-backbone values live in
+``focus_tool.presets``. Variants are data: ``dataclasses.replace(cfg, proposal=replace(cfg.proposal, s_max=7))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from focus_tool.errors import ConfigError
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetConfig:
+    """Stage I: target extraction (spec Sec. 2)."""
+
+    extract_prompt: str = ""  # "" = focus_tool.steps.targets.DEFAULT_EXTRACT_PROMPT  [inferred, #1]
+    max_new_tokens: int = 48  # greedy, text-only call  [inferred]
+    max_targets: int = 4  # keep at most this many targets  [inferred]
+    type2_rule: Literal["all_or_keyword", "all_only"] = "all_or_keyword"  # [inferred, #2]
+    type2_regex: str = r"\bhow many\b|\bcount\b|\bnumber of\b"
+
+    def __post_init__(self) -> None:
+        _check(self.max_targets >= 1, f"max_targets must be >= 1, got {self.max_targets}")
+        if not self.extract_prompt:
+            from focus_tool.steps.targets import DEFAULT_EXTRACT_PROMPT
+
+            object.__setattr__(self, "extract_prompt", DEFAULT_EXTRACT_PROMPT)
+        _check("{question}" in self.extract_prompt, "extract_prompt must contain '{question}'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelevanceConfig:
+    """Stages II-III: the V-V relevance map (spec Sec. 4, Fig. 7 of the paper)."""
+
+    layers: tuple[int, int] | None = None  # [l, L) 0-based half-open; None = [O//2, O)  [paper Tab. 7 / inferred]
+    feature: Literal["value", "key_norope", "key_rope"] = "value"  # K-K is the ablation  [inferred, #28]
+    layer_agg: Literal["sum", "product"] = "sum"  # Fig. 7 sums per-layer rows  [paper Fig. 7, #5]
+    rollout_norm: Literal["row", "column"] = "row"  # [inferred, #4]
+    negative_handling: Literal["clamp", "minmax", "none"] = "clamp"  # [inferred, #6]
+    map_source: Literal["vv", "random"] = "vv"  # "random" is the ablation  [inferred, #27]
+    smooth_sigma: float = 0.0  # Gaussian sigma in cells; global-local presets use 1.0  [inferred, #9]
+    downsample: int = 1  # average pooling factor; global-local presets use 2  [inferred, #9]
+    mask_padding: bool = True  # zero cells wholly inside the pad band  [inferred, #11]
+    seed: int = 0  # for map_source="random"
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            lo, hi = self.layers
+            _check(0 <= lo < hi, f"layers must be [l, L) with 0 <= l < L, got {self.layers}")
+        _check(self.downsample >= 1, f"downsample must be >= 1, got {self.downsample}")
+        _check(self.smooth_sigma >= 0, f"smooth_sigma must be >= 0, got {self.smooth_sigma}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProposalConfig:
+    """Stage IV: anchors, growing square boxes, NMS (spec Sec. 5.1)."""
+
+    k: int = 30  # anchors before the distance filter  [paper Tab. 7]
+    s_min: int = 3  # initial ROI side in cells  [paper Tab. 7]
+    s_max: int = 5  # maximum ROI side in cells  [paper Tab. 7, LLaVA-1.5]
+    s_dist: float = 2.0  # minimum anchor distance in cells  [paper Tab. 7, V*]
+    expand_thr: float = 0.5  # growth continues while the box mean of (map / map mean) >= this  [paper Tab. 12b]
+    expand_mode: Literal["map_mean", "anchor_ratio"] = "map_mean"  # [inferred, #12]
+    nms_iou: float = 0.3  # [paper Tab. 12e]
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 1, f"k must be >= 1, got {self.k}")
+        _check(self.s_min >= 1 and self.s_min % 2 == 1, f"s_min must be a positive odd number, got {self.s_min}")
+        _check(self.s_max >= self.s_min and self.s_max % 2 == 1, f"s_max must be odd and >= s_min, got {self.s_max}")
+        _check(0.0 < self.nms_iou <= 1.0, f"nms_iou must be in (0, 1], got {self.nms_iou}")
+        _check(self.s_dist >= 0, f"s_dist must be >= 0, got {self.s_dist}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankConfig:
+    """Stage V: existence confidence c_Yes on each ROI crop (spec Sec. 5.2)."""
+
+    n_steps: int = 4  # ROIs scored per type-1 target; the tool default  [inferred, #30]
+    overrun: bool = True  # keep scoring while every answer is No  [paper App. C.1]
+    max_overrun: int | None = None  # cap on extra ROIs  [inferred, #16]
+    rank_batch_size: int = 8  # crops per batched forward  [inferred, #17]
+    t_type2: float = 0.6  # c_Yes threshold for type-2 targets  [paper Tab. 7, LLaVA-1.5]
+    conf_scale: Literal["softmax", "zoomeye"] = "softmax"  # [inferred, #13]
+    existence_suffix: str = ""  # appended to the existence prompt  [inferred, #15]
+    min_crop_px: int = 0  # grow smaller crops about their centre; 0 = off  [inferred]
+
+    def __post_init__(self) -> None:
+        _check(self.n_steps >= 1, f"n_steps must be >= 1, got {self.n_steps}")
+        _check(self.rank_batch_size >= 1, f"rank_batch_size must be >= 1, got {self.rank_batch_size}")
+        _check(0.0 <= self.t_type2 <= 1.0, f"t_type2 must be in [0, 1], got {self.t_type2}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerConfig:
+    """Stage VI: answer on the selected region(s) (spec Sec. 7)."""
+
+    t_obj_dist: float = 1200.0  # px between ROI centres that switches a union to a canvas  [paper Tab. 7]
+    canvas_cell: int = 336  # px per canvas cell  [inferred, #20]
+    max_crops: int = 6  # type-2 regions kept  [inferred]
+    max_new_tokens: int = 16
+    answer_suffix: str = "Answer with the option's letter from the given choices directly."  # [paper App. C.5]
+    on_no_target: Literal["full_image"] = "full_image"  # [inferred, #23]
+
+    def __post_init__(self) -> None:
+        _check(self.canvas_cell >= 16, f"canvas_cell must be >= 16, got {self.canvas_cell}")
+        _check(self.max_crops >= 1, f"max_crops must be >= 1, got {self.max_crops}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FocusConfig:
+    """All FOCUS settings, one group per step."""
+
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    relevance: RelevanceConfig = field(default_factory=RelevanceConfig)
+    proposal: ProposalConfig = field(default_factory=ProposalConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
+    answer: AnswerConfig = field(default_factory=AnswerConfig)

@@ -1,0 +1,1 @@
+"""The embedded demonstration model: a stock LLaVA trained from scratch on the synthetic world."""

@@ -1,0 +1,395 @@
+"""Train the embedded model from scratch on the synthetic world (CPU, seeded, resumable).
+
+``python -m focus_tool.embedded.train --out runs/embedded --steps 6000`` (or ``focus train-embedded``).
+
+What the model is taught (every example is an (image, prompt) -> answer pair in LLaVA-1.5's chat format):
+- existence: "Is there a {colour} card in the image?" -> Yes / No, on global views and on crops;
+- questions on views where the card is at least 8 px wide in the 96-px model input (as annotators only ask about
+  visible things): pip colour, pip count, left / right of two cards, as lettered multiple choice (80 %) or
+  one-word answers (20 %);
+- target naming: the default Stage-I extraction prompt (text only) -> "I need the info about red card."
+
+Losses: next-token cross-entropy on the answer tokens, plus an auxiliary loss on the VISION side only
+(``--aux``): each 8-px patch's projector output is classified by card colour and by pip colour.
+- ``tied``: logits are scaled cosines between the projector output and the LM *input embeddings* of the colour
+  words (so the image tokens and the colour words share a direction from layer 0 on);
+- ``untied``: a separate linear head (not saved with the model); the LM must learn word-image association
+  from the questions alone;
+- ``none``: no auxiliary loss.
+The LM's cached keys and values (what FOCUS reads) are never the target of any loss.
+
+The data stream is a pure function of (seed, step), so a run resumed from its checkpoint sees the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from focus_tool.data import synthetic as syn
+from focus_tool.embedded.build import ANSWER_SUFFIX, EmbeddedArch, build_model, build_processor
+from focus_tool.ops.images import pad_to_square
+from focus_tool.prompts import LETTERS, format_options
+from focus_tool.steps.targets import DEFAULT_EXTRACT_PROMPT
+
+logger = logging.getLogger(__name__)
+IGNORE = -100
+CARD_CLASSES = ("none", *syn.CARD_COLORS)  # index 0 = no card
+PIP_CLASSES = ("none", *syn.PIP_COLORS)
+
+
+@dataclass
+class Example:
+    """One training example; ``image`` None for text-only (target naming)."""
+
+    prompt: str  # the user text (the chat template is applied later)
+    answer: str
+    image: object | None = None  # PIL image, already padded to a square
+    card_labels: np.ndarray | None = None  # (G*G,) int class per patch, IGNORE where unsure
+    pip_labels: np.ndarray | None = None  # (G*G,)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def _extraction_example(rng: np.random.Generator) -> Example:
+    colors = list(syn.CARD_COLORS)
+    rng.shuffle(colors)
+    kind = syn.KINDS[int(rng.integers(0, 3))]
+    names = (f"{colors[0]} card", f"{colors[1]} card")
+    q = syn.question_text(kind, names)
+    if rng.random() < 0.5:
+        pool = {"attribute": list(syn.PIP_COLORS), "count": list(syn.COUNT_WORDS), "relative": list(syn.SIDES)}[kind]
+        rng.shuffle(pool)
+        q = q + " " + " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(pool))
+    if rng.random() < 0.15:
+        q = syn.existence_question(names[0])
+        kind = "attribute"
+    targets = names if kind == "relative" else names[:1]
+    answer = "I need the info about " + " and ".join(targets) + "."
+    return Example(prompt=DEFAULT_EXTRACT_PROMPT.replace("{question}", q), answer=answer)
+
+
+def _patch_labels(
+    scene: syn.Scene, window: tuple[float, float, float, float], grid: int, view_px: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patch card-colour and pip-colour classes for the padded square view of ``window``."""
+    wx0, wy0, wx1, wy1 = window
+    side = max(wx1 - wx0, wy1 - wy0)
+    padx, pady = (side - (wx1 - wx0)) / 2, (side - (wy1 - wy0)) / 2
+    cell = side / grid
+    card = np.zeros((grid, grid), dtype=np.int64)
+    pip = np.zeros((grid, grid), dtype=np.int64)
+
+    def cells_overlap(b: tuple[float, float, float, float]) -> np.ndarray:
+        x0, y0 = b[0] - wx0 + padx, b[1] - wy0 + pady
+        x1, y1 = b[2] - wx0 + padx, b[3] - wy0 + pady
+        edges = np.arange(grid + 1) * cell
+        ox = np.clip(np.minimum(edges[1:], x1) - np.maximum(edges[:-1], x0), 0, None)  # (G,)
+        oy = np.clip(np.minimum(edges[1:], y1) - np.maximum(edges[:-1], y0), 0, None)
+        area = min(cell * cell, max((x1 - x0) * (y1 - y0), 1e-6))
+        return np.outer(oy, ox) / area  # (G, G) overlap fraction of the smaller of cell and box
+
+    for c in scene.cards:
+        frac = cells_overlap(c.xyxy)
+        card[frac >= 0.5] = CARD_CLASSES.index(c.color)
+        card[(frac > 0.05) & (frac < 0.5) & (card == 0)] = IGNORE
+        s = c.xyxy[2] - c.xyxy[0]
+        r = s * 0.11
+        pip_px = 2 * r / side * view_px
+        for px, py in syn._PIP_LAYOUT[c.n_pips]:
+            cx, cy = c.xyxy[0] + px * s, c.xyxy[1] + py * s
+            f = cells_overlap((cx - r, cy - r, cx + r, cy + r))
+            label = PIP_CLASSES.index(c.pip_color) if pip_px >= 1.5 else IGNORE
+            pip[f >= 0.4] = label
+            pip[(f > 0.02) & (f < 0.4) & (pip == 0)] = IGNORE
+    return card.reshape(-1), pip.reshape(-1)
+
+
+def _visible(card: syn.Card, window: tuple[float, float, float, float]) -> float:
+    x0, y0, x1, y1 = card.xyxy
+    ix = max(0.0, min(x1, window[2]) - max(x0, window[0]))
+    iy = max(0.0, min(y1, window[3]) - max(y0, window[1]))
+    return ix * iy / ((x1 - x0) * (y1 - y0))
+
+
+def _qa(rng: np.random.Generator, kind: str, cards: list[syn.Card]) -> tuple[str, str]:
+    names = tuple(c.name for c in cards)
+    q = syn.question_text(kind, names)  # type: ignore[arg-type]
+    if kind == "attribute":
+        correct = cards[0].pip_color
+    elif kind == "count":
+        correct = str(cards[0].n_pips)
+    else:
+        correct = "left" if cards[0].center[0] < cards[1].center[0] else "right"
+    if rng.random() < 0.2:
+        return q, correct
+    opts = list(syn.answer_options(kind, correct, rng))  # type: ignore[arg-type]
+    rng.shuffle(opts)
+    return format_options(q, opts, ANSWER_SUFFIX), LETTERS[opts.index(correct)]
+
+
+def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) -> Example:
+    """One training example. ``warm`` = the first curriculum stage (few, larger cards)."""
+    if rng.random() < 0.12:
+        return _extraction_example(rng)
+    grid = arch.image_size // arch.patch_size
+    long_side = int(rng.integers(768, 2049))
+    short = int(long_side * rng.uniform(0.6, 1.0))
+    size_wh = (long_side, short) if rng.random() < 0.6 else (short, long_side)
+    card_side = long_side / rng.uniform(10, 24)
+    colors = list(syn.CARD_COLORS)
+    rng.shuffle(colors)
+    palette = tuple(colors[: int(rng.integers(1, 6))])
+    n_cards = int(rng.integers(1, 4)) if warm else int(rng.integers(2, 10))
+    scene = syn.sample_scene(
+        rng,
+        size_wh=size_wh,
+        card_side=card_side,
+        n_cards=n_cards,
+        distractor_colors=palette,
+        n_clutter=int(rng.integers(0, 12)),
+        pair_near=False,
+    )
+    if not scene.cards:
+        return _extraction_example(rng)
+    w, h = size_wh
+    if rng.random() < 0.3:
+        window = (0.0, 0.0, float(w), float(h))
+    else:
+        anchor = scene.cards[int(rng.integers(0, len(scene.cards)))]
+        side = card_side * (rng.uniform(2.0, 5.0) if warm else rng.uniform(2.0, 10.0))
+        cx, cy = anchor.center
+        slack = max(side / 2 - card_side * 0.6, 0.0)
+        if rng.random() < 0.15:
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)  # anywhere: negatives and partial cards
+        else:
+            cx, cy = cx + rng.uniform(-slack, slack), cy + rng.uniform(-slack, slack)
+        window = (max(0.0, cx - side / 2), max(0.0, cy - side / 2), min(float(w), cx + side / 2), min(float(h), cy + side / 2))
+        if window[2] - window[0] < 8 or window[3] - window[1] < 8:
+            window = (0.0, 0.0, float(w), float(h))
+    view_side = max(window[2] - window[0], window[3] - window[1])
+    image = pad_to_square(syn.render(scene, window, max_side=4 * arch.image_size))
+    card_l, pip_l = _patch_labels(scene, window, grid, arch.image_size)
+
+    def px(c: syn.Card) -> float:
+        return (c.xyxy[2] - c.xyxy[0]) / view_side * arch.image_size
+
+    vis = [c for c in scene.cards if _visible(c, window) >= 0.9]
+    partial = {c.color for c in scene.cards if 0.0 < _visible(c, window) < 0.9}
+    counts: dict[str, int] = {}
+    for c in vis:
+        counts[c.color] = counts.get(c.color, 0) + 1
+    unique = [c for c in vis if counts[c.color] == 1 and c.color not in partial and px(c) >= 8]
+    prompt = answer = ""
+    if unique and rng.random() < 0.7:
+        kinds = ["attribute", "attribute", "count", "relative"]
+        kind = kinds[int(rng.integers(0, 4))]
+        pair = [c for c in unique]
+        rng.shuffle(pair)
+        if kind == "relative":
+            ok = len(pair) >= 2 and abs(pair[0].center[0] - pair[1].center[0]) >= 0.5 * card_side
+            kind = kind if ok else "attribute"
+        prompt, answer = _qa(rng, kind, pair[:2] if kind == "relative" else pair[:1])
+    if not prompt:
+        present = {c.color for c in vis if px(c) >= 2.0} - partial
+        absent = [c for c in syn.CARD_COLORS if c not in {c.color for c in scene.cards if _visible(c, window) > 0}]
+        if present and (not absent or rng.random() < 0.5):
+            color, answer = sorted(present)[int(rng.integers(0, len(present)))], "Yes"
+        elif absent:
+            color, answer = absent[int(rng.integers(0, len(absent)))], "No"
+        else:
+            return _extraction_example(rng)
+        prompt = syn.existence_question(f"{color} card")
+    return Example(prompt=prompt, answer=answer, image=image, card_labels=card_l, pip_labels=pip_l)
+
+
+# ------------------------------------------------------------------------------------------------ batching
+
+
+def collate(examples: list[Example], processor: object) -> dict[str, object]:
+    """Tokenise with the chat template, expand image tokens, mask the prompt out of the labels."""
+    import torch
+
+    tok = processor.tokenizer  # type: ignore[attr-defined]
+    seqs, labels, images, card_l, pip_l = [], [], [], [], []
+    for ex in examples:
+        content: list[dict[str, str]] = [{"type": "image"}] if ex.image is not None else []
+        content.append({"type": "text", "text": ex.prompt})
+        text = processor.apply_chat_template(  # type: ignore[attr-defined]
+            [{"role": "user", "content": content}], add_generation_prompt=True
+        )
+        enc = processor(text=text, images=[ex.image] if ex.image is not None else None)  # type: ignore[operator]
+        ids = list(enc["input_ids"][0])
+        ans = tok(ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        seqs.append(ids + ans)
+        labels.append([IGNORE] * len(ids) + ans)
+        if ex.image is not None:
+            images.append(torch.as_tensor(np.asarray(enc["pixel_values"][0])))
+            card_l.append(torch.as_tensor(ex.card_labels))
+            pip_l.append(torch.as_tensor(ex.pip_labels))
+    n = max(len(s) for s in seqs)
+    pad = tok.pad_token_id
+    input_ids = torch.full((len(seqs), n), pad, dtype=torch.long)
+    lab = torch.full((len(seqs), n), IGNORE, dtype=torch.long)
+    att = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, (s, l_) in enumerate(zip(seqs, labels, strict=True)):
+        input_ids[i, : len(s)] = torch.tensor(s)
+        lab[i, : len(s)] = torch.tensor(l_)
+        att[i, : len(s)] = 1
+    batch: dict[str, object] = {"input_ids": input_ids, "attention_mask": att, "labels": lab}
+    if images:
+        batch["pixel_values"] = torch.stack(images)
+        batch["card_labels"] = torch.stack(card_l)
+        batch["pip_labels"] = torch.stack(pip_l)
+    return batch
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def train(
+    out: Path,
+    *,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    aux: str = "tied",
+    aux_weight: float = 0.5,
+    threads: int = 2,
+    warm_frac: float = 0.1,
+    ckpt_every: int = 250,
+    arch: EmbeddedArch | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) and write the final checkpoint in the hub layout to ``out / "model"``."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+    from tqdm import tqdm
+
+    arch = arch or EmbeddedArch()
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    processor = build_processor(arch)
+    tok = processor.tokenizer  # type: ignore[attr-defined]
+    model = build_model(len(tok), tok.convert_tokens_to_ids("<image>"), tok.pad_token_id, tok.bos_token_id,
+                        tok.eos_token_id, arch)
+    width = arch.text_width
+    card_word_ids = torch.tensor(tok.convert_tokens_to_ids(list(CARD_CLASSES[1:])))
+    pip_word_ids = torch.tensor(tok.convert_tokens_to_ids(list(PIP_CLASSES[1:])))
+    aux_mod = torch.nn.ParameterDict(
+        {"none_card": torch.nn.Parameter(torch.randn(width) * 0.02),
+         "none_pip": torch.nn.Parameter(torch.randn(width) * 0.02),
+         "scale": torch.nn.Parameter(torch.tensor(10.0))}
+    )
+    head = torch.nn.Linear(width, len(CARD_CLASSES) + len(PIP_CLASSES))
+    params = list(model.parameters()) + list(aux_mod.parameters()) + list(head.parameters())  # type: ignore[attr-defined]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, int(0.04 * steps))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        t = (step - warmup) / max(1, steps - warmup)
+        return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    captured: dict[str, torch.Tensor] = {}
+    model.model.multi_modal_projector.register_forward_hook(  # type: ignore[attr-defined]
+        lambda _m, _i, o: captured.__setitem__("proj", o)
+    )
+    ckpt = out / "ckpt.pt"
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])  # type: ignore[attr-defined]
+        aux_mod.load_state_dict(state["aux"])
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+        logger.info("resumed from step %d", start)
+    log = (out / "train_log.jsonl").open("a")
+    model.train()  # type: ignore[attr-defined]
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train")
+    t0 = time.time()
+    for step in bar:
+        rng = np.random.default_rng([syn.TRAIN_STREAM, seed, step])
+        warm = step < warm_frac * steps
+        batch = collate([sample_example(rng, warm=warm, arch=arch) for _ in range(batch_size)], processor)
+        card_l = batch.pop("card_labels", None)
+        pip_l = batch.pop("pip_labels", None)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        outputs = model(**batch)  # type: ignore[operator]
+        loss = outputs.loss
+        aux_loss = torch.zeros(())
+        if aux != "none" and card_l is not None:
+            proj = captured["proj"]  # (n_img, G*G, width)
+            if aux == "tied":
+                emb = model.get_input_embeddings().weight  # type: ignore[attr-defined]
+                card_w = torch.cat([aux_mod["none_card"][None], emb[card_word_ids]])  # (7, width)
+                pip_w = torch.cat([aux_mod["none_pip"][None], emb[pip_word_ids]])  # (5, width)
+                pn = F.normalize(proj, dim=-1)
+                card_logits = aux_mod["scale"] * pn @ F.normalize(card_w, dim=-1).T  # (n_img, G*G, 7)
+                pip_logits = aux_mod["scale"] * pn @ F.normalize(pip_w, dim=-1).T
+            else:
+                logits = head(proj)
+                card_logits, pip_logits = logits[..., : len(CARD_CLASSES)], logits[..., len(CARD_CLASSES) :]
+            aux_loss = F.cross_entropy(card_logits.flatten(0, 1), card_l.flatten(), ignore_index=IGNORE) + F.cross_entropy(
+                pip_logits.flatten(0, 1), pip_l.flatten(), ignore_index=IGNORE  # type: ignore[union-attr]
+            )
+        total = loss + aux_weight * aux_loss
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 10 == 0:
+            rec = {"step": step, "loss": round(float(loss.detach()), 4), "aux": round(float(aux_loss.detach()), 4),
+                   "lr": lr_at(step), "elapsed_s": round(time.time() - t0, 1)}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", aux=f"{float(aux_loss.detach()):.3f}")
+        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
+            torch.save({"model": model.state_dict(), "aux": aux_mod.state_dict(), "head": head.state_dict(),  # type: ignore[attr-defined]
+                        "opt": opt.state_dict(), "step": step + 1}, ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)
+    log.close()
+    final = out / "model"
+    model.eval()  # type: ignore[attr-defined]
+    model.save_pretrained(final)  # type: ignore[attr-defined]
+    processor.save_pretrained(final)  # type: ignore[attr-defined]
+    (final / "training_args.json").write_text(json.dumps(
+        {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "aux": aux, "aux_weight": aux_weight,
+         "warm_frac": warm_frac, "threads": threads}, indent=1))
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of the training script."""
+    ap = argparse.ArgumentParser(prog="focus train-embedded", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/embedded"), help="run folder (checkpoint, log, model/)")
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--aux", choices=["tied", "untied", "none"], default="tied")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    path = train(a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, aux=a.aux, threads=a.threads,
+                 progress=not a.no_progress)
+    logger.info("model written to %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The six FOCUS steps as pure functions over tensors, arrays and configs."""
