@@ -214,7 +214,7 @@ def sample_scene(
             y0 = rng.uniform(card_side, h - 2 * card_side)
             a = (x0, y0, x0 + card_side, y0 + card_side)
             b = (x0 + dx, y0 + dy, x0 + dx + card_side, y0 + dy + card_side)
-            if 0 <= b[0] and b[2] <= w and 0 <= b[1] and b[3] <= h:
+            if b[0] >= 0 and b[2] <= w and b[1] >= 0 and b[3] <= h:
                 break
         taken += [a, b]
         cards += [_random_card(rng, a, target_colors[0]), _random_card(rng, b, target_colors[1])]
@@ -356,7 +356,10 @@ def write_vstar(items: list[BenchItem], out_dir: Path, *, image_format: str = "p
         render(item.scene).save(img_path)
         record = {
             "target_object": list(q.targets),
-            "bbox": [[round(b[0], 1), round(b[1], 1), round(b[2] - b[0], 1), round(b[3] - b[1], 1)] for b in q.target_boxes_xyxy],
+            "bbox": [
+                [round(b[0], 1), round(b[1], 1), round(b[2] - b[0], 1), round(b[3] - b[1], 1)]
+                for b in q.target_boxes_xyxy
+            ],
             "question": q.text,
             "options": list(q.options),
             "category": q.kind,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from focus_tool.data import synthetic as syn
 from focus_tool.steps.targets import DEFAULT_EXTRACT_PROMPT
@@ -65,7 +66,7 @@ def corpus_words() -> list[str]:
     return words
 
 
-def build_tokenizer() -> object:
+def build_tokenizer() -> Any:
     """A ``PreTrainedTokenizerFast`` over the closed vocabulary, with LLaVA's special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -89,7 +90,7 @@ def build_tokenizer() -> object:
     return fast
 
 
-def build_processor(arch: EmbeddedArch | None = None) -> object:
+def build_processor(arch: EmbeddedArch | None = None) -> Any:
     """A stock ``LlavaProcessor`` (PIL image processor at ``image_size``, our tokenizer and chat template)."""
     from transformers import LlavaProcessor
     from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
@@ -111,14 +112,15 @@ def build_processor(arch: EmbeddedArch | None = None) -> object:
     )
 
 
-def build_model(vocab_size: int, image_token_id: int, pad_id: int, bos_id: int, eos_id: int,
-                arch: EmbeddedArch | None = None) -> object:
+def build_model(
+    vocab_size: int, image_token_id: int, pad_id: int, bos_id: int, eos_id: int, arch: EmbeddedArch | None = None
+) -> Any:
     """An untrained ``LlavaForConditionalGeneration`` of the embedded size."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     arch = arch or EmbeddedArch()
     grid = arch.image_size // arch.patch_size
-    config = LlavaConfig(
+    config = LlavaConfig(  # type: ignore[call-arg]
         vision_config={
             "model_type": "clip_vision_model",
             "hidden_size": arch.vision_width,
@@ -155,9 +157,9 @@ def build_model(vocab_size: int, image_token_id: int, pad_id: int, bos_id: int, 
 def save_untrained(out_dir: Path, arch: EmbeddedArch | None = None) -> None:
     """Write an untrained checkpoint (tests, and the starting point of training) in the hub layout."""
     processor = build_processor(arch)
-    tok = processor.tokenizer  # type: ignore[attr-defined]
+    tok = processor.tokenizer
     model = build_model(
         len(tok), tok.convert_tokens_to_ids(IMAGE_TOKEN), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, arch
     )
-    model.save_pretrained(out_dir)  # type: ignore[attr-defined]
-    processor.save_pretrained(out_dir)  # type: ignore[attr-defined]
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)

@@ -30,6 +30,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class Example:
 
     prompt: str  # the user text (the chat template is applied later)
     answer: str
-    image: object | None = None  # PIL image, already padded to a square
+    image: Any = None  # PIL image, already padded to a square
     card_labels: np.ndarray | None = None  # (G*G,) int class per patch, IGNORE where unsure
     pip_labels: np.ndarray | None = None  # (G*G,)
 
@@ -120,9 +121,9 @@ def _visible(card: syn.Card, window: tuple[float, float, float, float]) -> float
     return ix * iy / ((x1 - x0) * (y1 - y0))
 
 
-def _qa(rng: np.random.Generator, kind: str, cards: list[syn.Card]) -> tuple[str, str]:
+def _qa(rng: np.random.Generator, kind: syn.QuestionKind, cards: list[syn.Card]) -> tuple[str, str]:
     names = tuple(c.name for c in cards)
-    q = syn.question_text(kind, names)  # type: ignore[arg-type]
+    q = syn.question_text(kind, names)
     if kind == "attribute":
         correct = cards[0].pip_color
     elif kind == "count":
@@ -131,7 +132,7 @@ def _qa(rng: np.random.Generator, kind: str, cards: list[syn.Card]) -> tuple[str
         correct = "left" if cards[0].center[0] < cards[1].center[0] else "right"
     if rng.random() < 0.2:
         return q, correct
-    opts = list(syn.answer_options(kind, correct, rng))  # type: ignore[arg-type]
+    opts = list(syn.answer_options(kind, correct, rng))
     rng.shuffle(opts)
     return format_options(q, opts, ANSWER_SUFFIX), LETTERS[opts.index(correct)]
 
@@ -172,7 +173,12 @@ def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) 
             cx, cy = rng.uniform(0, w), rng.uniform(0, h)  # anywhere: negatives and partial cards
         else:
             cx, cy = cx + rng.uniform(-slack, slack), cy + rng.uniform(-slack, slack)
-        window = (max(0.0, cx - side / 2), max(0.0, cy - side / 2), min(float(w), cx + side / 2), min(float(h), cy + side / 2))
+        window = (
+            max(0.0, cx - side / 2),
+            max(0.0, cy - side / 2),
+            min(float(w), cx + side / 2),
+            min(float(h), cy + side / 2),
+        )
         if window[2] - window[0] < 8 or window[3] - window[1] < 8:
             window = (0.0, 0.0, float(w), float(h))
     view_side = max(window[2] - window[0], window[3] - window[1])
@@ -190,9 +196,9 @@ def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) 
     unique = [c for c in vis if counts[c.color] == 1 and c.color not in partial and px(c) >= 8]
     prompt = answer = ""
     if unique and rng.random() < 0.7:
-        kinds = ["attribute", "attribute", "count", "relative"]
+        kinds: list[syn.QuestionKind] = ["attribute", "attribute", "count", "relative"]
         kind = kinds[int(rng.integers(0, 4))]
-        pair = [c for c in unique]
+        pair = list(unique)
         rng.shuffle(pair)
         if kind == "relative":
             ok = len(pair) >= 2 and abs(pair[0].center[0] - pair[1].center[0]) >= 0.5 * card_side
@@ -214,19 +220,17 @@ def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) 
 # ------------------------------------------------------------------------------------------------ batching
 
 
-def collate(examples: list[Example], processor: object) -> dict[str, object]:
+def collate(examples: list[Example], processor: Any) -> dict[str, Any]:
     """Tokenise with the chat template, expand image tokens, mask the prompt out of the labels."""
     import torch
 
-    tok = processor.tokenizer  # type: ignore[attr-defined]
+    tok = processor.tokenizer
     seqs, labels, images, card_l, pip_l = [], [], [], [], []
     for ex in examples:
         content: list[dict[str, str]] = [{"type": "image"}] if ex.image is not None else []
         content.append({"type": "text", "text": ex.prompt})
-        text = processor.apply_chat_template(  # type: ignore[attr-defined]
-            [{"role": "user", "content": content}], add_generation_prompt=True
-        )
-        enc = processor(text=text, images=[ex.image] if ex.image is not None else None)  # type: ignore[operator]
+        text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        enc = processor(text=text, images=[ex.image] if ex.image is not None else None)
         ids = list(enc["input_ids"][0])
         ans = tok(ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         seqs.append(ids + ans)
@@ -244,7 +248,7 @@ def collate(examples: list[Example], processor: object) -> dict[str, object]:
         input_ids[i, : len(s)] = torch.tensor(s)
         lab[i, : len(s)] = torch.tensor(l_)
         att[i, : len(s)] = 1
-    batch: dict[str, object] = {"input_ids": input_ids, "attention_mask": att, "labels": lab}
+    batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": att, "labels": lab}
     if images:
         batch["pixel_values"] = torch.stack(images)
         batch["card_labels"] = torch.stack(card_l)
@@ -272,7 +276,7 @@ def train(
 ) -> Path:
     """Train (or resume) and write the final checkpoint in the hub layout to ``out / "model"``."""
     import torch
-    import torch.nn.functional as F  # noqa: N812
+    import torch.nn.functional as F
     from tqdm import tqdm
 
     arch = arch or EmbeddedArch()
@@ -280,19 +284,22 @@ def train(
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     processor = build_processor(arch)
-    tok = processor.tokenizer  # type: ignore[attr-defined]
-    model = build_model(len(tok), tok.convert_tokens_to_ids("<image>"), tok.pad_token_id, tok.bos_token_id,
-                        tok.eos_token_id, arch)
+    tok = processor.tokenizer
+    model = build_model(
+        len(tok), tok.convert_tokens_to_ids("<image>"), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, arch
+    )
     width = arch.text_width
     card_word_ids = torch.tensor(tok.convert_tokens_to_ids(list(CARD_CLASSES[1:])))
     pip_word_ids = torch.tensor(tok.convert_tokens_to_ids(list(PIP_CLASSES[1:])))
     aux_mod = torch.nn.ParameterDict(
-        {"none_card": torch.nn.Parameter(torch.randn(width) * 0.02),
-         "none_pip": torch.nn.Parameter(torch.randn(width) * 0.02),
-         "scale": torch.nn.Parameter(torch.tensor(10.0))}
+        {
+            "none_card": torch.nn.Parameter(torch.randn(width) * 0.02),
+            "none_pip": torch.nn.Parameter(torch.randn(width) * 0.02),
+            "scale": torch.nn.Parameter(torch.tensor(10.0)),
+        }
     )
     head = torch.nn.Linear(width, len(CARD_CLASSES) + len(PIP_CLASSES))
-    params = list(model.parameters()) + list(aux_mod.parameters()) + list(head.parameters())  # type: ignore[attr-defined]
+    params = list(model.parameters()) + list(aux_mod.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, int(0.04 * steps))
 
@@ -303,21 +310,19 @@ def train(
         return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
     captured: dict[str, torch.Tensor] = {}
-    model.model.multi_modal_projector.register_forward_hook(  # type: ignore[attr-defined]
-        lambda _m, _i, o: captured.__setitem__("proj", o)
-    )
+    model.model.multi_modal_projector.register_forward_hook(lambda _m, _i, o: captured.__setitem__("proj", o))
     ckpt = out / "ckpt.pt"
     start = 0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])  # type: ignore[attr-defined]
+        model.load_state_dict(state["model"])
         aux_mod.load_state_dict(state["aux"])
         head.load_state_dict(state["head"])
         opt.load_state_dict(state["opt"])
         start = state["step"]
         logger.info("resumed from step %d", start)
     log = (out / "train_log.jsonl").open("a")
-    model.train()  # type: ignore[attr-defined]
+    model.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train")
     t0 = time.time()
     for step in bar:
@@ -328,13 +333,13 @@ def train(
         pip_l = batch.pop("pip_labels", None)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        outputs = model(**batch)  # type: ignore[operator]
+        outputs = model(**batch)
         loss = outputs.loss
         aux_loss = torch.zeros(())
         if aux != "none" and card_l is not None:
             proj = captured["proj"]  # (n_img, G*G, width)
             if aux == "tied":
-                emb = model.get_input_embeddings().weight  # type: ignore[attr-defined]
+                emb = model.get_input_embeddings().weight
                 card_w = torch.cat([aux_mod["none_card"][None], emb[card_word_ids]])  # (7, width)
                 pip_w = torch.cat([aux_mod["none_pip"][None], emb[pip_word_ids]])  # (5, width)
                 pn = F.normalize(proj, dim=-1)
@@ -343,8 +348,12 @@ def train(
             else:
                 logits = head(proj)
                 card_logits, pip_logits = logits[..., : len(CARD_CLASSES)], logits[..., len(CARD_CLASSES) :]
-            aux_loss = F.cross_entropy(card_logits.flatten(0, 1), card_l.flatten(), ignore_index=IGNORE) + F.cross_entropy(
-                pip_logits.flatten(0, 1), pip_l.flatten(), ignore_index=IGNORE  # type: ignore[union-attr]
+            aux_loss = F.cross_entropy(
+                card_logits.flatten(0, 1), card_l.flatten(), ignore_index=IGNORE
+            ) + F.cross_entropy(
+                pip_logits.flatten(0, 1),
+                pip_l.flatten(),
+                ignore_index=IGNORE,
             )
         total = loss + aux_weight * aux_loss
         opt.zero_grad(set_to_none=True)
@@ -352,23 +361,48 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % 10 == 0:
-            rec = {"step": step, "loss": round(float(loss.detach()), 4), "aux": round(float(aux_loss.detach()), 4),
-                   "lr": lr_at(step), "elapsed_s": round(time.time() - t0, 1)}
+            rec = {
+                "step": step,
+                "loss": round(float(loss.detach()), 4),
+                "aux": round(float(aux_loss.detach()), 4),
+                "lr": lr_at(step),
+                "elapsed_s": round(time.time() - t0, 1),
+            }
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", aux=f"{float(aux_loss.detach()):.3f}")
         if (step + 1) % ckpt_every == 0 or step + 1 == steps:
-            torch.save({"model": model.state_dict(), "aux": aux_mod.state_dict(), "head": head.state_dict(),  # type: ignore[attr-defined]
-                        "opt": opt.state_dict(), "step": step + 1}, ckpt.with_suffix(".tmp"))
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "aux": aux_mod.state_dict(),
+                    "head": head.state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": step + 1,
+                },
+                ckpt.with_suffix(".tmp"),
+            )
             ckpt.with_suffix(".tmp").replace(ckpt)
     log.close()
     final = out / "model"
-    model.eval()  # type: ignore[attr-defined]
-    model.save_pretrained(final)  # type: ignore[attr-defined]
-    processor.save_pretrained(final)  # type: ignore[attr-defined]
-    (final / "training_args.json").write_text(json.dumps(
-        {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "aux": aux, "aux_weight": aux_weight,
-         "warm_frac": warm_frac, "threads": threads}, indent=1))
+    model.eval()
+    model.save_pretrained(final)
+    processor.save_pretrained(final)
+    (final / "training_args.json").write_text(
+        json.dumps(
+            {
+                "steps": steps,
+                "batch_size": batch_size,
+                "lr": lr,
+                "seed": seed,
+                "aux": aux,
+                "aux_weight": aux_weight,
+                "warm_frac": warm_frac,
+                "threads": threads,
+            },
+            indent=1,
+        )
+    )
     return final
 
 
@@ -385,8 +419,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    path = train(a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, aux=a.aux, threads=a.threads,
-                 progress=not a.no_progress)
+    path = train(
+        a.out,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        seed=a.seed,
+        aux=a.aux,
+        threads=a.threads,
+        progress=not a.no_progress,
+    )
     logger.info("model written to %s", path)
     return 0
 

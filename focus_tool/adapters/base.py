@@ -1,0 +1,101 @@
+"""The model-adapter protocol the pipeline depends on, and the forward-pass counter.
+
+An adapter owns everything model-specific: prompt building (image before text), the image-token layout and its
+:class:`~focus_tool.grid.PatchGrid`, target-token positions, the cache accessor, Yes/No token ids, batching.
+Every model call goes through one of its public methods, which count forward passes at that boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from focus_tool.grid import PatchGrid
+
+Phase = Literal["search", "answer", "aux"]
+
+
+@dataclass
+class ForwardCounter:
+    """Counts model sequences run, per phase (paper App. A.2: a generate call counts as one pass)."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {"search": 0, "answer": 0, "aux": 0})
+    prefill_tokens: int = 0
+    phase: Phase = "search"
+
+    def add(self, n_sequences: int, n_tokens: int) -> None:
+        """Record ``n_sequences`` passes over ``n_tokens`` prompt tokens in the current phase."""
+        self.counts[self.phase] += n_sequences
+        self.prefill_tokens += n_tokens
+
+    @contextlib.contextmanager
+    def in_phase(self, phase: Phase) -> Iterator[None]:
+        """Attribute the passes made inside the block to ``phase``."""
+        old, self.phase = self.phase, phase
+        try:
+            yield
+        finally:
+            self.phase = old
+
+    def reset(self) -> None:
+        """Zero all counts."""
+        self.counts = {"search": 0, "answer": 0, "aux": 0}
+        self.prefill_tokens = 0
+
+
+@dataclass
+class Prefill:
+    """One prefilled (image, prompt): the cache, token layout and geometry.
+
+    Attributes:
+        layer_values: per decoder layer, the cached values of the single sequence, each (H_kv, N, D).
+        layer_keys_norope: per layer, pre-RoPE keys (H_kv, N, D) when requested (K-K ablation), else None.
+        input_ids: (N,) token ids.
+        visual_positions: (P,) sequence positions of the map's visual tokens, row-major over ``grid``.
+        target_positions: sequence positions of the target phrase's tokens.
+        grid: geometry of the map tokens.
+        yes_no_margin: l_Yes - l_No at the last position (a free full-image existence score).
+    """
+
+    layer_values: list[torch.Tensor]
+    input_ids: torch.Tensor
+    visual_positions: list[int]
+    target_positions: list[int]
+    grid: PatchGrid
+    yes_no_margin: float
+    layer_keys_norope: list[torch.Tensor] | None = None
+
+
+class MLLMAdapter(ABC):
+    """What the FOCUS pipeline needs from a multimodal LLM."""
+
+    model_id: str
+    counter: ForwardCounter
+    num_layers: int
+
+    @abstractmethod
+    def prefill(self, image: Image.Image, text: str, target: str, *, keys_norope: bool = False) -> Prefill:
+        """One forward pass over (image, ``text``) with the cache kept; ``target`` must occur in ``text``."""
+
+    @abstractmethod
+    def yes_no_margins(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        """(n,) l_Yes - l_No for each (image, text) pair, batched; counts n passes."""
+
+    @abstractmethod
+    def generate(self, image: Image.Image | None, text: str, *, max_new_tokens: int) -> str:
+        """Greedy reply to ``text`` (with ``image`` first, if any); counts one pass."""
+
+    @abstractmethod
+    def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
+        """The map grid geometry for an image of this size (without running the model)."""
+
+    @property
+    @abstractmethod
+    def attn_implementation(self) -> str:
+        """The attention kernel in use ("sdpa", "eager", "flash_attention_2")."""

@@ -1,0 +1,230 @@
+"""LLaVA-1.5 adapter (``LlavaForConditionalGeneration`` + ``LlavaProcessor``), also used by the embedded model.
+
+How the image reaches the encoder (a choice, spec Sec. 4.4 / row 24): the whole image is padded to a square with
+the CLIP mean colour, centred (original LLaVA-1.5 "pad" mode), *before* the processor runs. The processor then
+resizes the square to its input size; its centre crop is a no-op on a square. So every pixel of the image is
+visible, and the 24 x 24 (or 12 x 12) token grid spans the padded square: ``PatchGrid.padded_square``.
+
+Token layout: one ``<image>`` placeholder expands to (image_size / patch_size)^2 contiguous tokens, row-major,
+CLS dropped (``vision_feature_select_strategy="default"``). Prompts use the processor's chat template (image
+before the text; LLaVA-1.5's "USER: <image>\\n{text} ASSISTANT:"). No attention weights are ever requested.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
+from focus_tool.errors import ModelLoadError, TargetNotPlaced
+from focus_tool.grid import PatchGrid
+from focus_tool.ops.images import pad_to_square
+
+logger = logging.getLogger(__name__)
+_FALLBACK_TEMPLATE = "USER: {image}{text} ASSISTANT:"
+_PUNCT_OR_SPACE = re.compile(r"^[\W_▁Ġ]*$")
+
+
+def cache_values(cache: Any, layer: int) -> torch.Tensor:
+    """Values of ``layer`` from a transformers cache: (B, H_kv, N, D). Supports 5.x and older layouts."""
+    if hasattr(cache, "layers"):
+        return cache.layers[layer].values  # transformers 5.x DynamicCache
+    if hasattr(cache, "value_cache"):
+        return cache.value_cache[layer]  # transformers 4.4x
+    return cache[layer][1]  # legacy tuple of (keys, values)
+
+
+class LlavaAdapter(MLLMAdapter):
+    """Adapter for ``LlavaForConditionalGeneration`` checkpoints (llava-hf/llava-1.5-*-hf and compatible)."""
+
+    preset_name = "llava-1.5"
+
+    def __init__(self, model: Any, processor: Any, *, model_id: str = "llava") -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.model_id = model_id
+        self.counter = ForwardCounter()
+        cfg = model.config
+        vision = cfg.vision_config
+        self.image_token_id: int = int(cfg.image_token_id)
+        self.input_px: int = int(vision.image_size)
+        self.side: int = int(vision.image_size // vision.patch_size)  # 24 for LLaVA-1.5-336
+        self.num_layers = int(cfg.text_config.num_hidden_layers)
+        self.num_kv_heads = int(getattr(cfg.text_config, "num_key_value_heads", cfg.text_config.num_attention_heads))
+        self._yes_no: tuple[int, int] | None = None
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
+        attn_implementation: str = "sdpa",
+    ) -> LlavaAdapter:
+        """Load model + processor from a local folder in the hub layout or a hub id (cached locally)."""
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        model: Any
+        try:
+            processor = AutoProcessor.from_pretrained(str(path))
+            model = LlavaForConditionalGeneration.from_pretrained(
+                str(path), dtype=dtype or torch.float32, attn_implementation=attn_implementation
+            )
+            model = model.to(device)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot load a LLaVA checkpoint from {path!s}: {e}".split("\n")[0]) from e
+        return cls(model, processor, model_id=str(path))
+
+    @property
+    def attn_implementation(self) -> str:
+        """The attention kernel the language model runs with."""
+        return str(getattr(self.model.config.text_config, "_attn_implementation", "sdpa"))
+
+    # ------------------------------------------------------------------ prompts and geometry
+
+    def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
+        """Pad-to-square geometry: the side x side grid spans the padded square."""
+        return PatchGrid.padded_square(image_wh, self.side, self.input_px)
+
+    def chat_text(self, text: str, *, with_image: bool) -> str:
+        """The full prompt: chat template with the image before the text and the generation prompt."""
+        content: list[dict[str, str]] = [{"type": "image"}] if with_image else []
+        content.append({"type": "text", "text": text})
+        if getattr(self.processor, "chat_template", None):
+            return str(
+                self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+            )
+        image = self.processor.image_token + "\n" if with_image else ""
+        return _FALLBACK_TEMPLATE.format(image=image, text=text)
+
+    def _inputs(self, images: Sequence[Image.Image] | None, texts: Sequence[str]) -> Any:
+        padded = [pad_to_square(im.convert("RGB")) for im in images] if images else None
+        enc = self.processor(images=padded, text=list(texts), return_tensors="pt", padding=True)
+        enc = enc.to(self.device)
+        if "pixel_values" in enc:
+            enc["pixel_values"] = enc["pixel_values"].to(self.dtype)
+        return enc
+
+    def yes_no_ids(self) -> tuple[int, int]:
+        """Token ids of the first token of the assistant reply "Yes" / "No" after the chat template."""
+        if self._yes_no is None:
+            prompt = self.chat_text("Is there a cat in the image?", with_image=False)
+            base = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            ids = []
+            for word in ("Yes", "No"):
+                full = self.tokenizer(prompt + " " + word, add_special_tokens=False)["input_ids"]
+                ids.append(int(full[len(base)]) if len(full) > len(base) else int(full[-1]))
+            self._yes_no = (ids[0], ids[1])
+        return self._yes_no
+
+    def target_token_positions(self, prompt: str, target: str, input_ids: torch.Tensor) -> list[int]:
+        """Sequence positions (in the image-expanded ``input_ids``) of the tokens overlapping ``target``.
+
+        Found by character offsets in the templated prompt (spec Sec. 3): tokens whose span overlaps the last
+        occurrence of ``target``; whitespace/punctuation-only tokens are dropped.
+        """
+        start = prompt.rfind(target)
+        if start < 0 or not target.strip():
+            raise TargetNotPlaced(f"the target {target!r} does not occur in the prompt")
+        end = start + len(target)
+        enc = self.tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        n_img = int((input_ids == self.image_token_id).sum())
+        seen_img = 0
+        positions = []
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        unknown = 0
+        for i, (tid, (a, b)) in enumerate(zip(ids, offsets, strict=True)):
+            if tid == self.image_token_id:
+                seen_img += 1
+            if b <= start or a >= end or tid == self.image_token_id:
+                continue
+            if _PUNCT_OR_SPACE.match(self.tokenizer.convert_ids_to_tokens(tid) or ""):
+                continue
+            pos = i + seen_img * (n_img - 1)  # each <image> placeholder expanded to n_img tokens
+            if pos >= len(input_ids) or int(input_ids[pos]) != tid:
+                raise TargetNotPlaced(f"could not align the target {target!r} with the model's tokens")
+            positions.append(pos)
+            unknown += int(tid == unk)
+        if not positions:
+            raise TargetNotPlaced(f"the tokenizer produced no word token for the target {target!r}")
+        if unk is not None and unknown == len(positions):
+            raise TargetNotPlaced(
+                f"the model's vocabulary has no token for the target {target!r}; use words the model knows"
+            )
+        return positions
+
+    # ------------------------------------------------------------------ model calls (counted here)
+
+    @torch.inference_mode()
+    def prefill(self, image: Image.Image, text: str, target: str, *, keys_norope: bool = False) -> Prefill:
+        """One forward pass over (image, text), keeping the cache; returns values, positions and geometry."""
+        prompt = self.chat_text(text, with_image=True)
+        enc = self._inputs([image], [prompt])
+        input_ids = enc["input_ids"][0]
+        hooks, keys = [], []
+        if keys_norope:
+            for layer in self._decoder_layers():
+                hooks.append(layer.self_attn.k_proj.register_forward_hook(lambda _m, _i, o: keys.append(o)))
+        try:
+            out = self.model(**enc, use_cache=True, logits_to_keep=1)
+        finally:
+            for h in hooks:
+                h.remove()
+        self.counter.add(1, int(enc["attention_mask"].sum()))
+        n = input_ids.shape[0]
+        values = [cache_values(out.past_key_values, i)[0].float() for i in range(self.num_layers)]  # (H, N, D) each
+        if values[0].shape[-2] != n:
+            raise RuntimeError(f"cache holds {values[0].shape[-2]} positions, prompt has {n}: sliding-window layer?")
+        vis = torch.nonzero(input_ids == self.image_token_id).flatten().tolist()
+        if len(vis) != self.side * self.side:
+            raise RuntimeError(f"expected {self.side**2} image tokens, found {len(vis)}")
+        tpos = self.target_token_positions(prompt, target, input_ids)
+        yes, no = self.yes_no_ids()
+        logits = out.logits[0, -1].float()
+        keys_out = None
+        if keys_norope:
+            d = values[0].shape[-1]
+            keys_out = [k[0].float().view(n, -1, d).transpose(0, 1) for k in keys]  # (H_kv, N, D)
+        return Prefill(
+            values, input_ids.cpu(), vis, tpos, self.grid_for(image.size), float(logits[yes] - logits[no]), keys_out
+        )
+
+    @torch.inference_mode()
+    def yes_no_margins(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        """l_Yes - l_No at the last position for each pair; one batched forward, counted as len(images)."""
+        prompts = [self.chat_text(t, with_image=True) for t in texts]
+        enc = self._inputs(images, prompts)
+        out = self.model(**enc, use_cache=False, logits_to_keep=1)
+        self.counter.add(len(images), int(enc["attention_mask"].sum()))
+        yes, no = self.yes_no_ids()
+        last = out.logits[:, -1].float()  # left padding: the last column is every row's last real token
+        return (last[:, yes] - last[:, no]).cpu()
+
+    @torch.inference_mode()
+    def generate(self, image: Image.Image | None, text: str, *, max_new_tokens: int) -> str:
+        """Greedy decoding; only the new tokens are decoded. Counts one pass."""
+        prompt = self.chat_text(text, with_image=image is not None)
+        enc = self._inputs([image] if image is not None else None, [prompt])
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        self.counter.add(1, int(enc["attention_mask"].sum()))
+        new = out[0, enc["input_ids"].shape[1] :]
+        return str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
+
+    def _decoder_layers(self) -> Any:
+        lm = self.model.model.language_model
+        return lm.layers

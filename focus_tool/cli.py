@@ -1,0 +1,219 @@
+"""The ``focus`` command line: a thin table over library functions.
+
+Expected failures (bad image, empty question, missing model, ...) print one line ``focus: error: ...`` to stderr
+and exit with code 2; the traceback goes to the log only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from focus_tool.errors import FocusError
+
+if TYPE_CHECKING:
+    from focus_tool.pipeline import FocusPipeline
+
+logger = logging.getLogger("focus_tool.cli")
+
+EPILOG = """examples:
+  focus demo                                   generate a fine-grained image, compare vanilla and FOCUS
+  focus zoom photo.jpg --question "What colour is the cup?" --overlay out.png
+  focus zoom photo.jpg --target "red card" --json
+  focus zoom photo.jpg -q "..." --model llava-hf/llava-1.5-7b-hf --device cuda
+"""
+
+
+def _out(text: str) -> None:
+    """The CLI's one output channel (stdout)."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the embedded demo model)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps", "auto"], help="where to run the model")
+    p.add_argument(
+        "--attn",
+        default="sdpa",
+        choices=["sdpa", "eager", "flash_attention_2"],
+        help="attention kernel (FOCUS never needs attention weights)",
+    )
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _pipeline(args: argparse.Namespace) -> FocusPipeline:
+    from focus_tool.adapters.registry import load_adapter
+    from focus_tool.pipeline import FocusPipeline
+    from focus_tool.presets import config_for
+
+    adapter = load_adapter(args.model, device=_device(args.device), attn_implementation=args.attn)
+    return FocusPipeline(adapter, config_for(adapter))
+
+
+def cmd_zoom(args: argparse.Namespace) -> int:
+    """focus zoom: run FOCUS on one image."""
+    from focus_tool.inputs import load_image
+    from focus_tool.render import overlay
+
+    if args.question is None and args.target is None:
+        raise FocusError("give --question Q or --target T")
+    image = load_image(args.image)  # validate before loading the model
+    if args.overlay is not None and args.overlay.suffix.lower() != ".png":
+        raise FocusError(f"--overlay must name a .png file, got {args.overlay}")
+    pipe = _pipeline(args)
+    options = [o.strip() for o in args.options.split("|")] if args.options else None
+    result = pipe.zoom(image, question=args.question, target=args.target, options=options)
+    if args.overlay is not None:
+        args.overlay.parent.mkdir(parents=True, exist_ok=True)
+        overlay(image, result).save(args.overlay)
+    if args.json:
+        _out(result.model_dump_json(indent=1))
+        return 0
+    if result.question:
+        _out(f"question: {result.question}")
+        _out(f"answer:   {result.answer}")
+    _out(f"targets:  {', '.join(result.targets) or '(none found: answered on the full image)'}")
+    for r in result.regions[: args.top]:
+        conf = "  -  " if r.confidence is None else f"{r.confidence:.3f}"
+        mark = " *" if r.selected else ""
+        _out(f"  {r.id:>4} {r.target:<20} box={list(r.box)} P(yes)={conf}{mark}")
+    fp = result.forward_passes
+    _out(
+        f"forward passes: search {fp.search}, answer {fp.answer}, extraction {fp.aux}; "
+        f"prefill tokens {result.prefill_tokens}"
+    )
+    if args.overlay is not None:
+        _out(f"overlay:  {args.overlay}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """focus demo: one synthetic fine-grained image, vanilla vs FOCUS."""
+    from focus_tool.demo import run_demo
+
+    return run_demo(seed=args.seed, out_dir=args.out, model=args.model, write=_out)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """focus train-embedded: train the embedded model (see focus_tool/embedded/train.py)."""
+    from focus_tool.embedded.train import main as train_main
+
+    rest = [
+        "--out",
+        str(args.out),
+        "--steps",
+        str(args.steps),
+        "--seed",
+        str(args.seed),
+        "--aux",
+        args.aux,
+        "--threads",
+        str(args.threads),
+    ]
+    return train_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``focus``."""
+    parser = argparse.ArgumentParser(
+        prog="focus",
+        description="focus-tool: zoom into the small details of an image with a multimodal LLM (FOCUS, NeurIPS 2025). "
+        "It finds where the objects of a question are from the model's own KV cache, ranks crops by the model's "
+        "confidence, and answers on the best crop.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and tracebacks to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    z = sub.add_parser(
+        "zoom",
+        help="find the relevant regions of an image (and answer a question on them)",
+        description="Run FOCUS on IMAGE: target extraction, V-V relevance map from the KV cache, "
+        "region proposals, ranking by P(Yes), answer on the best region.",
+    )
+    z.add_argument("image", help="path of the image (PNG, JPEG, WebP, ...)")
+    g = z.add_mutually_exclusive_group()
+    g.add_argument("-q", "--question", help="question about a detail of the image")
+    g.add_argument("-t", "--target", help="object to find, e.g. 'red card' (no question, no answer)")
+    z.add_argument("--options", help="multiple-choice options separated by '|', e.g. 'white|black|cyan|pink'")
+    _add_model_args(z)
+    z.add_argument(
+        "--json", action="store_true", help="print the result as JSON (schema: focus_tool.result.FocusResult)"
+    )
+    z.add_argument("--overlay", type=Path, help="write a PNG with the relevance map and the ranked boxes")
+    z.add_argument("--top", type=int, default=5, help="regions to list in the text output (default 5)")
+    z.set_defaults(func=cmd_zoom)
+
+    d = sub.add_parser(
+        "demo",
+        help="generate a fine-grained image and compare vanilla with FOCUS",
+        description="Generate one synthetic fine-grained image, answer its question on the whole "
+        "image (vanilla) and with FOCUS, print both and write the overlay PNG.",
+    )
+    d.add_argument("--seed", type=int, default=0, help="which demo image (default 0)")
+    d.add_argument("--out", type=Path, default=Path("focus-demo"), help="folder for the image and overlay")
+    d.add_argument("--model", default=None, help="checkpoint folder (default: the embedded model)")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser(
+        "train-embedded",
+        help="train the embedded demo model from scratch (CPU, ~1 h)",
+        description="Train the embedded LLaVA on the synthetic world; resumable from --out.",
+    )
+    t.add_argument("--out", type=Path, default=Path("runs/embedded"))
+    t.add_argument("--steps", type=int, default=2800)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--aux", choices=["tied", "untied", "none"], default="tied")
+    t.add_argument("--threads", type=int, default=2)
+    t.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``focus``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return func(args)
+    except FocusError as e:
+        logger.debug("expected failure", exc_info=True)
+        sys.stderr.write(f"focus: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("focus: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""``focus demo``: one synthetic fine-grained image, answered on the whole image (vanilla) and with FOCUS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from focus_tool.data import synthetic as syn
+
+
+def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[str], None]) -> int:
+    """Generate the demo image for ``seed``, run vanilla and FOCUS, print both, write image + overlay PNGs."""
+    from focus_tool.adapters.registry import load_adapter
+    from focus_tool.pipeline import FocusPipeline
+    from focus_tool.presets import config_for
+    from focus_tool.render import overlay
+
+    item = syn.sample_bench_item(np.random.default_rng([syn.DEMO_STREAM, seed]), "attribute", item_id=f"demo_{seed}")
+    image = syn.render(item.scene)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image_path = out_dir / f"{item.item_id}.png"
+    image.save(image_path)
+    adapter = load_adapter(model)
+    pipe = FocusPipeline(adapter, config_for(adapter))
+    q = item.question
+    rng = np.random.default_rng(seed)
+    options = list(q.options)
+    rng.shuffle(options)
+    correct = "ABCD"[options.index(q.options[0])]
+    vanilla = pipe.vanilla(image, question=q.text, options=options)
+    focus = pipe.zoom(image, question=q.text, options=options)
+    ov_path = out_dir / f"{item.item_id}_overlay.png"
+    overlay(image, focus).save(ov_path)
+    gt = [int(v) for v in q.target_boxes_xyxy[0]]
+    write(f"model:    {adapter.model_id}")
+    write(
+        f"image:    {image_path} ({image.width}x{image.height} px; the model's input is "
+        f"{adapter.grid_for(image.size).input_wh[0]} px)"
+    )
+    write(f"question: {q.text}")
+    write("options:  " + "  ".join(f"({'ABCD'[i]}) {o}" for i, o in enumerate(options)) + f"   correct: {correct}")
+    write(
+        f"vanilla (whole image): {vanilla.answer!r:6} {'right' if vanilla.answer == correct else 'wrong'}  "
+        f"[{vanilla.forward_passes.answer} answer pass]"
+    )
+    write(
+        f"FOCUS:                 {focus.answer!r:6} {'right' if focus.answer == correct else 'wrong'}  "
+        f"[search passes {focus.forward_passes.search}, answer {focus.forward_passes.answer}, "
+        f"extraction {focus.forward_passes.aux}]"
+    )
+    write(f"targets:  {', '.join(focus.targets) or '(none)'}   ground-truth box: {gt}")
+    for r in focus.regions[:4]:
+        conf = "-" if r.confidence is None else f"{r.confidence:.3f}"
+        write(f"  {r.id:>3} box={list(r.box)} P(yes)={conf}{'  <- answered on this' if r.selected else ''}")
+    write(f"overlay:  {ov_path}")
+    return 0

@@ -1,0 +1,260 @@
+"""FocusPipeline: the engine. Runs the six steps over an adapter and returns one :class:`FocusResult`.
+
+    targets (I) -> relevance prefill + V-V map (II, III) -> proposals (IV) -> existence ranking (V) -> answer (VI)
+
+Each step is a pure function in ``focus_tool.steps``; this module only wires them, converts coordinates through
+the adapter's :class:`PatchGrid`, counts forward passes per phase and times each step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from focus_tool.adapters.base import MLLMAdapter
+from focus_tool.config import FocusConfig
+from focus_tool.errors import InputRejected
+from focus_tool.inputs import InputPolicy, check_text, load_image
+from focus_tool.ops.boxes import expand_to_min_size
+from focus_tool.prompts import format_options
+from focus_tool.result import FocusResult, ForwardPasses, Region, RelevanceMapOut
+from focus_tool.steps.answer import answer_view, crop
+from focus_tool.steps.proposals import propose_regions
+from focus_tool.steps.ranking import rank_type1, rank_type2
+from focus_tool.steps.relevance import relevance_map, to_grid
+from focus_tool.steps.targets import Target, extraction_prompt, parse_targets
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _TargetOutcome:
+    target: Target
+    regions: list[Region]
+    selected_boxes: np.ndarray  # (M, 4) image px
+    map_out: RelevanceMapOut
+    full_conf: float
+
+
+class FocusPipeline:
+    """FOCUS over one adapter. Thread-safe: one inference at a time (the adapter's counter is shared)."""
+
+    def __init__(
+        self, adapter: MLLMAdapter, config: FocusConfig | None = None, policy: InputPolicy | None = None
+    ) -> None:
+        self.adapter = adapter
+        self.config = config or FocusConfig()
+        self.policy = policy or InputPolicy()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public API
+
+    def zoom(
+        self,
+        image: str | Image.Image,
+        *,
+        question: str | None = None,
+        target: str | Sequence[str] | None = None,
+        options: Sequence[str] | None = None,
+    ) -> FocusResult:
+        """Find the regions relevant to ``question`` (or to ``target``) and answer ``question`` on them.
+
+        Args:
+            image: a path or a PIL image.
+            question: the question; its targets are extracted by the model unless ``target`` is given.
+            target: object phrase(s) to look for (skips Stage I); with no question, no answer is produced.
+            options: multiple-choice options, presented as (A) (B) ... with the answer instruction.
+        """
+        if question is None and target is None:
+            raise InputRejected("give a question or a target to look for")
+        img = load_image(image, self.policy)
+        q = check_text(question, "question", self.policy) if question is not None else None
+        with self._lock:
+            self.adapter.counter.reset()
+            timings: dict[str, float] = {}
+            t0 = time.perf_counter()
+            targets = self._targets(q, target)
+            timings["targets"] = time.perf_counter() - t0
+            outcomes = [self._search(img, t, timings) for t in targets]
+            result = self._answer(img, q, options, targets, outcomes, timings)
+        return result
+
+    def vanilla(self, image: str | Image.Image, *, question: str, options: Sequence[str] | None = None) -> FocusResult:
+        """Answer on the whole image (the baseline FOCUS is compared with)."""
+        img = load_image(image, self.policy)
+        q = check_text(question, "question", self.policy)
+        with self._lock:
+            self.adapter.counter.reset()
+            t0 = time.perf_counter()
+            with self.adapter.counter.in_phase("answer"):
+                answer = self.adapter.generate(
+                    img, self._answer_text(q, options), max_new_tokens=self.config.answer.max_new_tokens
+                )
+            return FocusResult(
+                method="vanilla",
+                model_id=self.adapter.model_id,
+                image_wh=img.size,
+                question=q,
+                answer=answer,
+                answer_view="full",
+                forward_passes=self._passes(),
+                prefill_tokens=self.adapter.counter.prefill_tokens,
+                timings_s={"answer": time.perf_counter() - t0},
+            )
+
+    # ------------------------------------------------------------------ steps
+
+    def _targets(self, question: str | None, target: str | Sequence[str] | None) -> list[Target]:
+        if target is not None:
+            phrases = [target] if isinstance(target, str) else list(target)
+            targets = [Target(check_text(p, "target", self.policy)) for p in phrases]
+            if question is not None:
+                parsed = parse_targets(
+                    "info about " + " and ".join(t.phrase for t in targets), question, self.config.targets
+                )
+                targets = parsed or targets
+            return targets
+        if question is None:
+            raise InputRejected("give a question or a target to look for")
+        with self.adapter.counter.in_phase("aux"):
+            reply = self.adapter.generate(
+                None,
+                extraction_prompt(question, self.config.targets),
+                max_new_tokens=self.config.targets.max_new_tokens,
+            )
+        targets = parse_targets(reply, question, self.config.targets)
+        logger.debug("target extraction: %r -> %s", reply, targets)
+        return targets
+
+    def _layers(self) -> tuple[int, int]:
+        n = self.adapter.num_layers
+        lo, hi = self.config.relevance.layers or (n // 2, n)
+        return max(0, lo), min(hi, n)
+
+    def _search(self, img: Image.Image, target: Target, timings: dict[str, float]) -> _TargetOutcome:
+        cfg = self.config
+        t0 = time.perf_counter()
+        prompt = f"Is there a {target.phrase} in the image?"
+        feature = cfg.relevance.feature
+        with self.adapter.counter.in_phase("search"):
+            pre = self.adapter.prefill(img, prompt, target.phrase, keys_norope=feature == "key_norope")
+        lo, hi = self._layers()
+        if feature == "value":
+            feats = pre.layer_values[lo:hi]
+        elif feature == "key_norope" and pre.layer_keys_norope is not None:
+            feats = pre.layer_keys_norope[lo:hi]
+        else:
+            raise NotImplementedError("feature='key_rope' needs the cache keys; not exposed by this adapter")
+        vec = relevance_map(feats, pre.target_positions, pre.visual_positions, cfg.relevance)  # (P,)
+        grid_map, grid = to_grid(vec, pre.grid, cfg.relevance)  # (rows, cols)
+        timings["relevance"] = timings.get("relevance", 0.0) + time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        props = propose_regions(grid_map, cfg.proposal)
+        boxes = grid.clip_xyxy(grid.cells_to_image_xyxy(props.cells_xyxy))  # (N, 4) image px
+        keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+        boxes, scores = boxes[keep], props.anchor_scores[keep]
+        if cfg.rank.min_crop_px > 0:
+            boxes = expand_to_min_size(boxes, cfg.rank.min_crop_px, img.size)
+        timings["proposals"] = timings.get("proposals", 0.0) + time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        ex_prompt = prompt + (" " + cfg.rank.existence_suffix if cfg.rank.existence_suffix else "")
+
+        def score(indices: Sequence[int]) -> np.ndarray:
+            crops = [crop(img, boxes[i]) for i in indices]
+            with self.adapter.counter.in_phase("search"):
+                return self.adapter.yes_no_margins(crops, [ex_prompt] * len(crops)).numpy().astype(np.float64)
+
+        ranking = (rank_type2 if target.all_instances else rank_type1)(len(boxes), score, cfg.rank)
+        timings["ranking"] = timings.get("ranking", 0.0) + time.perf_counter() - t2
+
+        int_boxes = grid.to_int_xyxy(boxes)
+        order = sorted(range(len(boxes)), key=lambda i: (-ranking.confidence.get(i, -1.0), i))
+        regions = [
+            Region(
+                id="",
+                box=(int(int_boxes[i, 0]), int(int_boxes[i, 1]), int(int_boxes[i, 2]), int(int_boxes[i, 3])),
+                confidence=ranking.confidence.get(i),
+                target=target.phrase,
+                rank=r + 1,
+                anchor_score=round(float(scores[i]), 4),
+                selected=i in ranking.selected,
+            )
+            for r, i in enumerate(order)
+            if (int_boxes[i, 2] > int_boxes[i, 0] and int_boxes[i, 3] > int_boxes[i, 1])
+        ]
+        selected = boxes[list(ranking.selected)] if ranking.selected else np.zeros((0, 4))
+        map_out = RelevanceMapOut(
+            target=target.phrase,
+            rows=grid.rows,
+            cols=grid.cols,
+            values=np.round(grid_map, 6).tolist(),
+            view_xyxy=grid.view_xyxy,
+        )
+        full_conf = float(1 / (1 + np.exp(-pre.yes_no_margin)))
+        return _TargetOutcome(target, regions, selected, map_out, full_conf)
+
+    def _answer_text(self, question: str, options: Sequence[str] | None) -> str:
+        if options:
+            return format_options(question, list(options), self.config.answer.answer_suffix)
+        return question
+
+    def _answer(
+        self,
+        img: Image.Image,
+        question: str | None,
+        options: Sequence[str] | None,
+        targets: list[Target],
+        outcomes: list[_TargetOutcome],
+        timings: dict[str, float],
+    ) -> FocusResult:
+        t0 = time.perf_counter()
+        type2 = any(t.all_instances for t in targets)
+        if type2:
+            per_target = [o.selected_boxes for o in outcomes]
+        else:
+            per_target = [o.selected_boxes[0] for o in outcomes if len(o.selected_boxes)]
+        view = answer_view(img, per_target, type2=type2, cfg=self.config.answer)
+        answer = None
+        if question is not None:
+            with self.adapter.counter.in_phase("answer"):
+                answer = self.adapter.generate(
+                    view.image, self._answer_text(question, options), max_new_tokens=self.config.answer.max_new_tokens
+                )
+        timings["answer"] = time.perf_counter() - t0
+        regions: list[Region] = []
+        for o in outcomes:
+            regions.extend(o.regions)
+        regions = [r.model_copy(update={"id": f"r{i + 1}"}) for i, r in enumerate(regions)]
+        grid = self.adapter.grid_for(img.size)
+        answer_boxes = (
+            [tuple(int(v) for v in b) for b in grid.to_int_xyxy(view.boxes_xyxy)] if len(view.boxes_xyxy) else []
+        )
+        return FocusResult(
+            method="focus",
+            model_id=self.adapter.model_id,
+            image_wh=img.size,
+            question=question,
+            answer=answer,
+            targets=[t.phrase for t in targets],
+            target_types=["all" if t.all_instances else "single" for t in targets],
+            regions=regions,
+            answer_view=view.mode if question is not None else "none",
+            answer_boxes=answer_boxes,  # type: ignore[arg-type]
+            relevance_maps=[o.map_out for o in outcomes],
+            full_image_confidence={o.target.phrase: round(o.full_conf, 6) for o in outcomes},
+            forward_passes=self._passes(),
+            prefill_tokens=self.adapter.counter.prefill_tokens,
+            timings_s={k: round(v, 4) for k, v in timings.items()},
+        )
+
+    def _passes(self) -> ForwardPasses:
+        c = self.adapter.counter.counts
+        return ForwardPasses(search=c["search"], answer=c["answer"], aux=c["aux"])

@@ -1,0 +1,68 @@
+"""Per-backbone presets (paper Tab. 7, spec Sec. 6), selectable by name and overridable per field.
+
+A checkpoint folder may carry a ``focus_preset.json`` (``{"preset": NAME, "overrides": {"proposal.s_max": 3}}``);
+the embedded model ships one that names its measured layer range. This is data next to the weights, read the same
+way for every checkpoint, not a special case in the pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from focus_tool.adapters.base import MLLMAdapter
+from focus_tool.config import FocusConfig, ProposalConfig, RankConfig, RelevanceConfig
+from focus_tool.errors import ConfigError
+
+PRESETS: dict[str, FocusConfig] = {
+    # LLaVA-1.5-7B on V*Bench: layers [14, 32), k 30 (n_steps >= 4), s 3..5, s_dist 2, t_type2 0.6  [paper Tab. 7]
+    "llava-1.5": FocusConfig(
+        relevance=RelevanceConfig(layers=(14, 32)),
+        proposal=ProposalConfig(k=30, s_min=3, s_max=5, s_dist=2.0),
+        rank=RankConfig(n_steps=4, overrun=True, t_type2=0.6),
+    ),
+    # generic fallback: layers [O//2, O) [spec Sec. 4.3], the LLaVA-1.5 box settings
+    "default": FocusConfig(),
+}
+
+
+def apply_overrides(cfg: FocusConfig, overrides: dict[str, Any]) -> FocusConfig:
+    """Return ``cfg`` with dotted-path overrides, e.g. ``{"proposal.s_max": 7, "relevance.layers": [0, 2]}``."""
+    for key, value in overrides.items():
+        group, _, field = key.partition(".")
+        if not field or not hasattr(cfg, group):
+            raise ConfigError(
+                f"unknown setting {key!r}; use GROUP.FIELD with GROUP in targets, relevance, proposal, rank, answer"
+            )
+        sub = getattr(cfg, group)
+        if field not in {f.name for f in dataclasses.fields(sub)}:
+            raise ConfigError(
+                f"unknown setting {key!r}; {group} has {', '.join(f.name for f in dataclasses.fields(sub))}"
+            )
+        if isinstance(value, list):
+            value = tuple(value)
+        cfg = dataclasses.replace(cfg, **{group: dataclasses.replace(sub, **{field: value})})
+    return cfg
+
+
+def preset(name: str, overrides: dict[str, Any] | None = None) -> FocusConfig:
+    """A named preset with optional overrides."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    return apply_overrides(PRESETS[name], overrides or {})
+
+
+def config_for(adapter: MLLMAdapter, model_path: str | Path | None = None) -> FocusConfig:
+    """The preset for a loaded model: the checkpoint's ``focus_preset.json`` if any, else by architecture."""
+    path = Path(model_path if model_path is not None else adapter.model_id)
+    file = path / "focus_preset.json"
+    if file.is_file():
+        spec = json.loads(file.read_text())
+        return preset(spec.get("preset", "default"), spec.get("overrides", {}))
+    cfg = PRESETS.get(getattr(adapter, "preset_name", "default"), PRESETS["default"])
+    layers = cfg.relevance.layers
+    if layers is not None and layers[1] > adapter.num_layers:  # a smaller model of the family: [O//2, O)
+        cfg = dataclasses.replace(cfg, relevance=dataclasses.replace(cfg.relevance, layers=None))
+    return cfg

@@ -1,0 +1,71 @@
+"""The one result type every engine returns and every surface serialises (pydantic v2, JSON round-trip)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = "1"
+
+
+class Region(BaseModel):
+    """A ranked region, integer xyxy in original-image pixels (after EXIF transpose)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="stable id of this region within the result, e.g. 'r1'")
+    box: tuple[int, int, int, int] = Field(description="[x0, y0, x1, y1] in original-image pixels")
+    confidence: float | None = Field(ge=0.0, le=1.0, description="existence confidence P(Yes); None if not scored")
+    target: str = Field(description="the target phrase the region was proposed for")
+    rank: int = Field(ge=1, description="1 = best region for its target")
+    anchor_score: float = Field(description="relevance at the anchor, relative to the map mean")
+    selected: bool = Field(default=False, description="used for the answer")
+
+    @field_validator("box")
+    @classmethod
+    def _box_ok(cls, v: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        if v[2] <= v[0] or v[3] <= v[1]:
+            raise ValueError(f"box must have x1 > x0 and y1 > y0, got {v}")
+        return v
+
+
+class RelevanceMapOut(BaseModel):
+    """A target's relevance map on its token grid, with the image rectangle the grid spans."""
+
+    model_config = ConfigDict(frozen=True)
+
+    target: str
+    rows: int = Field(ge=1)
+    cols: int = Field(ge=1)
+    values: list[list[float]] = Field(description="rows x cols, non-negative, summing to 1")
+    view_xyxy: tuple[float, float, float, float] = Field(description="image-pixel rectangle covered by the grid")
+
+
+class ForwardPasses(BaseModel):
+    """Model sequences run, counted at the model-call boundary (a generate call counts once)."""
+
+    search: int = Field(ge=0, description="relevance prefills + existence checks (the paper's search FPs)")
+    answer: int = Field(ge=0, description="final answer passes")
+    aux: int = Field(ge=0, description="target extraction")
+
+
+class FocusResult(BaseModel):
+    """What a zoom call returns."""
+
+    schema_version: str = SCHEMA_VERSION
+    method: Literal["focus", "vanilla"] = "focus"
+    model_id: str
+    image_wh: tuple[int, int]
+    question: str | None = None
+    answer: str | None = None
+    targets: list[str] = Field(default_factory=list)
+    target_types: list[Literal["single", "all"]] = Field(default_factory=list)
+    regions: list[Region] = Field(default_factory=list)
+    answer_view: Literal["full", "crop", "union", "canvas", "none"] = "none"
+    answer_boxes: list[tuple[int, int, int, int]] = Field(default_factory=list)
+    relevance_maps: list[RelevanceMapOut] = Field(default_factory=list)
+    full_image_confidence: dict[str, float] = Field(default_factory=dict, description="P(Yes) on the whole image")
+    forward_passes: ForwardPasses
+    prefill_tokens: int = Field(ge=0)
+    timings_s: dict[str, float] = Field(default_factory=dict)

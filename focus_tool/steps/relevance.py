@@ -1,0 +1,151 @@
+"""Stage III: the object relevance map from cached VALUE vectors (paper §3.2, Fig. 7; spec Sec. 4.2).
+
+For each layer l in [l, L) and each target token t:
+    v^ = v / ||v||  per KV head                                  (H, N, D)
+    S[t, j] = sum_h <v^_{h,t}, v^_{h,j}>                          sum of per-head cosines, (N,)
+    a_t = S[t, vis] / (sum_j S[t, j] + 1)                         row of (S + I) / 2, row-normalised  [Fig. 7]
+    A_t = sum_l a_t^l ;  A_t /= sum(A_t)                           layer aggregation + global normalisation
+Per target: A = prod_t clamp(A_t) renormalised after each product  (token consensus)  [paper §3.2]
+
+Only the target rows are computed (O(|T| H N D) per layer, never N x N), in float32. Options (spec Sec. 9):
+``rollout_norm="column"`` (#4), ``layer_agg="product"`` (#5, builds N x N), ``negative_handling`` (#6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from focus_tool.config import RelevanceConfig
+from focus_tool.grid import PatchGrid
+
+
+def _token_map(
+    values: Sequence[torch.Tensor], t: int, vis: torch.Tensor, valid: torch.Tensor | None, cfg: RelevanceConfig
+) -> torch.Tensor:
+    """Per-token map A_t over the P visual positions, (P,), summing to 1 before negative handling."""
+    acc = torch.zeros(len(vis), dtype=torch.float32)  # (P,)
+    if cfg.layer_agg == "product":
+        return _token_map_product(values, t, vis, valid, cfg)
+    for v in values:  # each (H, N, D)
+        vn = F.normalize(v.float(), dim=-1)  # (H, N, D)
+        if valid is not None:
+            vn = vn[:, valid]  # drop pad positions; vis/t are re-indexed by the caller
+        s = torch.einsum("hd,hnd->n", vn[:, t], vn)  # (N,) sum of per-head cosines
+        if cfg.rollout_norm == "row":
+            acc += s[vis] / (s.sum() + 1.0)
+        else:  # column: each visual token divided by its own row sum (symmetric S + I)
+            col = torch.einsum("hpd,hnd->p", vn[:, vis], vn) + 1.0  # (P,)
+            acc += s[vis] / col
+    total = acc.sum()
+    return acc / total if total != 0 else acc
+
+
+def _token_map_product(
+    values: Sequence[torch.Tensor], t: int, vis: torch.Tensor, valid: torch.Tensor | None, cfg: RelevanceConfig
+) -> torch.Tensor:
+    """True attention-rollout mode: the product of the row-normalised (S + I)/2 matrices (N x N per layer)."""
+    roll: torch.Tensor | None = None
+    for v in values:
+        vn = F.normalize(v.float(), dim=-1)
+        if valid is not None:
+            vn = vn[:, valid]
+        s = torch.einsum("hid,hjd->ij", vn, vn)  # (N, N)
+        r = (s + torch.eye(s.shape[0])) / 2
+        r = r / r.sum(-1, keepdim=True) if cfg.rollout_norm == "row" else r / r.sum(0, keepdim=True)
+        roll = r if roll is None else r @ roll
+    if roll is None:
+        raise ValueError("no layers given")
+    acc = roll[t, vis]
+    return acc / acc.sum()
+
+
+def relevance_map(
+    values: Sequence[torch.Tensor],
+    target_positions: Sequence[int],
+    visual_positions: Sequence[int],
+    cfg: RelevanceConfig,
+    *,
+    valid: torch.Tensor | None = None,
+) -> npt.NDArray[np.float64]:
+    """V-V relevance of each visual token for one target phrase.
+
+    Args:
+        values: one ``(H_kv, N, D)`` tensor per layer in [l, L) (cached values, or pre-RoPE keys for the K-K
+            ablation), batch item already selected.
+        target_positions: sequence positions of the target phrase's tokens (|T| >= 1).
+        visual_positions: (P,) sequence positions of the visual tokens used for the map, row-major over the grid.
+        cfg: map settings.
+        valid: optional (N,) bool mask of non-pad positions (batched prefills); sums then skip pad positions.
+
+    Returns:
+        (P,) float64 map, non-negative, summing to 1 (all zeros if every entry was clamped away).
+    """
+    if not target_positions:
+        raise ValueError("relevance_map needs at least one target position")
+    vis = torch.as_tensor(list(visual_positions), dtype=torch.long)
+    tpos = list(target_positions)
+    if valid is not None:  # re-index positions into the compacted (valid-only) sequence
+        new_index = torch.cumsum(valid.long(), 0) - 1
+        vis, tpos = new_index[vis], [int(new_index[t]) for t in tpos]
+    if cfg.map_source == "random":
+        gen = np.random.default_rng(cfg.seed)
+        m = gen.uniform(0.0, 1.0, size=len(vis))
+        return m / m.sum()
+    out = torch.ones(len(vis), dtype=torch.float32)  # (P,)
+    for t in tpos:
+        a = _token_map(values, t, vis, None, cfg)
+        if cfg.negative_handling == "clamp":
+            a = a.clamp_min(0)
+        elif cfg.negative_handling == "minmax":
+            a = (a - a.min()) / (a.max() - a.min()).clamp_min(1e-12)
+        out = out * a
+        s = out.sum()
+        out = out / s if s > 0 else out
+    return out.double().numpy()
+
+
+def to_grid(
+    map_p: npt.NDArray[np.float64], grid: PatchGrid, cfg: RelevanceConfig
+) -> tuple[npt.NDArray[np.float64], PatchGrid]:
+    """Reshape a (P,) map to (rows, cols), smooth and downsample if configured, zero the pad band.
+
+    Returns:
+        the (rows', cols') map and the grid it lives on (``grid.downsampled(cfg.downsample)``).
+    """
+    if map_p.size != grid.rows * grid.cols:
+        raise ValueError(f"map has {map_p.size} entries but the grid is {grid.rows} x {grid.cols}")
+    m = map_p.reshape(grid.rows, grid.cols).astype(np.float64)
+    if cfg.mask_padding:
+        m = np.where(grid.padding_mask(), 0.0, m)
+    if cfg.smooth_sigma > 0:
+        m = gaussian_filter(m, cfg.smooth_sigma)
+    out_grid = grid.downsampled(cfg.downsample)
+    if cfg.downsample > 1:
+        m = avg_pool_ceil(m, cfg.downsample)
+    return m, out_grid
+
+
+def gaussian_filter(m: npt.NDArray[np.float64], sigma: float, truncate: float = 2.0) -> npt.NDArray[np.float64]:
+    """Separable Gaussian blur with reflect padding, truncated at ``truncate * sigma`` (spec Sec. 4.4)."""
+    radius = max(1, int(truncate * sigma + 0.5))
+    x = np.arange(-radius, radius + 1)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    k /= k.sum()
+    padded = np.pad(m, radius, mode="reflect") if min(m.shape) > radius else np.pad(m, radius, mode="edge")
+    tmp = np.apply_along_axis(lambda r: np.convolve(r, k, mode="valid"), 1, padded)
+    return np.apply_along_axis(lambda c: np.convolve(c, k, mode="valid"), 0, tmp)
+
+
+def avg_pool_ceil(m: npt.NDArray[np.float64], f: int) -> npt.NDArray[np.float64]:
+    """f x f average pooling in ceil mode (partial windows average their real cells)."""
+    rows, cols = -(-m.shape[0] // f), -(-m.shape[1] // f)
+    out = np.zeros((rows, cols))
+    for i in range(rows):
+        for j in range(cols):
+            out[i, j] = m[i * f : (i + 1) * f, j * f : (j + 1) * f].mean()
+    return out
