@@ -122,11 +122,16 @@ def to_grid(
     m = map_p.reshape(grid.rows, grid.cols).astype(np.float64)
     if cfg.mask_padding:
         m = np.where(grid.padding_mask(), 0.0, m)
+        total = m.sum()
+        m = m / total if total > 0 else m
     if cfg.smooth_sigma > 0:
         m = gaussian_filter(m, cfg.smooth_sigma)
     out_grid = grid.downsampled(cfg.downsample)
     if cfg.downsample > 1:
         m = avg_pool_ceil(m, cfg.downsample)
+    if cfg.smooth_sigma > 0 or cfg.downsample > 1:
+        total = m.sum()
+        m = m / total if total > 0 else m
     return m, out_grid
 
 
