@@ -435,3 +435,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def export_checkpoint(run_dir: Path, out: Path, arch: EmbeddedArch | None = None) -> Path:
+    """Write the model of ``run_dir/ckpt.pt`` (e.g. of an unfinished run) in the hub layout to ``out``."""
+    import torch
+
+    arch = arch or EmbeddedArch()
+    processor = build_processor(arch)
+    tok = processor.tokenizer
+    model = build_model(
+        len(tok), tok.convert_tokens_to_ids("<image>"), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, arch
+    )
+    model.load_state_dict(torch.load(run_dir / "ckpt.pt", weights_only=False)["model"])
+    model.eval().save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -35,7 +35,7 @@ class Ranking:
 
 def confidence_from_margin(margin: npt.NDArray[np.float64], scale: str = "softmax") -> npt.NDArray[np.float64]:
     """Yes/No logit margin -> confidence. ``softmax``: sigmoid in [0, 1]; ``zoomeye``: 2 * sigmoid - 1."""
-    p = 1.0 / (1.0 + np.exp(-np.asarray(margin, dtype=np.float64)))
+    p = 1.0 / (1.0 + np.exp(-np.clip(np.asarray(margin, dtype=np.float64), -500, 500)))
     return p if scale == "softmax" else 2 * p - 1
 
 

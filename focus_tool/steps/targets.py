@@ -67,7 +67,7 @@ def parse_targets(text: str, question: str, cfg: TargetConfig) -> list[Target]:
     if idx < 0:
         return []
     body = text[idx + len("info about") :].split("\n")[0]
-    body = re.split(r"(?<!\w)\.(?!\w)|\?|!", body)[0]  # up to the sentence end
+    body = re.split(r"\.(?!\w)|\?|!", body)[0]  # up to the sentence end
     items = [s.strip() for s in re.split(r"\s+and\s+|,|;", body)]
     out: list[Target] = []
     seen: set[str] = set()

@@ -1,0 +1,194 @@
+"""The ``focus`` command line, run as a subprocess: help, a good run, and every bad input (exit 2, one line)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from focus_tool.inputs import load_image
+from focus_tool.render import overlay
+from focus_tool.result import FocusResult
+from tests.bad_inputs import write_huge_header_png, write_png, write_text_as_png, write_truncated_png
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+}  # the package is importable from any cwd
+
+
+def focus(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "focus_tool.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import save_tiny_llava
+
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava-cli"))
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_png(tmp_path_factory.mktemp("img") / "scene.png", (96, 64))
+
+
+# ---------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--help"], ["zoom", "demo"]),
+        (["zoom", "--help"], ["--question", "--target", "--overlay", "--json", "--model"]),
+    ],
+)
+def test_help(args: list[str], expected: list[str]) -> None:
+    p = focus(*args)
+    assert p.returncode == 0, p.stderr
+    for word in expected:
+        assert word in p.stdout
+    assert "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _missing(t: Path) -> Path:
+    return t / "nope.png"
+
+
+def _directory(t: Path) -> Path:
+    d = t / "adir"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+BadImage = Callable[[Path], Path]
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (_missing, ["not found", "nope.png"]),  # missing file
+        (_directory, ["adir", "is not a file"]),  # a directory
+        (lambda t: write_text_as_png(t / "text.png"), ["text.png", "not an image"]),  # text with a .png name
+        (lambda t: write_truncated_png(t / "cut.png"), ["cut.png", "truncated"]),  # truncated PNG
+        (lambda t: write_png(t / "small.png", (10, 10)), ["10x10", "at least 32"]),  # below the minimum size
+        (lambda t: write_huge_header_png(t / "huge.png"), ["huge.png", "pixels", "downscale"]),  # header 1e5 x 1e5
+    ],
+)
+def test_bad_image(tmp_path: Path, tiny: Path, make: BadImage, words: list[str]) -> None:
+    p = focus("zoom", make(tmp_path), "--target", "red card", "--model", tiny)
+    _assert_clean_error(p, words)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--question", ""], ["question is empty"]),  # empty question
+        (["--question", "   "], ["question is empty"]),  # whitespace-only question
+        (["--target", "   "], ["target is empty"]),  # whitespace-only target
+        (["--target", "zebra"], ["zebra", "vocabulary"]),  # a word the tiny model's tokenizer does not know
+        (["--target", "red card", "--overlay", "out.jpg"], ["--overlay", ".png", "out.jpg"]),  # not a PNG name
+        ([], ["--question", "--target"]),  # neither question nor target
+    ],
+)
+def test_bad_text_or_option(tmp_path: Path, tiny: Path, image: Path, args: list[str], words: list[str]) -> None:
+    p = focus("zoom", image, *args, "--model", tiny, cwd=tmp_path)
+    _assert_clean_error(p, words)
+    assert not (tmp_path / "out.jpg").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        ("/no/such/model/dir", ["/no/such/model/dir", "does not exist"]),  # missing folder
+        ("nobody-xyz/no-such-model-xyz", ["nobody-xyz/no-such-model-xyz", "hub id"]),  # uncached hub id, offline
+    ],
+)
+def test_bad_model(image: Path, model: str, words: list[str]) -> None:
+    p = focus("zoom", image, "--target", "red card", "--model", model)
+    _assert_clean_error(p, words)
+
+
+def test_model_folder_without_config(tmp_path: Path, image: Path) -> None:
+    p = focus("zoom", image, "--target", "red card", "--model", tmp_path)
+    _assert_clean_error(p, ["config.json"])
+
+
+def _assert_clean_error(p: subprocess.CompletedProcess[str], words: list[str]) -> None:
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stderr.startswith("focus: error:"), p.stderr
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+    assert p.stderr.count("\n") == 1, p.stderr  # one line
+    for word in words:
+        assert word in p.stderr, (word, p.stderr)
+    assert p.stdout == ""
+
+
+# ---------------------------------------------------------------- a good run
+
+
+def test_zoom_json_and_overlay(tmp_path: Path, tiny: Path, image: Path) -> None:
+    out = tmp_path / "sub" / "out.png"
+    p = focus("zoom", image, "--target", "red card", "--model", tiny, "--json", "--overlay", out)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    result = FocusResult.model_validate_json(p.stdout)
+    w, h = Image.open(image).size
+    assert result.image_wh == (w, h)
+    assert result.targets == ["red card"] and result.target_types == ["single"]
+    assert result.question is None and result.answer is None and result.answer_view == "none"
+    assert len(result.regions) >= 1
+    for r in result.regions:
+        x0, y0, x1, y1 = r.box
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, r.box
+        assert r.confidence is None or 0.0 <= r.confidence <= 1.0
+    assert [r.rank for r in result.regions] == list(range(1, len(result.regions) + 1))
+    assert len({r.id for r in result.regions}) == len(result.regions)
+    selected = [r for r in result.regions if r.selected]
+    assert len(selected) == 1  # type-1, one target: one winner
+
+    assert out.is_file()
+    written = Image.open(out)
+    assert written.size == (w, h)
+
+    # the boxes are drawn where the JSON says: same picture when re-rendered from the JSON result ...
+    img = load_image(image)
+    rendered = overlay(img, result)
+    assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(rendered))
+    # ... and along the selected box's top edge the pixels differ from an overlay without regions
+    bare = np.asarray(overlay(img, result.model_copy(update={"regions": []})))
+    x0, y0, x1, _ = selected[0].box
+    drawn = np.asarray(rendered)
+    assert (drawn[y0, x0:x1] != bare[y0, x0:x1]).any(axis=-1).all()
+    # and the bottom edge row is drawn too (outline inside the box, last row y1 - 1)
+    y1 = selected[0].box[3]
+    assert (drawn[y1 - 1, x0:x1] != bare[y1 - 1, x0:x1]).any(axis=-1).all()
+
+
+def test_zoom_text_output(tiny: Path, image: Path) -> None:
+    p = focus("zoom", image, "--target", "red card", "--model", tiny, "--top", "2")
+    assert p.returncode == 0, p.stderr
+    assert "targets:  red card" in p.stdout
+    assert "forward passes: search" in p.stdout
+    assert "Traceback" not in p.stderr
