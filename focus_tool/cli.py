@@ -41,7 +41,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--attn",
         default="sdpa",
         choices=["sdpa", "eager", "flash_attention_2"],
-        help="attention kernel (FOCUS never needs attention weights)",
+        help="attention kernel (FOCUS never needs attention weights; flash_attention_2 falls back to sdpa "
+        "when flash-attn is not installed)",
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "float16", "bfloat16"],
+        help="model weights dtype (default float32; the map math always runs in float32)",
     )
 
 
@@ -62,7 +69,9 @@ def _pipeline(args: argparse.Namespace) -> FocusPipeline:
     from focus_tool.pipeline import FocusPipeline
     from focus_tool.presets import config_for
 
-    adapter = load_adapter(args.model, device=_device(args.device), attn_implementation=args.attn)
+    adapter = load_adapter(
+        args.model, device=_device(args.device), attn_implementation=args.attn, dtype=getattr(args, "dtype", None)
+    )
     return FocusPipeline(adapter, config_for(adapter))
 
 
@@ -100,6 +109,25 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     )
     if args.overlay is not None:
         _out(f"overlay:  {args.overlay}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """focus models: the supported architectures and their presets."""
+    from focus_tool.adapters.registry import supported_architectures
+    from focus_tool.presets import PRESETS
+
+    _out(f"{'model_type':<17} {'transformers class':<40} {'preset':<16} settings")
+    for mtype, hf_class, name in supported_architectures():
+        cfg = PRESETS[name]
+        rel, prop = cfg.relevance, cfg.proposal
+        settings = (
+            f"layers {f'[{rel.layers[0]}, {rel.layers[1]})' if rel.layers else '[O//2, O)'} smooth {rel.smooth_sigma} "
+            f"down {rel.downsample} k {prop.k} s {prop.s_min}..{prop.s_max} s_dist {prop.s_dist} "
+            f"t_type2 {cfg.rank.t_type2}"
+        )
+        _out(f"{mtype:<17} {hf_class:<40} {name:<16} {settings}")
+    _out("a checkpoint's focus_preset.json overrides its preset; layers past the model depth fall back to [O//2, O)")
     return 0
 
 
@@ -161,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--top", type=int, default=5, help="regions to list in the text output (default 5)")
     z.set_defaults(func=cmd_zoom)
 
+    m = sub.add_parser(
+        "models",
+        help="list the supported model architectures and their presets",
+        description="List the checkpoint architectures (config.json model_type) focus-tool runs, with the preset "
+        "each one uses.",
+    )
+    m.set_defaults(func=cmd_models)
+
     d = sub.add_parser(
         "demo",
         help="generate a fine-grained image and compare vanilla with FOCUS",
@@ -180,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=Path("runs/embedded"))
     t.add_argument("--steps", type=int, default=2800)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--aux", choices=["tied", "untied", "none"], default="tied")
+    t.add_argument("--aux", choices=["tied", "tied-cls", "untied", "none"], default="tied")
     t.add_argument("--threads", type=int, default=2)
     t.set_defaults(func=cmd_train)
     return parser

@@ -11,8 +11,11 @@ What the model is taught (every example is an (image, prompt) -> answer pair in 
 
 Losses: next-token cross-entropy on the answer tokens, plus an auxiliary loss on the VISION side only
 (``--aux``): each 8-px patch's projector output is classified by card colour and by pip colour.
-- ``tied``: logits are scaled cosines between the projector output and the LM *input embeddings* of the colour
+- ``tied-cls``: logits are scaled cosines between the projector output and the LM *input embeddings* of the colour
   words (so the image tokens and the colour words share a direction from layer 0 on);
+- ``tied`` (default): ``tied-cls`` plus an alignment term, 1 - cos(projector output, e(colour) + e("card")
+  [+ e(pip colour)]) on card and pip patches, the analogue of LLaVA's stage-1 projector pre-training that maps
+  image features into the LM's word-embedding space;
 - ``untied``: a separate linear head (not saved with the model); the LM must learn word-image association
   from the questions alone;
 - ``none``: no auxiliary loss.
@@ -291,6 +294,7 @@ def train(
     width = arch.text_width
     card_word_ids = torch.tensor(tok.convert_tokens_to_ids(list(CARD_CLASSES[1:])))
     pip_word_ids = torch.tensor(tok.convert_tokens_to_ids(list(PIP_CLASSES[1:])))
+    card_id = int(tok.convert_tokens_to_ids("card"))
     aux_mod = torch.nn.ParameterDict(
         {
             "none_card": torch.nn.Parameter(torch.randn(width) * 0.02),
@@ -333,12 +337,16 @@ def train(
         pip_l = batch.pop("pip_labels", None)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        outputs = model(**batch)
-        loss = outputs.loss
+        labels = batch.pop("labels")
+        logits = model(**batch).logits[:, :-1].float()  # (B, T-1, V)
+        target = labels[:, 1:]
+        tok_loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")  # (B, T-1)
+        n_tok = (target != IGNORE).sum(-1).clamp_min(1)
+        loss = (tok_loss.sum(-1) / n_tok).mean()  # per-example mean: a 1-token answer weighs as much as a sentence
         aux_loss = torch.zeros(())
         if aux != "none" and card_l is not None:
             proj = captured["proj"]  # (n_img, G*G, width)
-            if aux == "tied":
+            if aux in ("tied", "tied-cls"):
                 emb = model.get_input_embeddings().weight
                 card_w = torch.cat([aux_mod["none_card"][None], emb[card_word_ids]])  # (7, width)
                 pip_w = torch.cat([aux_mod["none_pip"][None], emb[pip_word_ids]])  # (5, width)
@@ -355,6 +363,15 @@ def train(
                 pip_l.flatten(),
                 ignore_index=IGNORE,
             )
+            if aux == "tied":  # alignment: a card patch points along e(colour) + e("card") (+ e(pip colour))
+                emb = model.get_input_embeddings().weight
+                want = torch.zeros_like(proj)  # (n_img, G*G, width)
+                on_card, on_pip = card_l > 0, pip_l > 0
+                want[on_card] = emb[card_word_ids[card_l[on_card] - 1]] + emb[card_id]
+                want[on_pip] = want[on_pip] + emb[pip_word_ids[pip_l[on_pip] - 1]]
+                sel = on_card | on_pip
+                if bool(sel.any()):
+                    aux_loss = aux_loss + (1 - F.cosine_similarity(proj[sel], want[sel], dim=-1)).mean()
         total = loss + aux_weight * aux_loss
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -414,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--aux", choices=["tied", "untied", "none"], default="tied")
+    ap.add_argument("--aux", choices=["tied", "tied-cls", "untied", "none"], default="tied")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
