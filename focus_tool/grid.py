@@ -64,6 +64,17 @@ class PatchGrid:
         w, h = image_wh
         return cls(image_wh, (0.0, 0.0, float(w), float(h)), rows, cols, input_wh)
 
+    @classmethod
+    def anyres_local(cls, image_wh: tuple[int, int], rows: int, cols: int, input_wh: tuple[int, int]) -> PatchGrid:
+        """LLaVA-OneVision's local (anyres) grid after unpadding and the ``anyres_max_N`` shrink (spec Sec. 8).
+
+        The tiles cover the image resized into the best pinpoint resolution and padded; unpadding removes the pad
+        rows (or columns) of feature cells, so the ``rows x cols`` grid spans the whole image: a cell is W / cols by
+        H / rows image pixels. The bilinear shrink keeps that span. (Unpadding rounds to whole cells, so a cell's
+        true footprint can be off by under one cell at the padded edges.)
+        """
+        return cls.stretched(image_wh, rows, cols, input_wh)
+
     # ------------------------------------------------------------------ scales
 
     @property

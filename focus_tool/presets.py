@@ -23,6 +23,20 @@ PRESETS: dict[str, FocusConfig] = {
         proposal=ProposalConfig(k=30, s_min=3, s_max=5, s_dist=2.0),
         rank=RankConfig(n_steps=4, overrun=True, t_type2=0.6),
     ),
+    # LLaVA-OneVision-7B on V*Bench: layers [21, 28) (Tab. 7; spec Sec. 4.3), local anyres grid, Gaussian sigma 1 cell
+    # then 2 x 2 average pooling (spec Sec. 4.4), k 30, s 3..9, s_dist 2, t_type2 0.5  [paper Tab. 7, spec Sec. 6]
+    "llava-onevision": FocusConfig(
+        relevance=RelevanceConfig(layers=(21, 28), smooth_sigma=1.0, downsample=2),
+        proposal=ProposalConfig(k=30, s_min=3, s_max=9, s_dist=2.0),
+        rank=RankConfig(n_steps=4, overrun=True, t_type2=0.5),
+    ),
+    # Qwen2.5-VL-7B: no map settings in the paper; the OV column [spec Sec. 4.4, Sec. 6, inferred]. s_max 9: the auto
+    # rule of spec Sec. 6 is not implemented (ProposalConfig.s_max is a fixed int); override per image if needed.
+    "qwen2.5-vl": FocusConfig(
+        relevance=RelevanceConfig(layers=(21, 28), smooth_sigma=1.0, downsample=2),
+        proposal=ProposalConfig(k=30, s_min=3, s_max=9, s_dist=2.0),
+        rank=RankConfig(n_steps=4, overrun=True, t_type2=0.5),
+    ),
     # generic fallback: layers [O//2, O) [spec Sec. 4.3], the LLaVA-1.5 box settings
     "default": FocusConfig(),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Final
@@ -11,15 +12,46 @@ from typing import Final
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.errors import ModelLoadError
 
+logger = logging.getLogger(__name__)
+
 _ADAPTERS: Final[dict[str, str]] = {
     "llava": "focus_tool.adapters.llava:LlavaAdapter",
+    "llava_onevision": "focus_tool.adapters.llava_onevision:LlavaOnevisionAdapter",
+    "qwen2_5_vl": "focus_tool.adapters.qwen2_5_vl:Qwen25VLAdapter",
 }
+# model_type -> (HF class, preset name); what `focus models` lists
+_ARCHITECTURES: Final[dict[str, tuple[str, str]]] = {
+    "llava": ("LlavaForConditionalGeneration", "llava-1.5"),
+    "llava_onevision": ("LlavaOnevisionForConditionalGeneration", "llava-onevision"),
+    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "qwen2.5-vl"),
+}
+_WARNED: set[str] = set()  # warn about the flash-attn fallback once per process
+_DTYPES: Final[tuple[str, ...]] = ("float32", "float16", "bfloat16")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def supported_model_types() -> list[str]:
     """The ``model_type`` values of checkpoints focus-tool can run."""
     return sorted(_ADAPTERS)
+
+
+def supported_architectures() -> list[tuple[str, str, str]]:
+    """(model_type, transformers class, preset name) of every supported architecture, sorted by model_type."""
+    return [(mtype, *_ARCHITECTURES[mtype]) for mtype in supported_model_types()]
+
+
+def resolve_attn_implementation(requested: str) -> str:
+    """``requested``, except "flash_attention_2" without an importable ``flash_attn``: then "sdpa", with a warning."""
+    if requested != "flash_attention_2":
+        return requested
+    try:
+        importlib.import_module("flash_attn")
+    except (ImportError, OSError, RuntimeError) as e:  # absent, or built against another CUDA/torch
+        if not _WARNED:
+            logger.warning("flash_attention_2 requested but flash-attn is not importable (%s); using sdpa", e)
+            _WARNED.add("flash_attn")
+        return "sdpa"
+    return requested
 
 
 def default_model_path() -> Path:
@@ -65,8 +97,10 @@ def load_adapter(
     cls = getattr(importlib.import_module(module_name), class_name)
     import torch
 
+    if dtype is not None and dtype not in _DTYPES:
+        raise ModelLoadError(f"unsupported dtype {dtype!r}; choose one of: {', '.join(_DTYPES)}")
     torch_dtype = getattr(torch, dtype) if dtype else None
     adapter: MLLMAdapter = cls.from_pretrained(
-        path_str, device=device, attn_implementation=attn_implementation, dtype=torch_dtype
+        path_str, device=device, attn_implementation=resolve_attn_implementation(attn_implementation), dtype=torch_dtype
     )
     return adapter

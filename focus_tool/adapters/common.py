@@ -1,0 +1,99 @@
+"""Helpers shared by the adapters that build their prompts themselves (OneVision, Qwen2.5-VL).
+
+Nothing here knows a model family: chat-template lookup in a checkpoint, image-token expansion in a prompt string,
+target-token positions from character offsets, and the first token of a reply word.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from focus_tool.errors import TargetNotPlaced
+
+_PUNCT_OR_SPACE = re.compile(r"^[\W_▁Ġ]*$")
+
+
+def load_chat_template(path: str | Path, tokenizer: Any) -> str | None:
+    """The checkpoint's chat template: the tokenizer's own, else chat_template.jinja / chat_template.json.
+
+    Hub repositories made with transformers 4.x keep the processor's template in ``chat_template.json``; 5.x writes
+    ``chat_template.jinja``; some put it in ``processor_config.json``. A local folder or a cached hub id both work.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        return str(tokenizer.chat_template)
+    from transformers.utils import cached_file
+
+    for name in ("chat_template.jinja", "chat_template.json", "processor_config.json"):
+        file = cached_file(
+            str(path),
+            name,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+        if file is None:
+            continue
+        text = Path(file).read_text()
+        if name.endswith(".jinja"):
+            return text
+        template = json.loads(text).get("chat_template")
+        if isinstance(template, str) and template:
+            return template
+    return None
+
+
+def expand_image_tokens(prompt: str, image_token: str, counts: Sequence[int]) -> str:
+    """Replace the i-th ``image_token`` of ``prompt`` by ``counts[i]`` copies (what the stock processors do).
+
+    Raises:
+        ValueError: if the prompt holds a different number of image placeholders than ``counts``.
+    """
+    parts = prompt.split(image_token)
+    if len(parts) - 1 != len(counts):
+        raise ValueError(f"prompt has {len(parts) - 1} image placeholders but {len(counts)} images were given")
+    out = parts[0]
+    for n, rest in zip(counts, parts[1:], strict=True):
+        out += image_token * n + rest
+    return out
+
+
+def target_positions(tokenizer: Any, expanded_prompt: str, target: str, input_ids: torch.Tensor) -> list[int]:
+    """Sequence positions of the tokens overlapping the last occurrence of ``target`` in an expanded prompt.
+
+    ``expanded_prompt`` already holds every image token, so its tokens align 1:1 with ``input_ids`` (N,) (spec
+    Sec. 3). Whitespace/punctuation-only tokens are dropped.
+    """
+    start = expanded_prompt.rfind(target)
+    if start < 0 or not target.strip():
+        raise TargetNotPlaced(f"the target {target!r} does not occur in the prompt")
+    end = start + len(target)
+    enc = tokenizer(expanded_prompt, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if len(ids) != len(input_ids) or any(int(a) != int(b) for a, b in zip(ids, input_ids.tolist(), strict=True)):
+        raise TargetNotPlaced(f"could not align the target {target!r} with the model's tokens")
+    unk = getattr(tokenizer, "unk_token_id", None)
+    positions, unknown = [], 0
+    for i, (tid, (a, b)) in enumerate(zip(ids, offsets, strict=True)):
+        if b <= start or a >= end:
+            continue
+        if _PUNCT_OR_SPACE.match(tokenizer.convert_ids_to_tokens(tid) or ""):
+            continue
+        positions.append(i)
+        unknown += int(tid == unk)
+    if not positions:
+        raise TargetNotPlaced(f"the tokenizer produced no word token for the target {target!r}")
+    if unk is not None and unknown == len(positions):
+        raise TargetNotPlaced(f"the model's vocabulary has no token for the target {target!r}; use words it knows")
+    return positions
+
+
+def reply_first_token(tokenizer: Any, prompt: str, word: str) -> int:
+    """Id of the first token of ``word`` written right after ``prompt`` (the generation prompt of a chat template)."""
+    base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full = tokenizer(prompt + word, add_special_tokens=False)["input_ids"]
+    return int(full[len(base)]) if len(full) > len(base) else int(full[-1])

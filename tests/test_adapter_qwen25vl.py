@@ -1,0 +1,174 @@
+"""The Qwen2.5-VL adapter on tiny random models: merged-grid layout vs image_grid_thw and M-RoPE positions, cache
+parity (GQA), Fig. 7 reference, SDPA = eager, batching, hub-layout loading and the full pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from focus_tool.adapters.qwen2_5_vl import Qwen25VLAdapter
+from focus_tool.adapters.registry import load_adapter
+from focus_tool.config import RelevanceConfig
+from focus_tool.pipeline import FocusPipeline
+from focus_tool.presets import config_for
+from focus_tool.steps.relevance import relevance_map
+from tests.adapter_checks import (
+    ASPECTS,
+    PROMPT,
+    TARGET,
+    assert_cells_tile_image,
+    fig7_reference,
+    hook_values,
+    noise_image,
+)
+from tests.tiny_models import (
+    QWEN25VL_CHAT_TEMPLATE,
+    QWEN_MAX_PIXELS,
+    QWEN_MIN_PIXELS,
+    save_tiny_qwen25vl,
+    tiny_qwen25vl,
+)
+
+
+@pytest.fixture(scope="module")
+def adapter() -> Qwen25VLAdapter:
+    model, image_processor, tok = tiny_qwen25vl(seed=0)
+    return Qwen25VLAdapter(model, image_processor, tok, model_id="tiny-qwen")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_qwen25vl(tmp_path_factory.mktemp("qwen") / "Qwen2.5-VL-7B-Instruct")
+
+
+@pytest.mark.parametrize("wh", ASPECTS)
+def test_every_token_maps_to_a_box_of_the_image(adapter: Qwen25VLAdapter, wh: tuple[int, int]) -> None:
+    image = noise_image(1, wh)
+    meta = adapter.image_processor(images=[image], return_tensors="pt")
+    t, g_h, g_w = meta["image_grid_thw"][0].tolist()
+    pre = adapter.prefill(image, PROMPT, TARGET)
+    grid = pre.grid
+    assert (t, grid.rows, grid.cols) == (1, g_h // 2, g_w // 2)
+    assert grid.input_wh == (g_w * 14, g_h * 14)
+    assert QWEN_MIN_PIXELS <= g_h * g_w * 14 * 14 <= QWEN_MAX_PIXELS
+    assert int((pre.input_ids == adapter.image_token_id).sum()) == len(pre.visual_positions) == g_h * g_w // 4
+    assert_cells_tile_image(grid, len(pre.visual_positions))
+    # contiguous, between <|vision_start|> and <|vision_end|>
+    vis = pre.visual_positions
+    assert vis == list(range(vis[0], vis[0] + len(vis)))
+    tok = adapter.tokenizer
+    assert tok.convert_ids_to_tokens(int(pre.input_ids[vis[0] - 1])) == "<|vision_start|>"
+    assert tok.convert_ids_to_tokens(int(pre.input_ids[vis[-1] + 1])) == "<|vision_end|>"
+
+
+@pytest.mark.parametrize("wh", [(120, 80), (1600, 200), (200, 1600)])
+def test_mrope_positions_confirm_row_major_layout(adapter: Qwen25VLAdapter, wh: tuple[int, int]) -> None:
+    """The model's own M-RoPE positions (h, w) of the k-th image token are (k // cols, k % cols) + offset."""
+    image = noise_image(2, wh)
+    enc, _ = adapter._encode([image], [adapter.chat_text(PROMPT)])
+    pos, _ = adapter.model.model.get_rope_index(
+        enc["input_ids"],
+        mm_token_type_ids=enc["mm_token_type_ids"],
+        image_grid_thw=enc["image_grid_thw"],
+        attention_mask=enc["attention_mask"],
+    )  # (3, 1, N)
+    grid = adapter.grid_for(wh)
+    vis = torch.nonzero(enc["input_ids"][0] == adapter.image_token_id).flatten()
+    k = torch.arange(len(vis))
+    rows, cols = pos[1, 0, vis], pos[2, 0, vis]
+    assert torch.equal(rows - rows.min(), k // grid.cols) and torch.equal(cols - cols.min(), k % grid.cols)
+    assert bool((enc["mm_token_type_ids"][0, vis] == 1).all()) and int(enc["mm_token_type_ids"].sum()) == len(vis)
+
+
+def test_mm_token_type_ids_change_the_logits(adapter: Qwen25VLAdapter) -> None:
+    """Without mm_token_type_ids the model silently uses 1-D positions: the adapter must pass them."""
+    enc, _ = adapter._encode([noise_image(3, (120, 80))], [adapter.chat_text(PROMPT)])
+    with torch.no_grad():
+        with_ids = adapter.model(**enc, logits_to_keep=1).logits
+        without = adapter.model(**{k: v for k, v in enc.items() if k != "mm_token_type_ids"}, logits_to_keep=1).logits
+    assert not torch.allclose(with_ids, without, atol=1e-6)
+
+
+def test_cache_values_equal_value_projection(adapter: Qwen25VLAdapter) -> None:
+    image = noise_image(4, (150, 90))
+    pre = adapter.prefill(image, PROMPT, TARGET)
+    hooked, ids = hook_values(adapter, image)
+    assert torch.equal(ids, pre.input_ids)
+    text_cfg = adapter.model.config.text_config
+    assert adapter.num_kv_heads == text_cfg.num_key_value_heads == 2 < text_cfg.num_attention_heads  # GQA
+    for cached, ref in zip(pre.layer_values, hooked, strict=True):
+        assert cached.shape == ref.shape == (2, len(ids), text_cfg.hidden_size // text_cfg.num_attention_heads)
+        torch.testing.assert_close(cached, ref, atol=1e-5, rtol=1e-5)
+    assert [adapter.tokenizer.convert_ids_to_tokens(int(ids[t])) for t in pre.target_positions] == ["Ġred", "Ġcard"]
+
+
+def test_map_from_cache_equals_independent_fig7(adapter: Qwen25VLAdapter) -> None:
+    image = noise_image(5, (100, 140))
+    pre = adapter.prefill(image, PROMPT, TARGET)
+    cfg = RelevanceConfig(layers=(1, 3))
+    ours = relevance_map(pre.layer_values[1:3], pre.target_positions, pre.visual_positions, cfg)
+    hooked, _ = hook_values(adapter, image)
+    np.testing.assert_allclose(ours, fig7_reference(hooked[1:3], pre.target_positions, pre.visual_positions), atol=1e-6)
+
+
+def test_sdpa_and_eager_give_the_same_map() -> None:
+    image = noise_image(6, (140, 60))
+    maps = {}
+    for attn in ("sdpa", "eager"):
+        a = Qwen25VLAdapter(*tiny_qwen25vl(seed=3, attn=attn))
+        assert a.attn_implementation == attn
+        pre = a.prefill(image, PROMPT, TARGET)
+        maps[attn] = relevance_map(pre.layer_values, pre.target_positions, pre.visual_positions, RelevanceConfig())
+    np.testing.assert_allclose(maps["sdpa"], maps["eager"], atol=1e-5)
+
+
+def test_batched_yes_no_equals_one_at_a_time(adapter: Qwen25VLAdapter) -> None:
+    crops = [noise_image(i, wh) for i, wh in enumerate([(40, 90), (100, 30), (64, 64), (128, 20)])]
+    texts = [PROMPT, "Is there a blue card in the image?", PROMPT, "Is there a green card in the image?"]
+    batched = adapter.yes_no_margins(crops, texts)
+    single = torch.cat([adapter.yes_no_margins([c], [t]) for c, t in zip(crops, texts, strict=True)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+def test_loads_from_the_hub_layout(saved: Path) -> None:
+    files = {p.name for p in saved.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
+    assert {"preprocessor_config.json", "chat_template.json"} <= files
+    pre = json.loads((saved / "preprocessor_config.json").read_text())
+    assert pre["image_processor_type"] == "Qwen2VLImageProcessor" and pre["max_pixels"] == QWEN_MAX_PIXELS
+    adapter = load_adapter(saved)
+    assert isinstance(adapter, Qwen25VLAdapter)
+    assert (adapter.min_pixels, adapter.max_pixels) == (QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)
+    assert adapter.chat_template == QWEN25VL_CHAT_TEMPLATE
+    assert adapter.chat_text("hi") == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>hi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    yes, no = adapter.yes_no_ids()
+    assert adapter.tokenizer.convert_ids_to_tokens([yes, no]) == ["Yes", "No"]
+    image = noise_image(7, (90, 60))
+    fresh = Qwen25VLAdapter(*tiny_qwen25vl(seed=0)).prefill(image, PROMPT, TARGET)
+    loaded = adapter.prefill(image, PROMPT, TARGET)
+    assert torch.equal(fresh.input_ids, loaded.input_ids)
+    torch.testing.assert_close(fresh.layer_values[-1], loaded.layer_values[-1])
+
+
+@pytest.mark.parametrize("wh", [(120, 90), (1600, 200)])
+def test_zoom_end_to_end_returns_boxes_inside_the_image(saved: Path, wh: tuple[int, int]) -> None:
+    adapter = load_adapter(saved)
+    cfg = config_for(adapter)
+    assert cfg.relevance.layers is None and (cfg.relevance.smooth_sigma, cfg.relevance.downsample) == (1.0, 2)
+    image = noise_image(8, wh)
+    result = FocusPipeline(adapter, cfg).zoom(
+        image, question="What is the color of the dots on the red card?", target="red card"
+    )
+    assert result.regions
+    for r in result.regions:
+        x0, y0, x1, y1 = r.box
+        assert 0 <= x0 < x1 <= wh[0] and 0 <= y0 < y1 <= wh[1]
+    assert result.forward_passes.search >= 2 and result.forward_passes.answer == 1
+    assert result.answer is not None
