@@ -26,8 +26,8 @@ shift || true
 case "$cmd" in
   demo) exec "$VENV/bin/focus" demo "$@" ;;
   test)
-    "$VENV/bin/ruff" check focus_tool tests examples benchmarks
-    "$VENV/bin/mypy" focus_tool
+    "$VENV/bin/ruff" check focus_tool mcp_server tests examples benchmarks
+    "$VENV/bin/mypy" focus_tool mcp_server
     exec "$VENV/bin/python" -m pytest -q "$@" ;;
   focus) exec "$VENV/bin/focus" "$@" ;;
   *) echo "usage: ./run.sh demo|test|focus ..." >&2; exit 2 ;;

@@ -25,6 +25,7 @@ EPILOG = """examples:
   focus zoom photo.jpg --question "What colour is the cup?" --overlay out.png
   focus zoom photo.jpg --target "red card" --json
   focus zoom photo.jpg -q "..." --model llava-hf/llava-1.5-7b-hf --device cuda
+  focus serve --allowed-root ~/Pictures         MCP server on stdio (add --transport streamable-http for HTTP)
 """
 
 
@@ -157,6 +158,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_main(rest)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """focus serve: the MCP server (mcp_server.__main__), configured by the same flags."""
+    from mcp_server.__main__ import run
+    from mcp_server.settings import settings_from_args
+
+    run(settings_from_args(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``focus``."""
     parser = argparse.ArgumentParser(
@@ -219,6 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--aux", choices=["tied", "tied-cls", "untied", "none"], default="tied")
     t.add_argument("--threads", type=int, default=2)
     t.set_defaults(func=cmd_train)
+
+    from mcp_server.settings import add_server_arguments
+
+    s = sub.add_parser(
+        "serve",
+        help="run the MCP server (stdio for desktop hosts, or --transport streamable-http)",
+        description="Serve focus_zoom / focus_find over MCP; the same as `focus-mcp` and `python -m mcp_server`. "
+        "Needs the mcp extra: pip install 'focus-tool[mcp]'.",
+    )
+    add_server_arguments(s)
+    s.set_defaults(func=cmd_serve)
     return parser
 
 

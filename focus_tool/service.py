@@ -1,0 +1,589 @@
+"""The engine layer behind the agent surfaces (LangChain tool, MCP server): input policy, session cache, one queue.
+
+``FocusService.zoom`` is the one call both surfaces make. It
+
+1. opens the image under an :class:`AgentPolicy` (absolute paths under allowed roots with symlinks resolved, a
+   file-size cap, a base64 byte cap checked before decoding, a pixel cap and Pillow's decompression-bomb error
+   checked from the header, a fixed list of decoders, URLs always refused: fetching is not implemented);
+2. looks the request up in a small session cache keyed by the SHA-256 of the image bytes: an identical request
+   returns the stored result (*result reuse*: the forward passes it cost are reported as saved), and a request with
+   ``region_id`` zooms inside a region of an earlier result on the same image;
+3. runs :class:`~focus_tool.pipeline.FocusPipeline` one call at a time behind a bounded queue with a wait timeout.
+
+Zooming inside a region crops the region (grown to the pipeline's minimum side if needed), runs the pipeline on
+the crop and maps every box back with :meth:`PatchGrid.crop_to_image_xyxy`, so coordinates always stay in the
+original image. Sub-regions get hierarchical ids (``r1.2`` = region 2 found inside ``r1``).
+
+The encoded image (its KV cache) is *not* reused across calls: the adapters prefill image and prompt together, so
+reusing the image prefix would need an adapter change. The result therefore says ``reuse="none"`` and
+``forward_passes_saved=0`` for every call that ran the model.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import stat
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, Field
+
+from focus_tool.errors import FocusError, InputRejected
+from focus_tool.grid import PatchGrid
+from focus_tool.inputs import InputPolicy, check_text
+from focus_tool.ops.boxes import expand_to_min_size
+from focus_tool.result import FocusResult, Region, RelevanceMapOut
+
+logger = logging.getLogger(__name__)
+
+SAFE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # never EPS (Ghostscript)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class ServiceBusy(FocusError):
+    """The inference queue is full, or the wait for the model timed out; retry later."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentPolicy:
+    """What an agent-facing surface accepts and returns. Roots are resolved (symlinks followed) at construction.
+
+    Attributes:
+        allowed_roots: directories image paths must resolve into; empty = every path is refused.
+        max_file_bytes: largest image file read from disk.
+        max_base64_bytes: largest decoded base64 payload (the encoded text is checked before decoding).
+        max_pixels: largest image (W * H) decoded; checked from the header, before pixel data is read.
+        max_crops: upper bound on the crops a caller may ask for.
+        max_output_side_px: long side of each returned crop image.
+        max_output_bytes: total JPEG bytes of the returned crop images; further crops are dropped.
+        jpeg_quality: quality of the returned crop images.
+        image: the engine's own checks (minimum side, question length).
+    """
+
+    allowed_roots: tuple[Path, ...] = ()
+    max_file_bytes: int = 20_000_000
+    max_base64_bytes: int = 3_000_000
+    max_pixels: int = 40_000_000
+    max_crops: int = 8
+    max_output_side_px: int = 768
+    max_output_bytes: int = 800_000
+    jpeg_quality: int = 85
+    image: InputPolicy = field(default_factory=InputPolicy)
+
+    def __post_init__(self) -> None:
+        roots = tuple(Path(os.path.abspath(os.path.expanduser(r))).resolve() for r in self.allowed_roots)
+        object.__setattr__(self, "allowed_roots", roots)
+        for name in ("max_file_bytes", "max_base64_bytes", "max_pixels", "max_crops", "max_output_side_px"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ValueError(f"jpeg_quality must be in 1..95, got {self.jpeg_quality}")
+
+    def roots_text(self) -> str:
+        """The allowed roots for error messages."""
+        return ", ".join(str(r) for r in self.allowed_roots) or "(none configured)"
+
+
+# ---------------------------------------------------------------------------------------------------- input checks
+
+
+def check_path(raw: str, policy: AgentPolicy) -> Path:
+    """Validate a caller-given image path: absolute, under an allowed root after resolving symlinks, a regular file.
+
+    Raises:
+        InputRejected: with the rule that failed and how to fix it (never file contents).
+    """
+    allowed = policy.roots_text()
+    if "\x00" in raw:
+        raise InputRejected("image_path contains a NUL byte; pass a plain absolute path")
+    if _URL.match(raw):
+        raise InputRejected(
+            "URL inputs are disabled on this server; download the image and pass its absolute path under one of: "
+            f"{allowed}, or send the bytes as image_base64"
+        )
+    if not os.path.isabs(raw):
+        raise InputRejected(f"image_path must be an absolute path under one of: {allowed}; got {raw!r}")
+    if not policy.allowed_roots:
+        raise InputRejected("no allowed image folders are configured on this server; send the image as image_base64")
+    try:
+        path = Path(raw).resolve(strict=True)  # follows symlinks
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputRejected(f"no such file: {raw}; check the path (allowed folders: {allowed})") from None
+    except (OSError, RuntimeError):
+        raise InputRejected(f"cannot resolve {raw}; pass a plain absolute path under one of: {allowed}") from None
+    if not any(path.is_relative_to(root) for root in policy.allowed_roots):
+        raise InputRejected(f"{raw} is outside the allowed folders ({allowed}); copy the image into one of them")
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise InputRejected(f"{raw} is not a regular file; pass the path of an image file")
+    if info.st_size > policy.max_file_bytes:
+        raise InputRejected(f"{raw} is {info.st_size:,} bytes; the limit is {policy.max_file_bytes:,}; downscale it")
+    return path
+
+
+def decode_base64(text: str, policy: AgentPolicy) -> bytes:
+    """Decode a base64 image payload, checking the encoded length against the cap before decoding."""
+    text = text.strip()
+    if text.startswith("data:"):  # tolerate a data URL: data:image/png;base64,....
+        _, _, text = text.partition(",")
+    limit_chars = 4 * -(-policy.max_base64_bytes // 3)
+    if len(text) > limit_chars:
+        raise InputRejected(
+            f"image_base64 is {len(text):,} characters; the limit is {limit_chars:,} "
+            f"({policy.max_base64_bytes:,} bytes); downscale or recompress the image (JPEG), or pass image_path"
+        )
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputRejected("image_base64 is not valid base64; send the raw file bytes base64-encoded") from None
+
+
+def decode_image(data: bytes, policy: AgentPolicy, *, what: str = "the image") -> Image.Image:
+    """Decode image bytes safely: allowed formats only, pixel cap from the header, first frame, EXIF-oriented RGB.
+
+    Returns:
+        An RGB image in the EXIF-transposed frame (the frame every returned box uses).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=list(SAFE_FORMATS)) as im:  # reads the header only
+                w, h = im.size
+                if w * h > policy.max_pixels:
+                    raise InputRejected(
+                        f"{what} is {w}x{h} = {w * h:,} px; the limit is {policy.max_pixels:,} px; downscale it"
+                    )
+                im.seek(0)
+                im.load()
+                oriented = ImageOps.exif_transpose(im) or im
+                image = oriented.convert("RGB")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputRejected(f"{what} declares too many pixels to decode safely; downscale it") from None
+        except UnidentifiedImageError:
+            raise InputRejected(
+                f"{what} is not a supported image; allowed formats: {', '.join(SAFE_FORMATS)}"
+            ) from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise InputRejected(f"{what} cannot be decoded ({type(e).__name__}); the file may be truncated") from None
+    side = policy.image.min_side_px
+    if min(image.size) < side:
+        raise InputRejected(f"{what} is {image.width}x{image.height} px; both sides must be at least {side} px")
+    return image
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image and the hash of the bytes it came from (the session-cache key)."""
+
+    image: Image.Image
+    sha256: str
+    source: str  # "path" or "base64", for logs
+
+
+def open_image(policy: AgentPolicy, *, image_path: str = "", image_base64: str = "") -> LoadedImage:
+    """Open exactly one of ``image_path`` / ``image_base64`` under ``policy``; raises InputRejected."""
+    if bool(image_path) == bool(image_base64):
+        raise InputRejected(
+            "give exactly one of image_path (absolute path under an allowed folder) or image_base64 (encoded bytes)"
+        )
+    if image_path:
+        path = check_path(image_path, policy)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise InputRejected(f"cannot read {image_path} ({e.strerror or type(e).__name__})") from None
+        if len(data) > policy.max_file_bytes:  # the file grew after the stat
+            raise InputRejected(f"{image_path} is larger than {policy.max_file_bytes:,} bytes; downscale it")
+        return LoadedImage(decode_image(data, policy, what=image_path), hashlib.sha256(data).hexdigest(), "path")
+    data = decode_base64(image_base64, policy)
+    return LoadedImage(decode_image(data, policy, what="image_base64"), hashlib.sha256(data).hexdigest(), "base64")
+
+
+# ---------------------------------------------------------------------------------------------------- results
+
+
+class SessionInfo(BaseModel):
+    """How a result relates to earlier calls on the same image (same bytes)."""
+
+    image_sha256: str = Field(description="SHA-256 of the image bytes; the session-cache key")
+    cache_hit: bool = Field(description="an identical earlier request's result was returned without running the model")
+    reuse: Literal["none", "result"] = Field(
+        description="'result': the whole earlier result was reused; 'none': the model ran (no encoded-image reuse)"
+    )
+    forward_passes_saved: int = Field(ge=0, description="model passes not run thanks to the cache")
+    parent_region_id: str | None = Field(default=None, description="region zoomed into, if any")
+    parent_box: tuple[int, int, int, int] | None = Field(
+        default=None, description="[x0, y0, x1, y1] of the crop the model saw, original-image pixels"
+    )
+    known_region_ids: list[str] = Field(
+        default_factory=list, description="region ids a follow-up call on this image may pass as region_id"
+    )
+
+
+class AgentResult(FocusResult):
+    """A :class:`FocusResult` plus its session information; boxes are original-image pixels."""
+
+    session: SessionInfo
+
+
+@dataclass(frozen=True)
+class ZoomOutcome:
+    """What a surface formats: the result, the decoded image and the JPEG crops of the top regions."""
+
+    result: AgentResult
+    image: Image.Image
+    top_regions: list[Region]
+    crops_jpeg: list[bytes]
+
+
+def top_regions(result: FocusResult, n: int) -> list[Region]:
+    """The ``n`` best regions: those used for the answer first, then by confidence, then by rank."""
+    ordered = sorted(
+        result.regions,
+        key=lambda r: (not r.selected, -(r.confidence if r.confidence is not None else -1.0), r.rank, r.id),
+    )
+    return ordered[:n]
+
+
+def crop_jpegs(image: Image.Image, regions: Sequence[Region], policy: AgentPolicy) -> list[bytes]:
+    """One JPEG per region, long side at most ``max_output_side_px``, total bytes at most ``max_output_bytes``."""
+    out: list[bytes] = []
+    total = 0
+    for region in regions:
+        piece = image.crop(region.box)
+        scale = policy.max_output_side_px / max(piece.size)
+        if scale < 1.0:
+            size = (max(1, round(piece.width * scale)), max(1, round(piece.height * scale)))
+            piece = piece.resize(size, Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        piece.save(buf, format="JPEG", quality=policy.jpeg_quality)
+        data = buf.getvalue()
+        if total + len(data) > policy.max_output_bytes:
+            logger.info("dropping crops after %d: output byte cap %d reached", len(out), policy.max_output_bytes)
+            break
+        out.append(data)
+        total += len(data)
+    return out
+
+
+def shift_result(
+    result: FocusResult, *, origin_xy: tuple[int, int], image_wh: tuple[int, int], prefix: str
+) -> FocusResult:
+    """Map a result computed on a crop back to the original image (boxes, maps) and prefix its region ids.
+
+    Args:
+        result: the pipeline's result on the crop (boxes in crop pixels).
+        origin_xy: the crop's top-left corner in original-image pixels.
+        image_wh: (W, H) of the original image.
+        prefix: the parent region id; sub-regions become ``{prefix}.{n}``.
+    """
+
+    def to_image(box: Sequence[float]) -> tuple[int, int, int, int]:
+        xyxy = PatchGrid.crop_to_image_xyxy(np.asarray(box, dtype=np.float64), origin_xy)[0]  # (4,)
+        return (int(xyxy[0]), int(xyxy[1]), int(xyxy[2]), int(xyxy[3]))
+
+    regions = [
+        r.model_copy(update={"id": f"{prefix}.{r.id.lstrip('r')}", "box": to_image(r.box)}) for r in result.regions
+    ]
+    maps = [
+        RelevanceMapOut(
+            target=m.target,
+            rows=m.rows,
+            cols=m.cols,
+            values=m.values,
+            view_xyxy=tuple(float(v) for v in PatchGrid.crop_to_image_xyxy(np.asarray(m.view_xyxy), origin_xy)[0]),  # type: ignore[arg-type]
+        )
+        for m in result.relevance_maps
+    ]
+    return result.model_copy(
+        update={
+            "image_wh": image_wh,
+            "regions": regions,
+            "relevance_maps": maps,
+            "answer_boxes": [to_image(b) for b in result.answer_boxes],
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- cache + gate
+
+
+@dataclass
+class _ImageEntry:
+    """What the session remembers about one image."""
+
+    regions: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # id -> original-image box
+    results: OrderedDict[tuple[str, str, str], FocusResult] = field(default_factory=OrderedDict)
+
+
+class SessionCache:
+    """Results of recent calls per image content hash (LRU over images, and over requests per image). Thread-safe."""
+
+    def __init__(self, max_images: int = 16, max_results_per_image: int = 16) -> None:
+        if max_images < 1 or max_results_per_image < 1:
+            raise ValueError(f"cache sizes must be >= 1, got {max_images}, {max_results_per_image}")
+        self._max_images = max_images
+        self._max_results = max_results_per_image
+        self._images: OrderedDict[str, _ImageEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(self, sha: str, key: tuple[str, str, str]) -> FocusResult | None:
+        """The stored result of an identical request, if any."""
+        with self._lock:
+            entry = self._images.get(sha)
+            if entry is None or key not in entry.results:
+                return None
+            self._images.move_to_end(sha)
+            entry.results.move_to_end(key)
+            return entry.results[key]
+
+    def region_box(self, sha: str, region_id: str) -> tuple[int, int, int, int]:
+        """The original-image box of a region returned earlier for this image; raises InputRejected if unknown."""
+        with self._lock:
+            entry = self._images.get(sha)
+            if entry is not None and region_id in entry.regions:
+                return entry.regions[region_id]
+            known = ", ".join(list(entry.regions)[:20]) if entry else ""
+        if not known:
+            raise InputRejected(
+                f"region_id {region_id!r} is unknown: no earlier result for this image is remembered; "
+                "call without region_id first, then pass one of the returned region ids"
+            )
+        raise InputRejected(f"region_id {region_id!r} is unknown for this image; known ids: {known}")
+
+    def store(self, sha: str, key: tuple[str, str, str], result: FocusResult) -> list[str]:
+        """Remember a result and its regions; returns the region ids now known for this image."""
+        with self._lock:
+            entry = self._images.setdefault(sha, _ImageEntry())
+            self._images.move_to_end(sha)
+            entry.results[key] = result
+            entry.results.move_to_end(key)
+            while len(entry.results) > self._max_results:
+                entry.results.popitem(last=False)
+            for r in result.regions:
+                entry.regions[r.id] = r.box
+            while len(self._images) > self._max_images:
+                self._images.popitem(last=False)
+            return list(entry.regions)
+
+    def known_ids(self, sha: str) -> list[str]:
+        """Region ids remembered for an image."""
+        with self._lock:
+            entry = self._images.get(sha)
+            return list(entry.regions) if entry else []
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._images.clear()
+
+
+class InferenceGate:
+    """One inference at a time; at most ``max_waiting`` callers queue, each for at most ``timeout_s`` seconds."""
+
+    def __init__(self, *, max_waiting: int = 16, timeout_s: float = 120.0) -> None:
+        if max_waiting < 0 or timeout_s <= 0:
+            raise ValueError(f"need max_waiting >= 0 and timeout_s > 0, got {max_waiting}, {timeout_s}")
+        self.max_waiting = max_waiting
+        self.timeout_s = timeout_s
+        self._run = threading.Lock()
+        self._count = threading.Lock()
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        """Callers currently queued (not counting the one running)."""
+        return self._waiting
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold the model for one inference; raises ServiceBusy when the queue is full or the wait times out."""
+        if self._run.acquire(blocking=False):
+            try:
+                yield
+            finally:
+                self._run.release()
+            return
+        with self._count:
+            if self._waiting >= self.max_waiting:
+                raise ServiceBusy(
+                    f"the model is busy and {self._waiting} request(s) are already queued; retry in a few seconds"
+                )
+            self._waiting += 1
+        try:
+            acquired = self._run.acquire(timeout=self.timeout_s)
+        finally:
+            with self._count:
+                self._waiting -= 1
+        if not acquired:
+            raise ServiceBusy(f"waited {self.timeout_s:.0f} s for the model without getting a turn; retry later")
+        try:
+            yield
+        finally:
+            self._run.release()
+
+
+# ---------------------------------------------------------------------------------------------------- the service
+
+
+class Zoomable(Protocol):
+    """What the service needs from an engine (:class:`~focus_tool.pipeline.FocusPipeline` satisfies it)."""
+
+    def zoom(self, image: Image.Image, *, question: str | None = None, target: str | None = None) -> FocusResult:
+        """Run FOCUS on one image."""
+        ...
+
+
+class FocusService:
+    """The agent-facing engine: policy, session cache and queue around one FocusPipeline."""
+
+    def __init__(
+        self,
+        pipeline: Zoomable,
+        policy: AgentPolicy | None = None,
+        *,
+        cache: SessionCache | None = None,
+        gate: InferenceGate | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.policy = policy or AgentPolicy()
+        self.cache = cache or SessionCache()
+        self.gate = gate or InferenceGate()
+
+    def zoom(
+        self,
+        *,
+        image_path: str = "",
+        image_base64: str = "",
+        question: str = "",
+        target: str = "",
+        region_id: str = "",
+        max_crops: int = 3,
+        return_images: bool = True,
+    ) -> ZoomOutcome:
+        """Open the image, reuse or compute the result (inside ``region_id`` if given), and cut the top crops.
+
+        Args:
+            image_path: absolute path under an allowed root (exclusive with ``image_base64``).
+            image_base64: base64 image bytes.
+            question: question to answer; its targets are extracted by the model unless ``target`` is set.
+            target: object phrase to find (no answer without a question).
+            region_id: id of a region of an earlier result on the same image to zoom inside.
+            max_crops: how many top regions to return as images (1 .. policy.max_crops).
+            return_images: cut JPEG crops of the top regions.
+
+        Raises:
+            InputRejected: bad input, with the fix; ServiceBusy: queue full or wait timed out.
+        """
+        if not 1 <= max_crops <= self.policy.max_crops:
+            raise InputRejected(f"max_crops must be between 1 and {self.policy.max_crops}, got {max_crops}")
+        if not question.strip() and not target.strip():
+            raise InputRejected("give a question about the image, or a target object to find")
+        q = check_text(question, "question", self.policy.image) if question.strip() else ""
+        t = check_text(target, "target", self.policy.image) if target.strip() else ""
+        rid = region_id.strip()
+        loaded = open_image(self.policy, image_path=image_path, image_base64=image_base64)
+        key = (q, t, rid)
+
+        cached = self.cache.lookup(loaded.sha256, key)
+        if cached is not None:
+            fp = cached.forward_passes
+            info = SessionInfo(
+                image_sha256=loaded.sha256,
+                cache_hit=True,
+                reuse="result",
+                forward_passes_saved=fp.search + fp.answer + fp.aux,
+                parent_region_id=rid or None,
+                parent_box=self.cache.region_box(loaded.sha256, rid) if rid else None,
+                known_region_ids=self.cache.known_ids(loaded.sha256),
+            )
+            result = AgentResult(**cached.model_dump(), session=info)
+        else:
+            result = self._compute(loaded, q, t, rid)
+        regions = top_regions(result, max_crops)
+        crops = crop_jpegs(loaded.image, regions, self.policy) if return_images else []
+        return ZoomOutcome(result=result, image=loaded.image, top_regions=regions, crops_jpeg=crops)
+
+    def _compute(self, loaded: LoadedImage, question: str, target: str, region_id: str) -> AgentResult:
+        image, parent_box = loaded.image, None
+        if region_id:
+            box = self.cache.region_box(loaded.sha256, region_id)
+            grown = expand_to_min_size(np.asarray(box, dtype=np.float64), self.policy.image.min_side_px, image.size)[0]
+            parent_box = (int(grown[0]), int(grown[1]), int(np.ceil(grown[2])), int(np.ceil(grown[3])))
+            image = image.crop(parent_box)
+        t0 = time.perf_counter()
+        with self.gate.slot():
+            waited = time.perf_counter() - t0
+            raw = self.pipeline.zoom(image, question=question or None, target=target or None)
+        if parent_box is not None:
+            raw = shift_result(raw, origin_xy=parent_box[:2], image_wh=loaded.image.size, prefix=region_id)
+        raw = raw.model_copy(update={"timings_s": {**raw.timings_s, "queue": round(waited, 4)}})
+        known = self.cache.store(loaded.sha256, (question, target, region_id), raw)
+        info = SessionInfo(
+            image_sha256=loaded.sha256,
+            cache_hit=False,
+            reuse="none",
+            forward_passes_saved=0,
+            parent_region_id=region_id or None,
+            parent_box=parent_box,
+            known_region_ids=known,
+        )
+        logger.info(
+            "zoom on %s image %s (region %s): %d regions",
+            loaded.source,
+            loaded.sha256[:12],
+            region_id or "-",
+            len(raw.regions),
+        )
+        return AgentResult(**raw.model_dump(), session=info)
+
+
+def summary_json(outcome: ZoomOutcome) -> str:
+    """Compact JSON an LLM can read without the images: answer, top regions, coordinates note, cache figures."""
+    r = outcome.result
+    fp = r.forward_passes
+    summary = {
+        "question": r.question,
+        "answer": r.answer,
+        "targets": r.targets,
+        "image_size": list(r.image_wh),
+        "regions": [
+            {
+                "id": g.id,
+                "box": list(g.box),
+                "confidence": None if g.confidence is None else round(g.confidence, 4),
+                "target": g.target,
+                "used_for_answer": g.selected,
+            }
+            for g in outcome.top_regions
+        ],
+        "regions_total": len(r.regions),
+        "answer_view": r.answer_view,
+        "forward_passes": {"search": fp.search, "answer": fp.answer, "extraction": fp.aux},
+        "seconds": round(sum(v for k, v in r.timings_s.items() if k != "queue"), 3),
+        "session": {
+            "cache_hit": r.session.cache_hit,
+            "reuse": r.session.reuse,
+            "forward_passes_saved": r.session.forward_passes_saved,
+            "zoomed_into": r.session.parent_region_id,
+        },
+        "note": "boxes are [x0, y0, x1, y1] in original-image pixels; confidence is P(object present) in 0-1; "
+        "to zoom inside a region, call again with the same image and region_id set to its id",
+    }
+    return json.dumps(summary, separators=(",", ":"))

@@ -1,0 +1,63 @@
+"""``python -m mcp_server`` / ``focus-mcp`` / ``focus serve``: flags -> ServerSettings -> stdio or streamable HTTP.
+
+Logs go to stderr: on stdio, stdout is the protocol wire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from focus_tool.errors import FocusError
+from mcp_server.settings import ServerSettings, add_server_arguments, settings_from_args
+
+logger = logging.getLogger("mcp_server")
+
+
+def run(settings: ServerSettings) -> None:
+    """Configure stderr logging, build the server and serve until the transport closes."""
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger().setLevel(settings.log_level)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+    from mcp_server.server import create_server
+
+    server = create_server(settings)
+    roots = ", ".join(str(r) for r in settings.policy().allowed_roots) or "(none: base64 only)"
+    if settings.transport == "stdio":
+        logger.info("focus-mcp on stdio; allowed roots: %s", roots)
+        server.run("stdio")
+        return
+    logger.info("focus-mcp on http://%s:%d%s; allowed roots: %s", settings.host, settings.port, settings.path, roots)
+    server.run(
+        "streamable-http",
+        host=settings.host,
+        port=settings.port,
+        streamable_http_path=settings.path,
+        max_request_body_size=settings.max_request_body_size,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 with one stderr line for a bad setting)."""
+    parser = argparse.ArgumentParser(prog="focus-mcp", description="MCP server for focus-tool (FOCUS visual zoom).")
+    add_server_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run(settings_from_args(args))
+    except FocusError as e:
+        sys.stderr.write(f"focus-mcp: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

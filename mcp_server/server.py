@@ -1,0 +1,246 @@
+"""``create_server(settings)``: an ``MCPServer`` with ``focus_zoom``, ``focus_find`` and ``focus_allowed_roots``.
+
+The tools only parse, call :class:`focus_tool.service.FocusService` in a worker thread and format: a text block
+(compact JSON, enough alone), one ``ImageContent`` JPEG per top crop, and ``structured_content`` whose schema is
+:class:`focus_tool.service.AgentResult` (the ``FocusResult`` plus session info). The model loads in the lifespan in
+a background task, so the handshake never waits for weights; calls made during the load get progress heartbeats.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import anyio
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
+from pydantic import Field
+
+from focus_tool import __version__
+from focus_tool.errors import FocusError
+from focus_tool.service import AgentResult, FocusService, InferenceGate, Zoomable, ZoomOutcome, summary_json
+from mcp_server.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+PipelineFactory = Callable[[ServerSettings], Zoomable]
+
+ZOOM_DESCRIPTION = (
+    "Answer a question about a small detail of an image with a local vision model (FOCUS): it finds the relevant "
+    "regions, ranks crops by the model's confidence and answers on the best crop. Give image_path (absolute, under "
+    "an allowed folder; see focus_allowed_roots) or image_base64. Returns JSON text (answer, region ids, boxes "
+    "[x0, y0, x1, y1] in original-image pixels, confidences 0-1), crop images, and the same data as structured "
+    "content. To look closer, call again with the same image and region_id set to a returned id."
+)
+FIND_DESCRIPTION = (
+    "Find an object in an image with a local vision model (FOCUS), without answering a question: returns ranked "
+    "regions with ids, boxes [x0, y0, x1, y1] in original-image pixels and confidences 0-1, plus crop images. Give "
+    "image_path (absolute, under an allowed folder) or image_base64, and the object to find, e.g. 'red card'. "
+    "Pass region_id from an earlier result on the same image to search inside that region."
+)
+ROOTS_DESCRIPTION = "List the folders image_path must be under, and the size limits for images."
+
+ImagePath = Annotated[
+    str, Field(description="Absolute path of the image under an allowed folder; empty if image_base64 is set.")
+]
+ImageBase64 = Annotated[
+    str, Field(description="Base64-encoded PNG/JPEG/WebP bytes (max 3 MB decoded); empty if image_path is set.")
+]
+RegionId = Annotated[
+    str,
+    Field(description="Id of a region from an earlier result on the same image (e.g. 'r1') to zoom inside; or empty."),
+]
+MaxCrops = Annotated[int, Field(ge=1, le=8, description="How many ranked crops to return as images (1-8).")]
+
+
+@dataclass
+class ServerState:
+    """What the lifespan owns: the engine once loaded, or why it failed."""
+
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    service: FocusService | None = None
+    load_error: str = ""
+    load_seconds: float = 0.0
+
+
+def default_pipeline(settings: ServerSettings) -> Zoomable:
+    """Load the configured checkpoint (default: the embedded model) with its preset."""
+    from focus_tool.adapters.registry import load_adapter
+    from focus_tool.pipeline import FocusPipeline
+    from focus_tool.presets import config_for
+
+    device = settings.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    adapter = load_adapter(settings.model, device=device)
+    return FocusPipeline(adapter, config_for(adapter, settings.model))
+
+
+class _Progress:
+    """Monotonic progress notifications for one call (a no-op unless the caller asked for progress)."""
+
+    def __init__(self, ctx: Context[ServerState, Any]) -> None:
+        self._ctx = ctx
+        self._n = 0
+
+    async def __call__(self, message: str) -> None:
+        self._n += 1
+        await self._ctx.report_progress(self._n, message=message)
+
+    async def heartbeat(self, message: str, started: float) -> None:
+        """Report ``message (Ns)`` once a second until cancelled."""
+        while True:
+            await anyio.sleep(1.0)
+            await self(f"{message} ({time.perf_counter() - started:.0f} s)")
+
+
+def _format(outcome: ZoomOutcome, *, structured: bool) -> CallToolResult:
+    content: list[ContentBlock] = [TextContent(type="text", text=summary_json(outcome))]
+    content += [
+        ImageContent(type="image", data=base64.b64encode(jpeg).decode("ascii"), mime_type="image/jpeg")
+        for jpeg in outcome.crops_jpeg
+    ]
+    return CallToolResult(
+        content=content, structured_content=outcome.result.model_dump(mode="json") if structured else None
+    )
+
+
+def create_server(
+    settings: ServerSettings, *, pipeline_factory: PipelineFactory = default_pipeline
+) -> MCPServer[ServerState]:
+    """Build the server; nothing heavy happens until the lifespan starts, and then only in the background."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
+        state = ServerState()
+
+        async def load() -> None:
+            t0 = time.perf_counter()
+            try:
+                pipeline = await anyio.to_thread.run_sync(pipeline_factory, settings)
+                state.service = FocusService(
+                    pipeline,
+                    settings.policy(),
+                    gate=InferenceGate(max_waiting=settings.max_waiting, timeout_s=settings.timeout_s),
+                )
+                state.load_seconds = time.perf_counter() - t0
+                logger.info("model ready in %.1f s", state.load_seconds)
+            except FocusError as e:
+                state.load_error = str(e)
+                logger.error("model load failed: %s", e)
+            except Exception as e:  # reported to every caller as a ToolError; traceback in the log
+                state.load_error = f"{type(e).__name__}: {e}"
+                logger.exception("model load failed")
+            finally:
+                state.ready.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(load)
+            yield state  # the handshake completes at once
+            tasks.cancel_scope.cancel()
+
+    server: MCPServer[ServerState] = MCPServer(
+        "focus-tool",
+        version=__version__,
+        instructions="Zoom into small image details: focus_zoom answers a question, focus_find locates an object. "
+        "Boxes are original-image pixels; chain calls with region_id.",
+        lifespan=lifespan,
+        log_level=settings.log_level,
+    )
+    annotations = ToolAnnotations(read_only_hint=True, open_world_hint=False, idempotent_hint=True)
+    structured = settings.structured_output
+
+    async def serve(ctx: Context[ServerState, Any], **request: Any) -> CallToolResult:
+        state = ctx.request_context.lifespan_context
+        progress = _Progress(ctx)
+        started = time.perf_counter()
+        while not state.ready.is_set():
+            await progress(f"loading model ({time.perf_counter() - started:.0f} s)")
+            with anyio.move_on_after(1.0):
+                await state.ready.wait()
+        if state.service is None:
+            raise ToolError(f"the model failed to load ({state.load_error}); see the server log")
+        await progress("running FOCUS")
+        zoom = functools.partial(state.service.zoom, return_images=settings.return_images, **request)
+
+        def work() -> ZoomOutcome | FocusError:  # expected failures come back as values, not through the task group
+            try:
+                return zoom()
+            except FocusError as e:
+                return e
+
+        async with anyio.create_task_group() as beats:
+            beats.start_soon(progress.heartbeat, "running FOCUS", time.perf_counter())
+            outcome = await anyio.to_thread.run_sync(work)
+            beats.cancel_scope.cancel()
+        if isinstance(outcome, FocusError):
+            logger.info("refused: %s", outcome)
+            raise ToolError(str(outcome))
+        await progress("done")
+        return _format(outcome, structured=structured)
+
+    @server.tool(
+        title="Zoom into an image", description=ZOOM_DESCRIPTION, annotations=annotations, structured_output=structured
+    )
+    async def focus_zoom(
+        question: Annotated[str, Field(description="Question about a small detail of the image.")],
+        ctx: Context[ServerState, Any],
+        image_path: ImagePath = "",
+        image_base64: ImageBase64 = "",
+        region_id: RegionId = "",
+        max_crops: MaxCrops = 3,
+    ) -> Annotated[CallToolResult, AgentResult]:
+        return await serve(
+            ctx,
+            question=question,
+            image_path=image_path,
+            image_base64=image_base64,
+            region_id=region_id,
+            max_crops=max_crops,
+        )
+
+    @server.tool(
+        title="Find an object in an image",
+        description=FIND_DESCRIPTION,
+        annotations=annotations,
+        structured_output=structured,
+    )
+    async def focus_find(
+        target: Annotated[str, Field(description="The object to find, e.g. 'red card' or 'street sign'.")],
+        ctx: Context[ServerState, Any],
+        image_path: ImagePath = "",
+        image_base64: ImageBase64 = "",
+        region_id: RegionId = "",
+        max_crops: MaxCrops = 3,
+    ) -> Annotated[CallToolResult, AgentResult]:
+        return await serve(
+            ctx,
+            target=target,
+            image_path=image_path,
+            image_base64=image_base64,
+            region_id=region_id,
+            max_crops=max_crops,
+        )
+
+    @server.tool(title="Allowed image folders", description=ROOTS_DESCRIPTION, annotations=annotations)
+    def focus_allowed_roots() -> dict[str, Any]:
+        policy = settings.policy()
+        return {
+            "allowed_roots": [str(r) for r in policy.allowed_roots],
+            "max_file_bytes": policy.max_file_bytes,
+            "max_base64_bytes": policy.max_base64_bytes,
+            "max_pixels": policy.max_pixels,
+            "urls": "refused: pass an absolute path or image_base64",
+        }
+
+    return server

@@ -1,0 +1,161 @@
+"""Server settings: one frozen dataclass, filled from command-line flags and ``FOCUS_*`` environment variables.
+
+Importing this module imports neither ``mcp`` nor torch, so ``focus --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from focus_tool.errors import ConfigError
+from focus_tool.service import AgentPolicy
+
+Transport = Literal["stdio", "streamable-http"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+_LOOPBACK_NAMES = {"localhost"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """Everything the server needs; immutable once built.
+
+    Attributes:
+        allowed_roots: folders image paths must resolve into (none: paths are refused, base64 still works).
+        model: checkpoint folder or hub id; None = the embedded model.
+        device: cpu, cuda, mps or auto.
+        transport: stdio (desktop hosts) or streamable-http.
+        host, port, path: where streamable HTTP listens (loopback only: there is no authentication).
+        structured_output: declare an output schema and return structured content (off: text + images only).
+        return_images: add one JPEG per top crop to every result.
+        max_file_bytes, max_base64_bytes, max_pixels, max_crops, max_output_side_px, max_output_bytes: input and
+            output limits (see :class:`focus_tool.service.AgentPolicy`).
+        max_waiting: calls that may queue behind the running one; more are refused as busy.
+        timeout_s: longest wait in the queue before a call is refused as busy.
+        log_level: level of the stderr log.
+    """
+
+    allowed_roots: tuple[Path, ...] = ()
+    model: str | None = None
+    device: str = "cpu"
+    transport: Transport = "stdio"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    path: str = "/mcp"
+    structured_output: bool = True
+    return_images: bool = True
+    max_file_bytes: int = 20_000_000
+    max_base64_bytes: int = 3_000_000
+    max_pixels: int = 40_000_000
+    max_crops: int = 8
+    max_output_side_px: int = 768
+    max_output_bytes: int = 800_000
+    max_waiting: int = 16
+    timeout_s: float = 120.0
+    log_level: LogLevel = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("stdio", "streamable-http"):
+            raise ConfigError(f"transport must be stdio or streamable-http, got {self.transport!r}")
+        if not _is_loopback(self.host):
+            raise ConfigError(
+                f"refusing to listen on {self.host}: the server has no authentication; bind 127.0.0.1 (or ::1) and "
+                "put an authenticating proxy in front for remote use"
+            )
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be in 1..65535, got {self.port}")
+
+    def policy(self) -> AgentPolicy:
+        """The input/output policy of the agent engine."""
+        return AgentPolicy(
+            allowed_roots=self.allowed_roots,
+            max_file_bytes=self.max_file_bytes,
+            max_base64_bytes=self.max_base64_bytes,
+            max_pixels=self.max_pixels,
+            max_crops=self.max_crops,
+            max_output_side_px=self.max_output_side_px,
+            max_output_bytes=self.max_output_bytes,
+        )
+
+    @property
+    def max_request_body_size(self) -> int:
+        """HTTP body limit: the SDK's 4 MiB, or enough for the base64 cap plus JSON overhead."""
+        encoded = 4 * -(-self.max_base64_bytes // 3)
+        return max(4 * 1024 * 1024, encoded + 64 * 1024)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's flags (shared by ``focus serve``, ``focus-mcp`` and ``python -m mcp_server``)."""
+    env = os.environ.get
+    parser.add_argument(
+        "--allowed-root",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="folder image paths must be under (repeatable; env FOCUS_ALLOWED_ROOTS, separated by "
+        f"{os.pathsep!r}); without one, only image_base64 is accepted",
+    )
+    parser.add_argument("--model", default=env("FOCUS_MODEL"), help="checkpoint folder or hub id (default: embedded)")
+    parser.add_argument(
+        "--device", default=env("FOCUS_DEVICE", "cpu"), choices=["cpu", "cuda", "mps", "auto"], help="model device"
+    )
+    parser.add_argument("--transport", default="stdio", choices=["stdio", "streamable-http"], help="MCP transport")
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP host (loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument(
+        "--no-structured-output",
+        action="store_true",
+        help="no output schema / structured content (for hosts that then drop the text and images)",
+    )
+    parser.add_argument("--no-images", action="store_true", help="return text only, no crop images")
+    parser.add_argument("--max-crops", type=int, default=8, help="upper bound on crops per call (default 8)")
+    parser.add_argument("--max-base64-bytes", type=int, default=3_000_000, help="decoded base64 cap (default 3 MB)")
+    parser.add_argument("--max-file-bytes", type=int, default=20_000_000, help="image file cap (default 20 MB)")
+    parser.add_argument("--max-pixels", type=int, default=40_000_000, help="image pixel cap (default 40 M)")
+    parser.add_argument("--queue", type=int, default=16, help="calls that may wait behind the running one")
+    parser.add_argument("--timeout", type=float, default=120.0, help="longest wait in the queue, seconds")
+    parser.add_argument(
+        "--log-level", default=env("FOCUS_LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """Build settings from parsed flags; FOCUS_ALLOWED_ROOTS is used when no --allowed-root is given."""
+    roots = args.allowed_root
+    if roots is None:
+        roots = [r for r in os.environ.get("FOCUS_ALLOWED_ROOTS", "").split(os.pathsep) if r]
+    for r in roots:
+        if not os.path.isabs(os.path.expanduser(r)):
+            raise ConfigError(f"--allowed-root must be an absolute folder, got {r!r}")
+        if not Path(r).expanduser().is_dir():
+            raise ConfigError(f"--allowed-root {r} is not an existing folder")
+    return ServerSettings(
+        allowed_roots=tuple(Path(r).expanduser() for r in roots),
+        model=args.model or None,
+        device=args.device,
+        transport=args.transport,
+        host=args.host,
+        port=args.port,
+        structured_output=not args.no_structured_output,
+        return_images=not args.no_images,
+        max_crops=args.max_crops,
+        max_base64_bytes=args.max_base64_bytes,
+        max_file_bytes=args.max_file_bytes,
+        max_pixels=args.max_pixels,
+        max_waiting=args.queue,
+        timeout_s=args.timeout,
+        log_level=args.log_level,
+    )

@@ -1,0 +1,216 @@
+"""The agent engine layer: path/base64/image policy, session cache with region zoom, the inference gate."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from focus_tool.errors import InputRejected
+from focus_tool.service import (
+    AgentPolicy,
+    FocusService,
+    InferenceGate,
+    ServiceBusy,
+    check_path,
+    decode_base64,
+    open_image,
+    summary_json,
+)
+from tests.agent_support import ScriptedEngine
+from tests.bad_inputs import write_huge_header_png, write_png, write_text_as_png, write_truncated_png
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "allowed"
+    r.mkdir()
+    write_png(r / "scene.png", (256, 192))
+    return r
+
+
+@pytest.fixture
+def policy(root: Path) -> AgentPolicy:
+    return AgentPolicy(allowed_roots=(root,), max_base64_bytes=200_000, max_pixels=4_000_000)
+
+
+def test_roots_are_resolved(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    assert AgentPolicy(allowed_roots=(tmp_path / "link",)).allowed_roots == (real.resolve(),)
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda root: "scene.png", "must be an absolute path"),
+        (lambda root: str(root / ".." / "outside.png"), "outside the allowed folders"),
+        (lambda root: str(root / "missing.png"), "no such file"),
+        (lambda root: str(root), "not a regular file"),
+        (lambda root: str(root / "link.png"), "outside the allowed folders"),  # symlink escape
+        (lambda root: str(root) + "/scene.png\x00.txt", "NUL byte"),
+        (lambda root: "https://example.com/cat.png", "URL inputs are disabled"),
+        (lambda root: "file:///etc/passwd", "URL inputs are disabled"),
+        (lambda root: str(root.parent / "allowed-secret" / "x.png"), "outside the allowed folders"),  # prefix trick
+    ],
+)
+def test_path_rules(root: Path, policy: AgentPolicy, make, fragment: str) -> None:
+    outside = root.parent / "outside.png"
+    write_png(outside)
+    (root / "link.png").symlink_to(outside)
+    (root.parent / "allowed-secret").mkdir()
+    write_png(root.parent / "allowed-secret" / "x.png")
+    with pytest.raises(InputRejected, match=fragment):
+        check_path(make(root), policy)
+
+
+def test_no_roots_refuses_every_path(root: Path) -> None:
+    with pytest.raises(InputRejected, match="no allowed image folders"):
+        check_path(str(root / "scene.png"), AgentPolicy())
+
+
+def test_file_size_cap(root: Path) -> None:
+    with pytest.raises(InputRejected, match="the limit is 100;"):
+        check_path(str(root / "scene.png"), AgentPolicy(allowed_roots=(root,), max_file_bytes=100))
+
+
+@pytest.mark.parametrize(
+    ("writer", "fragment"),
+    [
+        (write_text_as_png, "not a supported image"),
+        (write_truncated_png, "cannot be decoded"),
+        (lambda p: write_huge_header_png(p, 3000, 3000), "the limit is 4,000,000 px"),  # our own cap
+        (lambda p: write_huge_header_png(p, 20_000, 20_000), "too many pixels"),  # Pillow's bomb error
+        (lambda p: write_png(p, (16, 64)), "at least 32 px"),
+    ],
+)
+def test_bad_image_files(root: Path, policy: AgentPolicy, writer, fragment: str) -> None:
+    path = root / "bad.png"
+    writer(path)
+    with pytest.raises(InputRejected, match=fragment):
+        open_image(policy, image_path=str(path))
+
+
+def test_eps_is_never_decoded(root: Path, policy: AgentPolicy) -> None:
+    (root / "x.eps").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nshowpage\n")
+    with pytest.raises(InputRejected, match="not a supported image"):
+        open_image(policy, image_path=str(root / "x.eps"))
+
+
+def test_base64_rules(root: Path, policy: AgentPolicy) -> None:
+    data = (root / "scene.png").read_bytes()
+    ok = open_image(policy, image_base64=base64.b64encode(data).decode())
+    assert ok.image.size == (256, 192)
+    assert open_image(policy, image_path=str(root / "scene.png")).sha256 == ok.sha256  # same bytes, same key
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+    assert open_image(policy, image_base64=url).sha256 == ok.sha256
+    with pytest.raises(InputRejected, match="the limit is 266,668"):
+        decode_base64("A" * 300_000, policy)
+    with pytest.raises(InputRejected, match="not valid base64"):
+        decode_base64("not base64!!", policy)
+    with pytest.raises(InputRejected, match="exactly one"):
+        open_image(policy)
+    with pytest.raises(InputRejected, match="exactly one"):
+        open_image(policy, image_path=str(root / "scene.png"), image_base64="AAAA")
+
+
+def test_region_zoom_maps_boxes_back_and_ids_nest(root: Path, policy: AgentPolicy) -> None:
+    engine = ScriptedEngine()
+    service = FocusService(engine, policy)
+    path = str(root / "scene.png")
+    first = service.zoom(image_path=path, question="colour?", target="card")
+    assert [r.id for r in first.result.regions] == ["r1", "r2"]
+    assert first.result.regions[0].box == (64, 48, 128, 96)
+    assert first.result.session.cache_hit is False and first.result.session.forward_passes_saved == 0
+
+    inner = service.zoom(image_path=path, question="colour?", target="card", region_id="r1")
+    assert engine.calls[-1] == (64, 48)  # the model saw the crop only
+    # ScriptedEngine puts r1 at [w/4, h/4, w/2, h/2] of the crop: (16, 12, 32, 24) + origin (64, 48)
+    assert inner.result.regions[0].id == "r1.1"
+    assert inner.result.regions[0].box == (80, 60, 96, 72)
+    assert inner.result.image_wh == (256, 192)
+    assert inner.result.answer_boxes == [(80, 60, 96, 72)]
+    assert inner.result.session.parent_region_id == "r1"
+    assert inner.result.session.parent_box == (64, 48, 128, 96)
+    assert set(inner.result.session.known_region_ids) == {"r1", "r2", "r1.1", "r1.2"}
+
+    deeper = service.zoom(image_path=path, target="card", region_id="r1.1")
+    assert deeper.result.regions[0].id == "r1.1.1"
+    assert deeper.result.session.parent_box == (72, 50, 104, 82)  # grown about its centre to 32 px
+
+
+def test_identical_request_is_a_result_cache_hit(root: Path, policy: AgentPolicy) -> None:
+    engine = ScriptedEngine()
+    service = FocusService(engine, policy)
+    path = str(root / "scene.png")
+    service.zoom(image_path=path, question="colour?")
+    again = service.zoom(image_path=path, question="  colour? ")
+    assert len(engine.calls) == 1
+    assert again.result.session.cache_hit is True
+    assert again.result.session.reuse == "result"
+    assert again.result.session.forward_passes_saved == 6  # search 4 + answer 1 + extraction 1
+    other = service.zoom(image_path=path, question="shape?")
+    assert len(engine.calls) == 2 and other.result.session.forward_passes_saved == 0
+    assert '"cache_hit":false' in summary_json(other)
+
+
+def test_unknown_region_id_says_what_is_known(root: Path, policy: AgentPolicy) -> None:
+    service = FocusService(ScriptedEngine(), policy)
+    path = str(root / "scene.png")
+    with pytest.raises(InputRejected, match="call without region_id first"):
+        service.zoom(image_path=path, target="card", region_id="r1")
+    service.zoom(image_path=path, target="card")
+    with pytest.raises(InputRejected, match="known ids: r1, r2"):
+        service.zoom(image_path=path, target="card", region_id="r7")
+
+
+def test_max_crops_and_output_caps(root: Path, policy: AgentPolicy) -> None:
+    service = FocusService(ScriptedEngine(), policy)
+    path = str(root / "scene.png")
+    with pytest.raises(InputRejected, match="between 1 and 8"):
+        service.zoom(image_path=path, target="card", max_crops=9)
+    out = service.zoom(image_path=path, target="card", max_crops=1)
+    assert len(out.crops_jpeg) == 1 and out.crops_jpeg[0][:2] == b"\xff\xd8"
+    tiny_budget = FocusService(ScriptedEngine(), AgentPolicy(allowed_roots=(root,), max_output_bytes=10))
+    assert tiny_budget.zoom(image_path=path, target="card").crops_jpeg == []
+
+
+def test_gate_bounds_the_queue_and_times_out() -> None:
+    gate = InferenceGate(max_waiting=1, timeout_s=0.3)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hold() -> None:
+        with gate.slot():
+            entered.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait(5)
+    errors: list[str] = []
+
+    def wait_in_queue() -> None:
+        try:
+            with gate.slot():
+                pass
+        except ServiceBusy as e:
+            errors.append(str(e))
+
+    waiter = threading.Thread(target=wait_in_queue)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while gate.waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(ServiceBusy, match="already queued"), gate.slot():
+        pass
+    waiter.join(5)
+    assert errors and "retry later" in errors[0]  # the queued caller timed out
+    release.set()
+    holder.join(5)
+    with gate.slot():  # free again
+        pass
