@@ -26,7 +26,7 @@ shift || true
 case "$cmd" in
   demo) exec "$VENV/bin/focus" demo "$@" ;;
   test)
-    "$VENV/bin/ruff" check focus_tool mcp_server tests examples benchmarks
+    "$VENV/bin/ruff" check focus_tool mcp_server tests examples
     "$VENV/bin/mypy" focus_tool mcp_server
     exec "$VENV/bin/python" -m pytest -q "$@" ;;
   focus) exec "$VENV/bin/focus" "$@" ;;
