@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=Path("runs/embedded"))
     t.add_argument("--steps", type=int, default=2800)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--aux", choices=["tied", "tied-cls", "untied", "none"], default="tied")
+    t.add_argument("--aux", choices=["hinge", "tied", "tied-cls", "untied", "none"], default="hinge")
     t.add_argument("--threads", type=int, default=2)
     t.set_defaults(func=cmd_train)
 

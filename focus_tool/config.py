@@ -46,6 +46,7 @@ class RelevanceConfig:
     layer_agg: Literal["sum", "product"] = "sum"  # Fig. 7 sums per-layer rows  [paper Fig. 7, #5]
     rollout_norm: Literal["row", "column"] = "row"  # [inferred, #4]
     negative_handling: Literal["clamp", "minmax", "none"] = "clamp"  # [inferred, #6]
+    clamp_similarity: bool = False  # max(S, 0) before the residual + row norm; off = Fig. 7 exactly  [inferred]
     map_source: Literal["vv", "random"] = "vv"  # "random" is the ablation  [inferred, #27]
     smooth_sigma: float = 0.0  # Gaussian sigma in cells; global-local presets use 1.0  [inferred, #9]
     downsample: int = 1  # average pooling factor; global-local presets use 2  [inferred, #9]

@@ -12,7 +12,8 @@ from focus_tool.data import synthetic as syn
 
 def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[str], None]) -> int:
     """Generate the demo image for ``seed``, run vanilla and FOCUS, print both, write image + overlay PNGs."""
-    from focus_tool.adapters.registry import load_adapter
+    from focus_tool.adapters.registry import default_model_path, load_adapter
+    from focus_tool.embedded.build import save_untrained
     from focus_tool.pipeline import FocusPipeline
     from focus_tool.presets import config_for
     from focus_tool.render import overlay
@@ -22,8 +23,13 @@ def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[st
     out_dir.mkdir(parents=True, exist_ok=True)
     image_path = out_dir / f"{item.item_id}.png"
     image.save(image_path)
+    if model is None and not default_model_path().joinpath("config.json").is_file():
+        model = str(out_dir / "untrained-model")
+        write("NOTE: the embedded model is not installed; this demo runs on an UNTRAINED (random) model of the same")
+        write("      architecture, so its answers and boxes are meaningless. Train one: focus train-embedded")
+        save_untrained(Path(model))
     adapter = load_adapter(model)
-    pipe = FocusPipeline(adapter, config_for(adapter))
+    pipe = FocusPipeline(adapter, config_for(adapter, model))
     q = item.question
     rng = np.random.default_rng(seed)
     options = list(q.options)

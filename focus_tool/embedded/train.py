@@ -11,9 +11,14 @@ What the model is taught (every example is an (image, prompt) -> answer pair in 
 
 Losses: next-token cross-entropy on the answer tokens, plus an auxiliary loss on the VISION side only
 (``--aux``): each 8-px patch's projector output is classified by card colour and by pip colour.
+- ``hinge`` (default): margins instead of a softmax: a patch's projector output has cosine >= 0.5 with the input
+  embedding of its card colour, its pip colour and the word "card", and <= 0.1 with every other of these words;
+  satisfied margins give no gradient, so background stays unrelated to the words instead of anti-aligned (a
+  softmax over cosines drove background to cosine -0.6 with the colour words, which made the Fig. 7 row sums
+  negative and flipped the sign of the V-V map);
 - ``tied-cls``: logits are scaled cosines between the projector output and the LM *input embeddings* of the colour
   words (so the image tokens and the colour words share a direction from layer 0 on);
-- ``tied`` (default): ``tied-cls`` plus an alignment term, 1 - cos(projector output, e(colour) + e("card")
+- ``tied``: ``tied-cls`` plus an alignment term, 1 - cos(projector output, e(colour) + e("card")
   [+ e(pip colour)]) on card and pip patches, the analogue of LLaVA's stage-1 projector pre-training that maps
   image features into the LM's word-embedding space;
 - ``untied``: a separate linear head (not saved with the model); the LM must learn word-image association
@@ -262,6 +267,28 @@ def collate(examples: list[Example], processor: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ training
 
 
+def hinge_alignment(proj: Any, labels: Any, words: Any, pos: float = 0.5, neg: float = 0.1) -> Any:
+    """Patch-word alignment with margins and no push past them.
+
+    A patch labelled k should have cosine >= ``pos`` with word k; every other (patch, word) pair cosine <= ``neg``.
+    Once a margin holds its gradient is zero, so background patches end up merely *unrelated* to the words
+    (cosine near 0), not anti-aligned as a softmax over cosines drives them.
+
+    Args:
+        proj: (n, P, width) projector outputs.
+        labels: (n, P) class per patch, 0 = none, k >= 1 = words[k-1], IGNORE = unsure.
+        words: (K, width) word input embeddings.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    cos = F.normalize(proj, dim=-1) @ F.normalize(words, dim=-1).T  # (n, P, K)
+    valid = (labels != IGNORE)[..., None].expand_as(cos)  # (n, P, K)
+    onehot = F.one_hot(labels.clamp_min(0), words.shape[0] + 1)[..., 1:].bool()  # (n, P, K)
+    loss = torch.where(onehot, F.relu(pos - cos), F.relu(cos - neg))
+    return loss[valid].sum() / valid[..., 0].sum().clamp_min(1)
+
+
 def train(
     out: Path,
     *,
@@ -269,7 +296,7 @@ def train(
     batch_size: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
-    aux: str = "tied",
+    aux: str = "hinge",
     aux_weight: float = 0.5,
     threads: int = 2,
     warm_frac: float = 0.1,
@@ -346,7 +373,15 @@ def train(
         aux_loss = torch.zeros(())
         if aux != "none" and card_l is not None:
             proj = captured["proj"]  # (n_img, G*G, width)
-            if aux in ("tied", "tied-cls"):
+            if aux == "hinge":
+                emb = model.get_input_embeddings().weight
+                obj_l = torch.where(card_l == IGNORE, card_l, (card_l > 0).long())
+                aux_loss = (
+                    hinge_alignment(proj, card_l, emb[card_word_ids])
+                    + hinge_alignment(proj, pip_l, emb[pip_word_ids])
+                    + hinge_alignment(proj, obj_l, emb[card_id][None])
+                )
+            elif aux in ("tied", "tied-cls"):
                 emb = model.get_input_embeddings().weight
                 card_w = torch.cat([aux_mod["none_card"][None], emb[card_word_ids]])  # (7, width)
                 pip_w = torch.cat([aux_mod["none_pip"][None], emb[pip_word_ids]])  # (5, width)
@@ -356,13 +391,14 @@ def train(
             else:
                 logits = head(proj)
                 card_logits, pip_logits = logits[..., : len(CARD_CLASSES)], logits[..., len(CARD_CLASSES) :]
-            aux_loss = F.cross_entropy(
-                card_logits.flatten(0, 1), card_l.flatten(), ignore_index=IGNORE
-            ) + F.cross_entropy(
-                pip_logits.flatten(0, 1),
-                pip_l.flatten(),
-                ignore_index=IGNORE,
-            )
+            if aux != "hinge":
+                aux_loss = F.cross_entropy(
+                    card_logits.flatten(0, 1), card_l.flatten(), ignore_index=IGNORE
+                ) + F.cross_entropy(
+                    pip_logits.flatten(0, 1),
+                    pip_l.flatten(),
+                    ignore_index=IGNORE,
+                )
             if aux == "tied":  # alignment: a card patch points along e(colour) + e("card") (+ e(pip colour))
                 emb = model.get_input_embeddings().weight
                 want = torch.zeros_like(proj)  # (n_img, G*G, width)
@@ -431,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--aux", choices=["tied", "tied-cls", "untied", "none"], default="tied")
+    ap.add_argument("--aux", choices=["hinge", "tied", "tied-cls", "untied", "none"], default="hinge")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)

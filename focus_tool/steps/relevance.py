@@ -36,6 +36,8 @@ def _token_map(
         if valid is not None:
             vn = vn[:, valid]  # drop pad positions; vis/t are re-indexed by the caller
         s = torch.einsum("hd,hnd->n", vn[:, t], vn)  # (N,) sum of per-head cosines
+        if cfg.clamp_similarity:
+            s = s.clamp_min(0)
         if cfg.rollout_norm == "row":
             acc += s[vis] / (s.sum() + 1.0)
         else:  # column: each visual token divided by its own row sum (symmetric S + I)
