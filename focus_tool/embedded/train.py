@@ -12,7 +12,7 @@ What the model is taught (every example is an (image, prompt) -> answer pair in 
 Losses: next-token cross-entropy on the answer tokens, plus an auxiliary loss on the VISION side only
 (``--aux``): each 8-px patch's projector output is classified by card colour and by pip colour.
 - ``hinge`` (default): margins instead of a softmax: a patch's projector output has cosine >= 0.5 with the input
-  embedding of its card colour, its pip colour and the word "card", and <= 0.1 with every other of these words;
+  embedding of its card colour, its pip colour and the word "card", and |cosine| <= 0.1 with every other of these words;
   satisfied margins give no gradient, so background stays unrelated to the words instead of anti-aligned (a
   softmax over cosines drove background to cosine -0.6 with the colour words, which made the Fig. 7 row sums
   negative and flipped the sign of the V-V map);
@@ -270,9 +270,9 @@ def collate(examples: list[Example], processor: Any) -> dict[str, Any]:
 def hinge_alignment(proj: Any, labels: Any, words: Any, pos: float = 0.5, neg: float = 0.1) -> Any:
     """Patch-word alignment with margins and no push past them.
 
-    A patch labelled k should have cosine >= ``pos`` with word k; every other (patch, word) pair cosine <= ``neg``.
-    Once a margin holds its gradient is zero, so background patches end up merely *unrelated* to the words
-    (cosine near 0), not anti-aligned as a softmax over cosines drives them.
+    A patch labelled k should have cosine >= ``pos`` with word k; every other (patch, word) pair |cosine| <= ``neg``.
+    Once a margin holds its gradient is zero, so background patches end up *unrelated* to the words (cosine near
+    0), not anti-aligned as a softmax over cosines drives them.
 
     Args:
         proj: (n, P, width) projector outputs.
@@ -285,7 +285,7 @@ def hinge_alignment(proj: Any, labels: Any, words: Any, pos: float = 0.5, neg: f
     cos = F.normalize(proj, dim=-1) @ F.normalize(words, dim=-1).T  # (n, P, K)
     valid = (labels != IGNORE)[..., None].expand_as(cos)  # (n, P, K)
     onehot = F.one_hot(labels.clamp_min(0), words.shape[0] + 1)[..., 1:].bool()  # (n, P, K)
-    loss = torch.where(onehot, F.relu(pos - cos), F.relu(cos - neg))
+    loss = torch.where(onehot, F.relu(pos - cos), F.relu(cos.abs() - neg))  # negatives: |cos| <= neg
     return loss[valid].sum() / valid[..., 0].sum().clamp_min(1)
 
 
