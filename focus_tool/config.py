@@ -106,7 +106,10 @@ class AnswerConfig:
 
     t_obj_dist: float = 1200.0  # px between ROI centres that switches a union to a canvas  [paper Tab. 7]
     canvas_cell: int = 336  # px per canvas cell  [inferred, #20]
-    max_crops: int = 6  # type-2 regions kept  [inferred]
+    max_crops: int = 6  # type-2 regions kept; multi-image answers: crops passed, highest c_Yes first  [inferred]
+    # multi-image answers (answer_mode "multi"): the first image is the full image with the ROIs outlined (paper
+    # §3.3 "global view") or, as drawn in App. D Fig. 10 (II), the union region of the ROIs  [inferred, #22]
+    context_image: Literal["full", "union"] = "full"
     max_new_tokens: int = 16
     answer_suffix: str = "Answer with the option's letter from the given choices directly."  # [paper App. C.5]
     on_no_target: Literal["full_image"] = "full_image"  # [inferred, #23]

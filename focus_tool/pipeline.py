@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -24,7 +25,7 @@ from focus_tool.inputs import InputPolicy, check_text, load_image
 from focus_tool.ops.boxes import expand_to_min_size
 from focus_tool.prompts import format_options
 from focus_tool.result import FocusResult, ForwardPasses, Region, RelevanceMapOut
-from focus_tool.steps.answer import answer_view, crop
+from focus_tool.steps.answer import answer_view, crop, focus_views
 from focus_tool.steps.proposals import propose_regions
 from focus_tool.steps.ranking import rank_type1, rank_type2
 from focus_tool.steps.relevance import relevance_map, to_grid
@@ -37,7 +38,8 @@ logger = logging.getLogger(__name__)
 class _TargetOutcome:
     target: Target
     regions: list[Region]
-    selected_boxes: np.ndarray  # (M, 4) image px
+    selected_boxes: np.ndarray  # (M, 4) image px, best first
+    selected_conf: np.ndarray  # (M,) their c_Yes; NaN when not scored (n_steps = 1 without overrun)
     map_out: RelevanceMapOut
     full_conf: float
 
@@ -191,6 +193,7 @@ class FocusPipeline:
             if (int_boxes[i, 2] > int_boxes[i, 0] and int_boxes[i, 3] > int_boxes[i, 1])
         ]
         selected = boxes[list(ranking.selected)] if ranking.selected else np.zeros((0, 4))
+        selected_conf = np.array([ranking.confidence.get(i, np.nan) for i in ranking.selected], dtype=np.float64)
         map_out = RelevanceMapOut(
             target=target.phrase,
             rows=grid.rows,
@@ -199,7 +202,7 @@ class FocusPipeline:
             view_xyxy=grid.view_xyxy,
         )
         full_conf = float(1 / (1 + np.exp(-pre.yes_no_margin)))
-        return _TargetOutcome(target, regions, selected, map_out, full_conf)
+        return _TargetOutcome(target, regions, selected, selected_conf, map_out, full_conf)
 
     def _answer_text(self, question: str, options: Sequence[str] | None) -> str:
         if options:
@@ -219,24 +222,40 @@ class FocusPipeline:
         type2 = any(t.all_instances for t in targets)
         if type2:
             per_target = [o.selected_boxes for o in outcomes]
+            per_conf = [o.selected_conf for o in outcomes]
         else:
             per_target = [o.selected_boxes[0] for o in outcomes if len(o.selected_boxes)]
-        view = answer_view(img, per_target, type2=type2, cfg=self.config.answer)
-        answer = None
-        if question is not None:
-            with self.adapter.counter.in_phase("answer"):
-                answer = self.adapter.generate(
-                    view.image, self._answer_text(question, options), max_new_tokens=self.config.answer.max_new_tokens
-                )
+            per_conf = [o.selected_conf[:1] for o in outcomes if len(o.selected_boxes)]
+        text = self._answer_text(question, options) if question is not None else None
+        max_new = self.config.answer.max_new_tokens
+        answer: str | None = None
+        mode: Literal["full", "crop", "union", "canvas", "multi"]
+        if self.adapter.answer_mode == "multi" and sum(len(np.atleast_2d(b)) for b in per_target) > 0:
+            # global-local / native models: outlined context image + one crop per ROI in one prompt (spec Sec. 7)
+            views = focus_views(
+                img,
+                np.concatenate([np.atleast_2d(b) for b in per_target]),
+                np.concatenate(per_conf),
+                self.config.answer,
+                question=question,
+            )
+            mode, used_boxes = "multi", views.boxes_xyxy
+            if text is not None:
+                with self.adapter.counter.in_phase("answer"):
+                    answer = self.adapter.generate_interleaved([*views.parts, text], max_new_tokens=max_new)
+        else:  # global-view models, or nothing found: one image (crop / union / canvas / full)
+            view = answer_view(img, per_target, type2=type2, cfg=self.config.answer)
+            mode, used_boxes = view.mode, view.boxes_xyxy
+            if text is not None:
+                with self.adapter.counter.in_phase("answer"):
+                    answer = self.adapter.generate(view.image, text, max_new_tokens=max_new)
         timings["answer"] = time.perf_counter() - t0
         regions: list[Region] = []
         for o in outcomes:
             regions.extend(o.regions)
         regions = [r.model_copy(update={"id": f"r{i + 1}"}) for i, r in enumerate(regions)]
         grid = self.adapter.grid_for(img.size)
-        answer_boxes = (
-            [tuple(int(v) for v in b) for b in grid.to_int_xyxy(view.boxes_xyxy)] if len(view.boxes_xyxy) else []
-        )
+        answer_boxes = [tuple(int(v) for v in b) for b in grid.to_int_xyxy(used_boxes)] if len(used_boxes) else []
         return FocusResult(
             method="focus",
             model_id=self.adapter.model_id,
@@ -246,7 +265,7 @@ class FocusPipeline:
             targets=[t.phrase for t in targets],
             target_types=["all" if t.all_instances else "single" for t in targets],
             regions=regions,
-            answer_view=view.mode if question is not None else "none",
+            answer_view=mode if question is not None else "none",
             answer_boxes=answer_boxes,  # type: ignore[arg-type]
             relevance_maps=[o.map_out for o in outcomes],
             full_image_confidence={o.target.phrase: round(o.full_conf, 6) for o in outcomes},

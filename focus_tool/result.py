@@ -62,7 +62,11 @@ class FocusResult(BaseModel):
     targets: list[str] = Field(default_factory=list)
     target_types: list[Literal["single", "all"]] = Field(default_factory=list)
     regions: list[Region] = Field(default_factory=list)
-    answer_view: Literal["full", "crop", "union", "canvas", "none"] = "none"
+    answer_view: Literal["full", "crop", "union", "canvas", "multi", "none"] = Field(
+        default="none",
+        description="the answer input: one image (full / crop / union / canvas), or 'multi' = the outlined context "
+        "image followed by one crop per answer box (global-local and native models)",
+    )
     answer_boxes: list[tuple[int, int, int, int]] = Field(default_factory=list)
     relevance_maps: list[RelevanceMapOut] = Field(default_factory=list)
     full_image_confidence: dict[str, float] = Field(default_factory=dict, description="P(Yes) on the whole image")

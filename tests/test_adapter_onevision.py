@@ -193,3 +193,104 @@ def test_loads_the_5x_layout_with_the_image_processor_inside_processor_config(tm
     assert (
         isinstance(adapter, LlavaOnevisionAdapter) and adapter.pinpoints == adapter.image_processor.image_grid_pinpoints
     )
+
+
+# ---------------------------------------------------------------------------------------------- multi-image answer
+
+CAPTIONS = [
+    "This is the full image; the outlined regions are the focus regions.",
+    "This is a zoomed-in view of focus region 1.",
+    "This is a zoomed-in view of focus region 2.",
+]
+
+
+def _interleaved_parts() -> list:
+    """1 context image + 2 crops of different sizes and aspects, each followed by its caption, then the question."""
+    images = [noise_image(10, (300, 180)), noise_image(11, (40, 90)), noise_image(12, (130, 50))]
+    return [images[0], CAPTIONS[0], images[1], CAPTIONS[1], images[2], CAPTIONS[2], PROMPT]
+
+
+def test_interleaved_prompt_follows_the_stock_template(adapter: LlavaOnevisionAdapter) -> None:
+    """llava-hf's template renders every image first, then each text item on its own line (order kept)."""
+    parts = _interleaved_parts()
+    content = [{"type": "image"} if not isinstance(p, str) else {"type": "text", "text": p} for p in parts]
+    assert adapter._render(content) == (
+        "<|im_start|>user <image><image><image>\n"
+        + "\n".join([*CAPTIONS, PROMPT])
+        + "<|im_end|><|im_start|>assistant\n"
+    )
+    no_template = LlavaOnevisionAdapter(adapter.model, adapter.image_processor, adapter.tokenizer)
+    no_template.chat_template = None  # the fallback keeps the order: image, then its caption
+    assert no_template._render(content) == (
+        "<|im_start|>user <image>\n" + CAPTIONS[0] + "<image>\n" + CAPTIONS[1] + "<image>\n" + CAPTIONS[2]
+        + "\n" + PROMPT + "<|im_end|><|im_start|>assistant\n"
+    )  # fmt: skip
+    assert no_template.chat_text("hi") == adapter.chat_text("hi")
+
+
+def test_generate_interleaved_gives_each_image_one_base_view(
+    adapter: LlavaOnevisionAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several images: no anyres tiles, side^2 + 1 tokens per image, and the model consumes exactly that.
+
+    ``generate`` encodes the images before the prefill through ``get_image_features`` (its signature decides which
+    inputs it gets), then the prefill forward scatters them into the image tokens: both are spied on.
+    """
+    encoder_calls: list[dict] = []
+    feature_lens: list[list[int]] = []
+    forwards: list[dict] = []
+    tiles: list[int] = []
+    inner = adapter.model.model
+    original = inner.get_image_features
+
+    @functools.wraps(original)  # keeps the signature generate() inspects
+    def spy(*args, **kwargs):
+        encoder_calls.append(dict(kwargs))
+        out = original(*args, **kwargs)
+        feature_lens.append([int(f.shape[0]) for f in out.pooler_output])
+        return out
+
+    monkeypatch.setattr(inner, "get_image_features", spy)
+    h1 = adapter.model.register_forward_pre_hook(lambda _m, _a, kw: forwards.append(dict(kw)), with_kwargs=True)
+    h2 = inner.vision_tower.register_forward_pre_hook(lambda _m, a: tiles.append(int(a[0].shape[0])))
+    adapter.counter.reset()
+    try:
+        with adapter.counter.in_phase("answer"):
+            reply = adapter.generate_interleaved(_interleaved_parts(), max_new_tokens=3)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert isinstance(reply, str)
+    assert adapter.counter.counts == {"search": 0, "answer": 1, "aux": 0}
+    per_image = adapter.side**2 + 1
+    assert adapter.num_multi_image_tokens == per_image
+    assert len(encoder_calls) == 1  # the images are encoded once
+    kw = encoder_calls[0]
+    assert tuple(kw["pixel_values"].shape[:2]) == (3, 1) and kw["batch_num_images"].tolist() == [3]
+    assert tiles == [3]  # 3 base views through the vision tower, no anyres tiles
+    assert feature_lens == [[per_image] * 3]  # the model's own packing: base view + image_newline
+    prefill = forwards[0]  # the first forward holds the whole prompt
+    assert int((prefill["input_ids"] == adapter.image_token_id).sum()) == 3 * per_image
+    assert adapter.counter.prefill_tokens == prefill["input_ids"].shape[1]
+
+
+def test_generate_interleaved_with_one_image_uses_anyres(adapter: LlavaOnevisionAdapter) -> None:
+    """One image in the turn: the model tiles it (need_patching), so the single-image token count applies."""
+    image = noise_image(13, (300, 180))
+    enc = adapter._encode_interleaved([image], adapter._render([{"type": "image"}, {"type": "text", "text": "hi"}]))
+    assert int((enc["input_ids"] == adapter.image_token_id).sum()) == adapter.num_image_tokens(image.size)
+    assert "batch_num_images" not in enc
+
+
+def test_zoom_answers_on_the_context_image_and_crops(saved: Path) -> None:
+    adapter = load_adapter(saved)
+    assert adapter.answer_mode == "multi"
+    image = noise_image(14, (240, 160))
+    result = FocusPipeline(adapter, config_for(adapter)).zoom(
+        image, question="What is the color of the dots on the red card?", target=["red card", "blue card"]
+    )
+    assert result.answer_view == "multi" and result.answer is not None
+    assert result.forward_passes.answer == 1
+    selected = [r.box for r in result.regions if r.selected]
+    assert len(result.answer_boxes) == len(selected) == 2
+    assert sorted(result.answer_boxes) == sorted(selected)

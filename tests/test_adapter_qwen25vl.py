@@ -3,6 +3,8 @@ parity (GQA), Fig. 7 reference, SDPA = eager, batching, hub-layout loading and t
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import torch
 
 from focus_tool.adapters.qwen2_5_vl import Qwen25VLAdapter
 from focus_tool.adapters.registry import load_adapter
-from focus_tool.config import RelevanceConfig
+from focus_tool.config import ProposalConfig, RelevanceConfig
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.presets import config_for
 from focus_tool.steps.relevance import relevance_map
@@ -172,3 +174,116 @@ def test_zoom_end_to_end_returns_boxes_inside_the_image(saved: Path, wh: tuple[i
         assert 0 <= x0 < x1 <= wh[0] and 0 <= y0 < y1 <= wh[1]
     assert result.forward_passes.search >= 2 and result.forward_passes.answer == 1
     assert result.answer is not None
+
+
+# ---------------------------------------------------------------------------------------------- multi-image answer
+
+CAPTIONS = [
+    "This is the full image; the outlined regions are the focus regions.",
+    "This is a zoomed-in view of focus region 1.",
+    "This is a zoomed-in view of focus region 2.",
+]
+VISION = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def _interleaved_parts() -> list:
+    """1 context image + 2 crops of different sizes and aspects, each followed by its caption, then the question."""
+    images = [noise_image(10, (300, 180)), noise_image(11, (40, 90)), noise_image(12, (130, 50))]
+    return [images[0], CAPTIONS[0], images[1], CAPTIONS[1], images[2], CAPTIONS[2], PROMPT]
+
+
+def test_interleaved_prompt_keeps_the_order(adapter: Qwen25VLAdapter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Qwen template renders content in order: image, caption, image, caption, ..., question (ZoomEye layout)."""
+    prompts: list[str] = []
+    original = adapter._encode_interleaved
+    monkeypatch.setattr(adapter, "_encode_interleaved", lambda ims, p: prompts.append(p) or original(ims, p))
+    adapter.generate_interleaved(_interleaved_parts(), max_new_tokens=1)
+    body = f"{VISION}\n{CAPTIONS[0]}\n{VISION}\n{CAPTIONS[1]}\n{VISION}\n{CAPTIONS[2]}\n{PROMPT}"
+    assert prompts == [
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        + body
+        + "<|im_end|>\n<|im_start|>assistant\n"
+    ]
+    no_template = Qwen25VLAdapter(adapter.model, adapter.image_processor, adapter.tokenizer)
+    no_template.chat_template = None  # the fallback renders the same
+    content = [{"type": "image"}, {"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"}]
+    assert no_template._render(content) == adapter._render(content)
+    assert no_template.chat_text("hi") == adapter.chat_text("hi")
+
+
+def test_generate_interleaved_gives_each_image_its_own_grid(
+    adapter: Qwen25VLAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One image_grid_thw row and one vision block per image; the model consumes exactly the tokens built."""
+    parts = _interleaved_parts()
+    images = [p for p in parts if not isinstance(p, str)]
+    expected_thw = adapter.image_processor(images=images, return_tensors="pt")["image_grid_thw"]
+    counts = [int(t.prod()) // 4 for t in expected_thw]
+    assert len(set(counts)) == 3  # different sizes: a wrong order or a shared count would show
+    encoder_calls: list[dict] = []
+    feature_lens: list[list[int]] = []
+    forwards: list[dict] = []
+    inner = adapter.model.model
+    original = inner.get_image_features
+
+    @functools.wraps(original)  # keeps the signature generate() inspects
+    def spy(*args, **kwargs):
+        encoder_calls.append(dict(kwargs))
+        out = original(*args, **kwargs)
+        feature_lens.append([int(f.shape[0]) for f in out.pooler_output])
+        return out
+
+    monkeypatch.setattr(inner, "get_image_features", spy)
+    hook = adapter.model.register_forward_pre_hook(lambda _m, _a, kw: forwards.append(dict(kw)), with_kwargs=True)
+    adapter.counter.reset()
+    try:
+        with adapter.counter.in_phase("answer"):
+            reply = adapter.generate_interleaved(parts, max_new_tokens=3)
+    finally:
+        hook.remove()
+    assert isinstance(reply, str)
+    assert adapter.counter.counts == {"search": 0, "answer": 1, "aux": 0}
+    assert len(encoder_calls) == 1
+    assert torch.equal(encoder_calls[0]["image_grid_thw"], expected_thw)
+    assert feature_lens == [counts]
+    ids = forwards[0]["input_ids"][0]
+    tok = adapter.tokenizer
+    starts = torch.nonzero(ids == tok.convert_tokens_to_ids("<|vision_start|>")).flatten().tolist()
+    ends = torch.nonzero(ids == tok.convert_tokens_to_ids("<|vision_end|>")).flatten().tolist()
+    assert [e - s - 1 for s, e in zip(starts, ends, strict=True)] == counts  # block k holds image k's tokens
+    assert int((ids == adapter.image_token_id).sum()) == sum(counts)
+    mm = forwards[0]["mm_token_type_ids"][0]
+    assert torch.equal(mm.bool(), ids == adapter.image_token_id)
+    assert adapter.counter.prefill_tokens == len(ids)
+
+
+@pytest.mark.parametrize("type2", [False, True])
+def test_zoom_answers_on_the_context_image_and_crops(saved: Path, type2: bool) -> None:
+    adapter = load_adapter(saved)
+    assert adapter.answer_mode == "multi"
+    cfg = config_for(adapter)
+    if type2:  # 1-cell ROIs on the full-resolution grid, every scored ROI kept, at most 3 crops
+        cfg = dataclasses.replace(
+            cfg,
+            relevance=dataclasses.replace(cfg.relevance, downsample=1, smooth_sigma=0.0),
+            proposal=ProposalConfig(k=16, s_min=1, s_max=1, s_dist=1.0),
+            rank=dataclasses.replace(cfg.rank, t_type2=0.0),
+            answer=dataclasses.replace(cfg.answer, max_crops=3, context_image="union"),
+        )
+    image = noise_image(14, (240, 160))
+    question = "How many red cards are there?" if type2 else "What is the color of the dots on the red card?"
+    target = "red card" if type2 else ["red card", "blue card"]
+    result = FocusPipeline(adapter, cfg).zoom(image, question=question, target=target)
+    assert result.target_types == (["all"] if type2 else ["single", "single"])
+    assert result.answer_view == "multi" and result.answer is not None
+    assert result.forward_passes.answer == 1
+    selected = [r for r in result.regions if r.selected]
+    if type2:
+        assert len(selected) > 3 and len(result.answer_boxes) == 3  # capped, highest c_Yes first
+        best = sorted(selected, key=lambda r: -(r.confidence or 0))[:3]
+        assert [r.confidence for r in best] == [
+            next(r.confidence for r in selected if r.box == b) for b in result.answer_boxes
+        ]
+    else:
+        assert len(result.answer_boxes) == len(selected) == 2
+        assert sorted(result.answer_boxes) == sorted(r.box for r in selected)

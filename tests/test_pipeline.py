@@ -103,3 +103,13 @@ def test_vanilla_uses_one_answer_pass(adapter: LlavaAdapter) -> None:
     result = FocusPipeline(adapter).vanilla(_image(), question=QUESTION, options=["white", "black"])
     assert result.method == "vanilla"
     assert (result.forward_passes.search, result.forward_passes.answer) == (0, 1)
+
+
+def test_llava_answers_on_one_image(adapter: LlavaAdapter) -> None:
+    """LLaVA-1.5 is a global-view model: one crop / union / canvas through generate, no interleaved prompt."""
+    assert adapter.answer_mode == "single"
+    with pytest.raises(NotImplementedError, match="LlavaAdapter"):
+        adapter.generate_interleaved([_image(), "hi"], max_new_tokens=1)
+    result = FocusPipeline(adapter, _cfg(2, overrun=False)).zoom(_image(), question=QUESTION, target="red card")
+    assert result.answer_view == "crop" and len(result.answer_boxes) == 1
+    assert result.forward_passes.answer == 1

@@ -11,7 +11,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from PIL import Image
@@ -19,6 +19,7 @@ from PIL import Image
 from focus_tool.grid import PatchGrid
 
 Phase = Literal["search", "answer", "aux"]
+AnswerMode = Literal["single", "multi"]
 
 
 @dataclass
@@ -73,8 +74,14 @@ class Prefill:
 
 
 class MLLMAdapter(ABC):
-    """What the FOCUS pipeline needs from a multimodal LLM."""
+    """What the FOCUS pipeline needs from a multimodal LLM.
 
+    ``answer_mode`` selects the Stage VI input (spec Sec. 7): ``"single"`` (global-view models such as LLaVA-1.5:
+    one crop, union or canvas through :meth:`generate`) or ``"multi"`` (global-local / native models: the context
+    image with the outlined ROIs followed by one crop per ROI, through :meth:`generate_interleaved`).
+    """
+
+    answer_mode: ClassVar[AnswerMode] = "single"
     model_id: str
     counter: ForwardCounter
     num_layers: int
@@ -90,6 +97,17 @@ class MLLMAdapter(ABC):
     @abstractmethod
     def generate(self, image: Image.Image | None, text: str, *, max_new_tokens: int) -> str:
         """Greedy reply to ``text`` (with ``image`` first, if any); counts one pass."""
+
+    def generate_interleaved(self, parts: Sequence[Image.Image | str], *, max_new_tokens: int) -> str:
+        """Greedy reply to one user turn of images and text lines in the given order; counts one pass.
+
+        Text parts are plain lines (no surrounding line breaks); the adapter lays them out as its prompt format
+        requires. Only adapters with ``answer_mode == "multi"`` implement it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} takes one image per prompt (answer_mode={self.answer_mode!r}); "
+            "it has no interleaved multi-image generate"
+        )
 
     @abstractmethod
     def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:

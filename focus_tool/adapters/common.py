@@ -62,6 +62,22 @@ def expand_image_tokens(prompt: str, image_token: str, counts: Sequence[int]) ->
     return out
 
 
+def keeps_content_order(prompt: str, parts: Sequence[str | None], image_token: str) -> bool:
+    """Whether a templated ``prompt`` holds ``parts`` (text, or None for an image placeholder) in their given order.
+
+    Some chat templates render every image of a turn before its text (llava-hf's LLaVA-OneVision template does);
+    then an interleaved multi-image prompt loses its "image, caption, image, caption" order.
+    """
+    pos = 0
+    for part in parts:
+        needle = image_token if part is None else part
+        i = prompt.find(needle, pos)
+        if i < 0:
+            return False
+        pos = i + len(needle)
+    return True
+
+
 def target_positions(tokenizer: Any, expanded_prompt: str, target: str, input_ids: torch.Tensor) -> list[int]:
     """Sequence positions of the tokens overlapping the last occurrence of ``target`` in an expanded prompt.
 

@@ -15,8 +15,17 @@ grid), ``unpad_image`` (drop the feature rows/columns that lie in the padding) a
 (paper §3.2); newline and base tokens are excluded from the map but stay in the row sums (spec Sec. 4.4). The
 unpadded local grid spans the whole image: ``PatchGrid.anyres_local``.
 
-Answer step: the pipeline passes one image per prompt; with one image the model uses the anyres tiles. The paper's
-multi-image answer (global view with outlined regions + crops, spec Sec. 7) is not implemented here.
+Answer step (spec Sec. 7, ``answer_mode = "multi"``): :meth:`LlavaOnevisionAdapter.generate_interleaved` sends the
+context image and the crops in one user turn. With several images in a sample the model encodes **each image as one
+base view, without anyres tiles** (``need_patching`` is true only for a sample with exactly one image, in both the
+image processor and ``get_image_features``): the processor pads each image to a square (mean colour) and resizes it to
+one tile, and ``pack_image_features`` appends one ``image_newline``, so each image takes ``side^2 + 1`` tokens (730 on
+the 7B checkpoint). ``batch_num_images`` must reach the model, or it would try to unpack anyres tiles.
+
+Interleaving: llava-hf's chat template renders **all images of a turn first**, then every text item on its own line,
+so with the stock template the prompt is ``<image><image>...\n<caption 1>\n<caption 2>...\n<question>``: the
+captions keep the image order but no longer sit next to their image. The adapter keeps the checkpoint's template (the
+format the model was evaluated with in transformers) and logs this once; the token expansion is exact either way.
 """
 
 from __future__ import annotations
@@ -31,19 +40,26 @@ import torch
 from PIL import Image
 
 from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
-from focus_tool.adapters.common import expand_image_tokens, load_chat_template, reply_first_token, target_positions
+from focus_tool.adapters.common import (
+    expand_image_tokens,
+    keeps_content_order,
+    load_chat_template,
+    reply_first_token,
+    target_positions,
+)
 from focus_tool.adapters.llava import cache_values
 from focus_tool.errors import ModelLoadError
 from focus_tool.grid import PatchGrid
 
 logger = logging.getLogger(__name__)
-_FALLBACK_TEMPLATE = "<|im_start|>user {images}\n{text}<|im_end|><|im_start|>assistant\n"
+_FALLBACK_OPEN, _FALLBACK_CLOSE = "<|im_start|>user ", "<|im_end|><|im_start|>assistant\n"  # llava-hf's layout
 
 
 class LlavaOnevisionAdapter(MLLMAdapter):
-    """Adapter for ``LlavaOnevisionForConditionalGeneration`` checkpoints (anyres, single image per prompt)."""
+    """Adapter for ``LlavaOnevisionForConditionalGeneration`` checkpoints (anyres; multi-image answer)."""
 
     preset_name = "llava-onevision"
+    answer_mode = "multi"
 
     def __init__(
         self,
@@ -72,6 +88,7 @@ class LlavaOnevisionAdapter(MLLMAdapter):
         self.num_layers = int(cfg.text_config.num_hidden_layers)
         self.num_kv_heads = int(getattr(cfg.text_config, "num_key_value_heads", cfg.text_config.num_attention_heads))
         self._yes_no: tuple[int, int] | None = None
+        self._order_logged = False
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self._check_consistency()
@@ -172,6 +189,10 @@ class LlavaOnevisionAdapter(MLLMAdapter):
         """The templated prompt with ``n_images`` image placeholders before the text and the generation prompt."""
         content: list[dict[str, str]] = [{"type": "image"} for _ in range(n_images)]
         content.append({"type": "text", "text": text})
+        return self._render(content)
+
+    def _render(self, content: list[dict[str, str]]) -> str:
+        """One user turn of image / text items through the chat template, with the generation prompt."""
         if self.chat_template:
             return str(
                 self.tokenizer.apply_chat_template(
@@ -181,7 +202,13 @@ class LlavaOnevisionAdapter(MLLMAdapter):
                     tokenize=False,
                 )
             )
-        return _FALLBACK_TEMPLATE.format(images=self.image_token * n_images, text=text)
+        body = "".join(self.image_token if c["type"] == "image" else "\n" + c["text"] for c in content)
+        return _FALLBACK_OPEN + body + _FALLBACK_CLOSE
+
+    @property
+    def num_multi_image_tokens(self) -> int:
+        """Image tokens of each image in a several-image prompt: one base view (side^2) + one image_newline."""
+        return self.side * self.side + 1
 
     def _encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> tuple[Any, list[str]]:
         """Tokenised batch (left padded) with pixel inputs; returns it and the image-expanded prompts.
@@ -205,6 +232,29 @@ class LlavaOnevisionAdapter(MLLMAdapter):
             enc["pixel_values"] = pix["pixel_values"].to(self.dtype)
             enc["image_sizes"] = pix["image_sizes"]
         return enc.to(self.device), expanded
+
+    def _encode_interleaved(self, images: Sequence[Image.Image], prompt: str) -> Any:
+        """One prompt holding ``len(images)`` placeholders, in order. One image: the anyres path of :meth:`_encode`.
+
+        Several images: ``pixel_values`` (n, 1, 3, tile, tile), one padded-to-square base view each;
+        ``image_sizes`` (n, 2); ``batch_num_images`` (1,) = [n], which switches the model to one view per image.
+        """
+        if len(images) <= 1:
+            return self._encode(list(images) or None, [prompt])[0]
+        n = len(images)
+        pix = self.image_processor(images=[[im.convert("RGB") for im in images]], return_tensors="pt")
+        if tuple(pix["pixel_values"].shape[:2]) != (n, 1):
+            shape = tuple(pix["pixel_values"].shape)
+            raise RuntimeError(f"expected one base view per image, the processor gave pixel_values {shape}")
+        counts = [self.num_multi_image_tokens] * n
+        enc = self.tokenizer([expand_image_tokens(prompt, self.image_token, counts)], return_tensors="pt")
+        found = int((enc["input_ids"] == self.image_token_id).sum())
+        if found != sum(counts):
+            raise RuntimeError(f"{found} image tokens in the prompt, the model packs {n} x {counts[0]}")
+        enc["pixel_values"] = pix["pixel_values"].to(self.dtype)
+        enc["image_sizes"] = pix["image_sizes"]
+        enc["batch_num_images"] = torch.tensor([n], dtype=torch.long)
+        return enc.to(self.device)
 
     def yes_no_ids(self) -> tuple[int, int]:
         """Token ids of the first token of the assistant reply "Yes" / "No" after the chat template."""
@@ -271,6 +321,30 @@ class LlavaOnevisionAdapter(MLLMAdapter):
         """Greedy decoding; only the new tokens are decoded. Counts one pass."""
         prompt = self.chat_text(text, n_images=0 if image is None else 1)
         enc, _ = self._encode([image] if image is not None else None, [prompt])
+        return self._greedy(enc, max_new_tokens)
+
+    @torch.inference_mode()
+    def generate_interleaved(self, parts: Sequence[Image.Image | str], *, max_new_tokens: int) -> str:
+        """Greedy reply to one user turn of images and text lines (in order, as far as the template keeps it).
+
+        With several images each is one base view of ``side^2 + 1`` tokens (module docstring). Counts one pass.
+        """
+        images = [p for p in parts if isinstance(p, Image.Image)]
+        content = [{"type": "image"} if isinstance(p, Image.Image) else {"type": "text", "text": p} for p in parts]
+        prompt = self._render(content)
+        if len(images) > 1 and not self._order_logged:
+            self._order_logged = True
+            order = [None if isinstance(p, Image.Image) else p for p in parts]
+            if not keeps_content_order(prompt, order, self.image_token):
+                logger.warning(
+                    "%s: the chat template renders all images before the text; the multi-image answer prompt "
+                    "lists its captions after the images instead of interleaving them",
+                    self.model_id,
+                )
+        return self._greedy(self._encode_interleaved(images, prompt), max_new_tokens)
+
+    def _greedy(self, enc: Any, max_new_tokens: int) -> str:
+        """Greedy ``generate`` on one encoded prompt; decodes only the new tokens and counts one pass."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         self.counter.add(1, int(enc["attention_mask"].sum()))

@@ -11,6 +11,11 @@ with a pixel count in [min_pixels, max_pixels] (read from the loaded processor);
 the image tokens are (g_h / 2) x (g_w / 2), contiguous, row-major (``image_grid_thw`` = (1, g_h, g_w)). All merged
 tokens form the map grid, which spans the whole image: ``PatchGrid.stretched``.
 
+Answer step (spec Sec. 7, ``answer_mode = "multi"``): :meth:`Qwen25VLAdapter.generate_interleaved` sends the
+context image and the crops in one user turn. The checkpoint's template renders content items in order, each image
+as its own ``<|vision_start|><|image_pad|><|vision_end|>`` block; each image is ``smart_resize``d on its own and has its
+own ``image_grid_thw`` row, so its block expands to that row's ``t * g_h * g_w / merge^2`` tokens.
+
 GQA: the cache holds ``num_key_value_heads`` value heads; they are used as stored (spec Sec. 4.3). Values carry no
 rotary embedding, so M-RoPE does not touch the V-V map.
 """
@@ -40,9 +45,10 @@ _VISION_WRAP = "<|vision_start|>{}<|vision_end|>"
 
 
 class Qwen25VLAdapter(MLLMAdapter):
-    """Adapter for ``Qwen2_5_VLForConditionalGeneration`` checkpoints (one image per prompt)."""
+    """Adapter for ``Qwen2_5_VLForConditionalGeneration`` checkpoints (native resolution; multi-image answer)."""
 
     preset_name = "qwen2.5-vl"
+    answer_mode = "multi"
 
     def __init__(
         self,
@@ -135,6 +141,10 @@ class Qwen25VLAdapter(MLLMAdapter):
         """The templated prompt (ChatML, default system message) with the images before the text."""
         content: list[dict[str, str]] = [{"type": "image"} for _ in range(n_images)]
         content.append({"type": "text", "text": text})
+        return self._render(content)
+
+    def _render(self, content: list[dict[str, str]]) -> str:
+        """One user turn of image / text items, in order, through the chat template, with the generation prompt."""
         if self.chat_template:
             return str(
                 self.tokenizer.apply_chat_template(
@@ -144,7 +154,9 @@ class Qwen25VLAdapter(MLLMAdapter):
                     tokenize=False,
                 )
             )
-        return _FALLBACK_TEMPLATE.format(images=_VISION_WRAP.format(self.image_token) * n_images, text=text)
+        vision = _VISION_WRAP.format(self.image_token)
+        body = "".join(vision if c["type"] == "image" else c["text"] for c in content)
+        return _FALLBACK_TEMPLATE.format(images="", text=body)
 
     def _encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> tuple[Any, list[str]]:
         """Tokenised batch (left padded) with pixel inputs; returns it and the image-expanded prompts.
@@ -169,6 +181,27 @@ class Qwen25VLAdapter(MLLMAdapter):
             enc["pixel_values"] = pix["pixel_values"].to(self.dtype)
             enc["image_grid_thw"] = pix["image_grid_thw"]
         return enc.to(self.device), expanded
+
+    def _encode_interleaved(self, images: Sequence[Image.Image], prompt: str) -> Any:
+        """One prompt holding ``len(images)`` vision blocks, in order; each block gets its own image's token count.
+
+        ``pixel_values``: the patches of all images, concatenated; ``image_grid_thw``: (n, 3), one row per image.
+        """
+        if images:
+            pix = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+            counts = [int(thw.prod()) // self.merge**2 for thw in pix["image_grid_thw"]]
+        else:
+            pix, counts = None, []
+        enc = self.tokenizer([expand_image_tokens(prompt, self.image_token, counts)], return_tensors="pt")
+        ids = enc["input_ids"]
+        runs = _run_lengths(torch.nonzero(ids[0] == self.image_token_id).flatten().tolist())
+        if runs != counts:
+            raise RuntimeError(f"image-token blocks {runs} differ from the image_grid_thw counts {counts}")
+        enc["mm_token_type_ids"] = (ids == self.image_token_id).int() + 2 * (ids == self.video_token_id).int()
+        if pix is not None:
+            enc["pixel_values"] = pix["pixel_values"].to(self.dtype)
+            enc["image_grid_thw"] = pix["image_grid_thw"]
+        return enc.to(self.device)
 
     def yes_no_ids(self) -> tuple[int, int]:
         """Token ids of the first token of the assistant reply "Yes" / "No" after the chat template."""
@@ -232,6 +265,27 @@ class Qwen25VLAdapter(MLLMAdapter):
         """Greedy decoding; only the new tokens are decoded. Counts one pass."""
         prompt = self.chat_text(text, n_images=0 if image is None else 1)
         enc, _ = self._encode([image] if image is not None else None, [prompt])
+        return self._greedy(enc, max_new_tokens)
+
+    @torch.inference_mode()
+    def generate_interleaved(self, parts: Sequence[Image.Image | str], *, max_new_tokens: int) -> str:
+        """Greedy reply to one user turn of images and text lines, in order. Counts one pass.
+
+        Layout: a line break after each text line that precedes an image and before each text line after the first
+        part, so ``[img, "a", img, "b", "q"]`` renders as ``<vision>\na\n<vision>\nb\nq`` (the ZoomEye prompt).
+        """
+        images = [p for p in parts if isinstance(p, Image.Image)]
+        content: list[dict[str, str]] = []
+        for i, part in enumerate(parts):
+            if isinstance(part, Image.Image):
+                content.append({"type": "image"})
+                continue
+            before_image = i + 1 < len(parts) and isinstance(parts[i + 1], Image.Image)
+            content.append({"type": "text", "text": ("\n" if i else "") + part + ("\n" if before_image else "")})
+        return self._greedy(self._encode_interleaved(images, self._render(content)), max_new_tokens)
+
+    def _greedy(self, enc: Any, max_new_tokens: int) -> str:
+        """Greedy ``generate`` on one encoded prompt; decodes only the new tokens and counts one pass."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         self.counter.add(1, int(enc["attention_mask"].sum()))
@@ -240,3 +294,14 @@ class Qwen25VLAdapter(MLLMAdapter):
 
     def _decoder_layers(self) -> Any:
         return self.model.model.language_model.layers
+
+
+def _run_lengths(positions: list[int]) -> list[int]:
+    """Lengths of the runs of consecutive integers in sorted ``positions`` ([3, 4, 5, 9, 10] -> [3, 2])."""
+    runs: list[int] = []
+    for i, p in enumerate(positions):
+        if i and p == positions[i - 1] + 1:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    return runs

@@ -8,7 +8,7 @@ from PIL import Image
 
 from focus_tool.config import AnswerConfig
 from focus_tool.ops.images import CLIP_MEAN_RGB
-from focus_tool.steps.answer import answer_view, crop
+from focus_tool.steps.answer import CONTEXT_CAPTION, CROP_CAPTION, answer_view, crop, focus_views, outline_width
 
 CFG = AnswerConfig(t_obj_dist=50.0, canvas_cell=32)  # gap = 32 // 16 = 2 px, a canvas cell pitch of 34 px
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -171,3 +171,94 @@ def test_crop(xyxy: np.ndarray, expected_box: tuple[int, int, int, int]) -> None
     x0, y0, x1, y1 = expected_box
     assert out.size == (x1 - x0, y1 - y0)
     assert np.array_equal(np.asarray(out), np.asarray(image)[y0:y1, x0:x1])
+
+
+# ---------------------------------------------------------------------------------------------- multi-image views
+
+
+def _grey(w: int = 200, h: int = 100) -> Image.Image:
+    return Image.new("RGB", (w, h), (128, 128, 128))
+
+
+@pytest.mark.parametrize(("long_side", "width"), [(100, 1), (200, 1), (1000, 3), (2246, 7), (7431, 22)])
+def test_outline_width_is_3px_per_1000px(long_side: int, width: int) -> None:
+    assert outline_width(long_side) == width
+
+
+def test_focus_views_layout_and_order() -> None:
+    image = _two_colour()
+    boxes = np.array([[10, 10, 30, 40], [120, 20, 180, 50], [60, 60, 70, 90]], dtype=float)
+    conf = np.array([0.4, 0.9, 0.6])
+    views = focus_views(image, boxes, conf, AnswerConfig())
+    ctx, *rest = views.parts
+    assert isinstance(ctx, Image.Image) and ctx.size == image.size
+    assert rest[0] == CONTEXT_CAPTION["full"]
+    crops, captions = rest[1::2], rest[2::2]
+    assert captions == [CROP_CAPTION.format(k=k) for k in (1, 2, 3)]
+    assert captions[0] == "This is a zoomed-in view of focus region 1."
+    assert views.boxes_xyxy.tolist() == boxes[[1, 2, 0]].tolist()  # highest c_Yes first
+    assert [c.size for c in crops] == [(60, 30), (10, 30), (20, 30)]
+    for c, b in zip(crops, views.boxes_xyxy, strict=True):  # crops are clean: no outline in them
+        x0, y0, x1, y1 = (int(v) for v in b)
+        assert np.array_equal(np.asarray(c), np.asarray(image)[y0:y1, x0:x1])
+    assert views.context_xyxy == (0, 0, 200, 100)
+
+
+def test_focus_views_outlines_every_roi_in_red() -> None:
+    image = _grey(2000, 600)  # long side 2000 -> 6 px
+    t = outline_width(2000)
+    assert t == 6
+    boxes = np.array([[100, 100, 300, 250], [900, 300, 1000, 500]], dtype=float)
+    ctx = focus_views(image, boxes, np.array([0.7, 0.8]), AnswerConfig()).parts[0]
+    assert isinstance(ctx, Image.Image)
+    a = np.asarray(ctx)
+    red = (a == (255, 0, 0)).all(-1)
+    for x0, y0, x1, y1 in boxes.astype(int):
+        assert red[y0 : y0 + t, x0:x1].all() and red[y1 - t : y1, x0:x1].all()  # top and bottom bands
+        assert red[y0:y1, x0 : x0 + t].all() and red[y0:y1, x1 - t : x1].all()  # left and right bands
+        assert not red[y0 + t : y1 - t, x0 + t : x1 - t].any()  # inside untouched
+        assert not red[y0 - 1, x0:x1].any() and not red[y0:y1, x1].any()  # nothing outside the box
+    ring = sum(int((x1 - x0) * (y1 - y0) - (x1 - x0 - 2 * t) * (y1 - y0 - 2 * t)) for x0, y0, x1, y1 in boxes)
+    assert int(red.sum()) == ring  # no other pixel changed colour
+    assert np.array_equal(np.asarray(image), np.full((600, 2000, 3), 128, dtype=np.uint8))  # input untouched
+
+
+def test_focus_views_outline_is_blue_when_the_question_mentions_a_red_rectangle() -> None:
+    boxes = np.array([[10, 10, 50, 50]], dtype=float)
+    ctx = focus_views(_grey(), boxes, np.array([0.9]), AnswerConfig(), question="What is in the red rectangle?")
+    assert ctx.parts[0].getpixel((10, 30)) == (0, 0, 255)  # type: ignore[union-attr]
+    ctx = focus_views(_grey(), boxes, np.array([0.9]), AnswerConfig(), question="What colour is the car?")
+    assert ctx.parts[0].getpixel((10, 30)) == (255, 0, 0)  # type: ignore[union-attr]
+
+
+def test_focus_views_caps_crops_but_outlines_all() -> None:
+    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], dtype=float)
+    conf = np.array([0.1, np.nan, 0.8, 0.8])  # unscored last; ties keep the input order
+    views = focus_views(_grey(), boxes, conf, AnswerConfig(max_crops=2))
+    assert views.boxes_xyxy.tolist() == [[40, 0, 50, 10], [60, 0, 70, 10]]
+    assert len(views.parts) == 2 + 2 * 2
+    a = np.asarray(views.parts[0])
+    assert all((a[0, x0] == (255, 0, 0)).all() for x0 in (0, 20, 40, 60))  # every ROI outlined
+    order = focus_views(_grey(), boxes, conf, AnswerConfig(max_crops=6)).boxes_xyxy
+    assert order[:, 0].tolist() == [40, 60, 0, 20]
+
+
+def test_focus_views_union_context() -> None:
+    image = _two_colour()
+    boxes = np.array([[10.5, 20, 40, 50], [60, 30, 90.2, 80]], dtype=float)
+    views = focus_views(image, boxes, np.array([0.5, 0.6]), AnswerConfig(context_image="union"))
+    assert views.context_xyxy == (10, 20, 91, 80)  # union of the outward-rounded boxes
+    ctx = views.parts[0]
+    assert isinstance(ctx, Image.Image) and ctx.size == (81, 60)
+    assert views.parts[1] == CONTEXT_CAPTION["union"]
+    a = np.asarray(ctx)
+    assert (a[0, 0:30] == (255, 0, 0)).all()  # first box's top edge, at the context's origin
+    assert (a[10, 50:81] == (255, 0, 0)).all()  # second box's top edge (y 30 -> 10, x 60..91 -> 50..81)
+    assert np.array_equal(a[15, 15], np.asarray(image)[35, 25])  # inside a box: the image pixel at its offset
+
+
+def test_focus_views_rejects_mismatched_inputs() -> None:
+    with pytest.raises(ValueError, match="confidences"):
+        focus_views(_grey(), np.zeros((2, 4)), np.zeros(3), AnswerConfig())
+    with pytest.raises(ValueError, match="at least one box"):
+        focus_views(_grey(), np.zeros((0, 4)), np.zeros(0), AnswerConfig())
