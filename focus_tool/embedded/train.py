@@ -285,8 +285,13 @@ def hinge_alignment(proj: Any, labels: Any, words: Any, pos: float = 0.5, neg: f
     cos = F.normalize(proj, dim=-1) @ F.normalize(words, dim=-1).T  # (n, P, K)
     valid = (labels != IGNORE)[..., None].expand_as(cos)  # (n, P, K)
     onehot = F.one_hot(labels.clamp_min(0), words.shape[0] + 1)[..., 1:].bool()  # (n, P, K)
-    loss = torch.where(onehot, F.relu(pos - cos), F.relu(cos.abs() - neg))  # negatives: |cos| <= neg
-    return loss[valid].sum() / valid[..., 0].sum().clamp_min(1)
+    is_pos, is_neg = onehot & valid, ~onehot & valid
+    pos_loss = F.relu(pos - cos)[is_pos]  # labelled (patch, word) pairs: cos >= pos
+    neg_loss = F.relu(cos.abs() - neg)[is_neg]  # all other pairs: |cos| <= neg
+    # positives and negatives are averaged separately: cards cover a few % of the patches, and a pooled mean let a
+    # large component shared by every patch (orthogonal to all words) satisfy the negatives and starve the positives
+    zero = cos.new_zeros(())
+    return (pos_loss.mean() if pos_loss.numel() else zero) + (neg_loss.mean() if neg_loss.numel() else zero)
 
 
 def train(
