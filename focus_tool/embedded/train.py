@@ -279,7 +279,6 @@ def hinge_alignment(proj: Any, labels: Any, words: Any, pos: float = 0.5, neg: f
         labels: (n, P) class per patch, 0 = none, k >= 1 = words[k-1], IGNORE = unsure.
         words: (K, width) word input embeddings.
     """
-    import torch
     import torch.nn.functional as F
 
     cos = F.normalize(proj, dim=-1) @ F.normalize(words, dim=-1).T  # (n, P, K)
