@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "$VENV/bin/python" -m pip install -q "torch==2.13.0"
   fi
-  "$VENV/bin/python" -m pip install -q -e ".[dev,langchain,mcp]"
+  "$VENV/bin/python" -m pip install -q -e ".[dev,langchain,mcp,eval]"
   touch "$stamp"
 fi
 export HF_HUB_OFFLINE=1
@@ -26,7 +26,7 @@ shift || true
 case "$cmd" in
   demo) exec "$VENV/bin/focus" demo "$@" ;;
   test)
-    "$VENV/bin/ruff" check focus_tool mcp_server tests examples
+    "$VENV/bin/ruff" check focus_tool mcp_server tests examples benchmarks
     "$VENV/bin/mypy" focus_tool mcp_server
     exec "$VENV/bin/python" -m pytest -q "$@" ;;
   focus) exec "$VENV/bin/focus" "$@" ;;

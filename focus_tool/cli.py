@@ -26,6 +26,7 @@ EPILOG = """examples:
   focus zoom photo.jpg --target "red card" --json
   focus zoom photo.jpg -q "..." --model llava-hf/llava-1.5-7b-hf --device cuda
   focus serve --allowed-root ~/Pictures         MCP server on stdio (add --transport streamable-http for HTTP)
+  focus eval --method zoomeye --benchmark vstar --data ~/vstar_bench --report runs/zoomeye.json
 """
 
 
@@ -158,6 +159,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_main(rest)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """focus eval: one method on one benchmark -> JSON + Markdown report, per-item JSONL, PNG plot."""
+    from focus_tool.eval.runner import EvalSpec, run_eval
+
+    report = run_eval(
+        EvalSpec(
+            methods=(args.method,),
+            benchmark=args.benchmark,
+            data=args.data,
+            report=args.report,
+            limit=args.limit,
+            seed=args.seed,
+            model=args.model,
+            scheme=args.scheme,
+            device=_device(args.device),
+            attn=args.attn,
+            zoomeye_depth=args.zoomeye_depth,
+            vicrop_variant=args.vicrop_variant,
+            vicrop_high=args.vicrop_high,
+            command=" ".join(["focus", *sys.argv[1:]]),
+            progress=not args.no_progress,
+        )
+    )
+    if report is not None:
+        m = report["methods"][args.method]
+        _out(
+            f"{args.method} on {args.benchmark}: accuracy {100 * m['accuracy']:.2f} (n={m['n']}, "
+            f"{m['answer_scheme']}); search FPs {m['search_fps_mean']}, answer FPs {m['answer_fps_mean']}; "
+            f"report {args.report}"
+        )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """focus serve: the MCP server (mcp_server.__main__), configured by the same flags."""
     from mcp_server.__main__ import run
@@ -229,6 +263,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--aux", choices=["hinge", "tied", "tied-cls", "untied", "none"], default="hinge")
     t.add_argument("--threads", type=int, default=2)
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a method (focus, zoomeye, vicrop, vanilla) on a benchmark",
+        description="Run one method on a benchmark read from a local path (or the seeded synthetic split): "
+        "resumable per-item JSONL next to the report, JSON + Markdown report, PNG plot. Data-parallel with "
+        "torchrun --nproc_per_node N -m focus_tool.cli eval ...",
+    )
+    e.add_argument("--method", required=True, choices=["focus", "zoomeye", "vicrop", "vanilla"])
+    e.add_argument(
+        "--benchmark", required=True, choices=["vstar", "hrbench4k", "hrbench8k", "mme-rw-lite", "synthetic"]
+    )
+    e.add_argument("--data", type=Path, help="local benchmark file or folder (synthetic: where to write the split)")
+    e.add_argument("--limit", type=int, default=None, help="first N items (synthetic: split size, default 200)")
+    e.add_argument("--seed", type=int, default=0, help="synthetic split and option-shuffle seed")
+    e.add_argument("--report", type=Path, required=True, help="the JSON report (also .md, .png, .items.jsonl)")
+    e.add_argument(
+        "--scheme",
+        choices=["logit", "letter-strict", "letter-lenient", "mme-regex"],
+        help="answer scheme (default: mme-regex on mme-rw-lite, letter-lenient elsewhere)",
+    )
+    e.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the embedded model)")
+    e.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps", "auto"])
+    e.add_argument(
+        "--attn", default=None, choices=["sdpa", "eager", "flash_attention_2"], help="default: eager for vicrop"
+    )
+    e.add_argument("--zoomeye-depth", type=int, default=None, help="ZoomEye depth_limit (default 5)")
+    e.add_argument("--vicrop-variant", default="rel-att", choices=["rel-att", "grad-att"])
+    e.add_argument("--vicrop-high", action="store_true", help="ViCrop -high: one map per 1024-px block")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_eval)
 
     from mcp_server.settings import add_server_arguments
 

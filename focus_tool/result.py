@@ -54,7 +54,7 @@ class FocusResult(BaseModel):
     """What a zoom call returns."""
 
     schema_version: str = SCHEMA_VERSION
-    method: Literal["focus", "vanilla"] = "focus"
+    method: Literal["focus", "vanilla", "zoomeye", "vicrop"] = "focus"
     model_id: str
     image_wh: tuple[int, int]
     question: str | None = None

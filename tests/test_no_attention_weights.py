@@ -19,12 +19,17 @@ from tests.adapter_checks import PROMPT, TARGET, noise_image
 from tests.tiny_models import tiny_llava, tiny_onevision, tiny_qwen25vl
 
 PACKAGE = Path(__file__).resolve().parent.parent / "focus_tool"
+# The ViCrop baseline is the one module allowed to speak of attention outputs (it needs eager attention weights);
+# every other file, adapters included, must not.
+ALLOWED = {PACKAGE / "baselines" / "vicrop.py"}
 
 
 def test_no_source_mentions_output_attentions() -> None:
     """AST scan: no name, attribute, keyword argument or string constant ``output_attentions`` in focus_tool/."""
     hits = []
     for file in sorted(PACKAGE.rglob("*.py")):
+        if file in ALLOWED:
+            continue
         text = file.read_text()
         if "output_attentions" in text:
             hits.append(f"{file}: text")

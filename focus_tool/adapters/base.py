@@ -109,6 +109,36 @@ class MLLMAdapter(ABC):
             "it has no interleaved multi-image generate"
         )
 
+    # ------------------------------------------------------------------ optional, used by the baselines / harness
+
+    def generate_images(self, images: Sequence[Image.Image], text: str, *, max_new_tokens: int) -> str:
+        """Greedy reply to ``images`` (in order) followed by ``text`` in one user turn; counts one pass.
+
+        ViCrop's final answer (original image + crop in one prompt). Default: :meth:`generate_interleaved`.
+        """
+        if len(images) == 1:
+            return self.generate(images[0], text, max_new_tokens=max_new_tokens)
+        return self.generate_interleaved([*images, text], max_new_tokens=max_new_tokens)
+
+    def option_log_likelihoods(self, images: Sequence[Image.Image], text: str, options: Sequence[str]) -> torch.Tensor:
+        """(K,) mean log-probability of each option's tokens as the assistant reply to (``images``, ``text``).
+
+        The V* logit-matching answer scheme (SEAL / ZoomEye): the option with the highest mean log-probability
+        (lowest mean cross-entropy) is the model's choice. Counts one pass per option.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no option likelihoods (V* logit matching)")
+
+    def attention_to_image(
+        self, image: Image.Image, texts: Sequence[str], layer: int, *, gradient: bool = False
+    ) -> torch.Tensor:
+        """(n, rows, cols) attention of the last prompt position to the image tokens at decoder ``layer``.
+
+        Averaged over heads, one map per text. With ``gradient``, the map is attention * ReLU(d log p(top token) /
+        d attention) (ViCrop grad-att; one forward + one backward per text). Needs eager attention; counts one pass
+        per text. Only ViCrop uses it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} exposes no attention maps (ViCrop needs them)")
+
     @abstractmethod
     def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
         """The map grid geometry for an image of this size (without running the model)."""

@@ -7,7 +7,9 @@ visible, and the 24 x 24 (or 12 x 12) token grid spans the padded square: ``Patc
 
 Token layout: one ``<image>`` placeholder expands to (image_size / patch_size)^2 contiguous tokens, row-major,
 CLS dropped (``vision_feature_select_strategy="default"``). Prompts use the processor's chat template (image
-before the text; LLaVA-1.5's "USER: <image>\\n{text} ASSISTANT:"). No attention weights are ever requested.
+before the text; LLaVA-1.5's "USER: <image>\\n{text} ASSISTANT:"). The FOCUS path never reads attention weights;
+only :meth:`LlavaAdapter.attention_to_image` (ViCrop baseline) does, from one decoder layer's attention module
+under eager attention, through a forward hook (the model is never asked for all layers' attention outputs).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from PIL import Image
 
 from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
-from focus_tool.errors import ModelLoadError, TargetNotPlaced
+from focus_tool.errors import FocusError, ModelLoadError, TargetNotPlaced
 from focus_tool.grid import PatchGrid
 from focus_tool.ops.images import pad_to_square
 
@@ -224,6 +226,103 @@ class LlavaAdapter(MLLMAdapter):
         self.counter.add(1, int(enc["attention_mask"].sum()))
         new = out[0, enc["input_ids"].shape[1] :]
         return str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
+
+    def _chat_text_images(self, text: str, n_images: int) -> str:
+        """The chat prompt with ``n_images`` images (in order) before ``text``."""
+        if n_images == 1:
+            return self.chat_text(text, with_image=True)
+        content: list[dict[str, str]] = [{"type": "image"} for _ in range(n_images)]
+        content.append({"type": "text", "text": text})
+        if getattr(self.processor, "chat_template", None):
+            return str(
+                self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+            )
+        return _FALLBACK_TEMPLATE.format(image=self.processor.image_token * n_images + "\n", text=text)
+
+    @torch.inference_mode()
+    def generate_images(self, images: Sequence[Image.Image], text: str, *, max_new_tokens: int) -> str:
+        """Greedy reply to several images then ``text`` in one prompt (ViCrop's "<image><image>\\n{q}"); one pass."""
+        prompt = self._chat_text_images(text, len(images))
+        enc = self._inputs(list(images) or None, [prompt])
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        self.counter.add(1, int(enc["attention_mask"].sum()))
+        return str(self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)).strip()
+
+    @torch.inference_mode()
+    def option_log_likelihoods(self, images: Sequence[Image.Image], text: str, options: Sequence[str]) -> torch.Tensor:
+        """(K,) mean log-probability of each option's tokens written as the assistant reply; one pass per option.
+
+        SEAL / ZoomEye logit matching. SEAL prefills the prompt once and scores the options on its cache (1 + K
+        passes); here each (prompt + option) runs as one full sequence (K passes, counted as K).
+        """
+        prompt = self._chat_text_images(text, len(images))
+        base = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        scores = []
+        for option in options:
+            full = prompt + " " + option.strip()
+            n_opt = len(self.tokenizer(full, add_special_tokens=False)["input_ids"]) - base
+            if n_opt < 1:
+                raise ValueError(f"option {option!r} adds no token to the prompt")
+            enc = self._inputs(list(images) or None, [full])
+            logits = self.model(**enc, use_cache=False).logits[0, -n_opt - 1 : -1].float()  # (n_opt, V)
+            self.counter.add(1, int(enc["attention_mask"].sum()))
+            targets = enc["input_ids"][0, -n_opt:]  # (n_opt,)
+            scores.append(torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).mean())
+        return torch.stack(scores).cpu()
+
+    def attention_to_image(
+        self, image: Image.Image, texts: Sequence[str], layer: int, *, gradient: bool = False
+    ) -> torch.Tensor:
+        """(n, side, side) attention of the last prompt position to the image tokens at decoder ``layer``.
+
+        Head-averaged softmax attention of ``layer`` (0-based, HF's index into the per-layer tuple), read from that
+        layer's attention module by a forward hook: eager attention returns its probability matrix (H, N, N), SDPA
+        and FlashAttention never build it. With ``gradient`` (ViCrop grad-att) the map is
+        attention * ReLU(d log p(top next token) / d attention), one forward + one backward. The grid spans the
+        padded square (:meth:`grid_for`). Counts one pass per text.
+
+        Raises:
+            FocusError: if the model does not run eager attention.
+        """
+        if self.attn_implementation != "eager":
+            raise FocusError(
+                f"attention maps need eager attention, but the model runs {self.attn_implementation!r}; "
+                "load it with attn_implementation='eager' (CLI: --attn eager)"
+            )
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer}")
+        maps = []
+        for text in texts:
+            enc = self._inputs([image], [self.chat_text(text, with_image=True)])
+            vis = torch.nonzero(enc["input_ids"][0] == self.image_token_id).flatten()  # (P,)
+            captured: list[torch.Tensor | None] = []
+
+            def keep(_m: Any, _i: Any, o: Any, sink: list[torch.Tensor | None] = captured) -> None:
+                sink.append(o[1])  # (1, H, N, N) under eager attention, None under SDPA / FlashAttention
+
+            hook = self._decoder_layers()[layer].self_attn.register_forward_hook(keep)
+            try:
+                with torch.enable_grad() if gradient else torch.no_grad():
+                    out = self.model(**enc, use_cache=False, logits_to_keep=1)
+                    attn = captured[0] if captured else None  # (1, H, N, N)
+                    if attn is None:
+                        raise FocusError(f"layer {layer} returned no attention probabilities; is attention eager?")
+                    if gradient:
+                        if not attn.requires_grad:
+                            raise RuntimeError("grad-att needs parameters with requires_grad=True")
+                        last = out.logits[0, -1].float()  # (V,)
+                        log_p = torch.log_softmax(last, dim=-1)[int(last.argmax())]
+                        (grad,) = torch.autograd.grad(log_p, attn)
+                        attn = attn * grad.clamp_min(0)
+                    row = attn[0, :, -1, vis].detach().float().mean(0)  # (P,) head mean
+            finally:
+                hook.remove()
+            self.counter.add(1, int(enc["attention_mask"].sum()))
+            if row.numel() != self.side * self.side:
+                raise RuntimeError(f"expected {self.side**2} image tokens, found {row.numel()}")
+            maps.append(row.view(self.side, self.side))
+        return torch.stack(maps).cpu()
 
     def _decoder_layers(self) -> Any:
         lm = self.model.model.language_model

@@ -1,0 +1,64 @@
+"""Vanilla baseline: answer on the whole image (no search). Letter scheme = :meth:`FocusPipeline.vanilla`."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+from PIL import Image
+
+from focus_tool.adapters.base import MLLMAdapter
+from focus_tool.baselines.common import AnswerScheme, answer_on
+from focus_tool.config import FocusConfig
+from focus_tool.pipeline import FocusPipeline
+from focus_tool.result import FocusResult, ForwardPasses
+
+
+class VanillaMethod:
+    """The whole image, one answer call (letter) or one pass per option (logit)."""
+
+    name = "vanilla"
+
+    def __init__(self, adapter: MLLMAdapter, config: FocusConfig | None = None) -> None:
+        self.adapter = adapter
+        self.config = config or FocusConfig()
+
+    def run(
+        self,
+        image: Image.Image,
+        *,
+        question: str,
+        options: Sequence[str] | None,
+        scheme: AnswerScheme = "letter",
+        suffix: str = "",
+    ) -> FocusResult:
+        """Answer on the whole image."""
+        if scheme == "letter":
+            cfg = self.config
+            if suffix:
+                cfg = dataclasses.replace(cfg, answer=dataclasses.replace(cfg.answer, answer_suffix=suffix))
+            return FocusPipeline(self.adapter, cfg).vanilla(image, question=question, options=options)
+        self.adapter.counter.reset()
+        t0 = time.perf_counter()
+        answer = answer_on(
+            self.adapter,
+            [image],
+            question=question,
+            options=options,
+            scheme=scheme,
+            suffix=suffix,
+            max_new_tokens=self.config.answer.max_new_tokens,
+        )
+        c = self.adapter.counter
+        return FocusResult(
+            method="vanilla",
+            model_id=self.adapter.model_id,
+            image_wh=image.size,
+            question=question,
+            answer=answer,
+            answer_view="full",
+            forward_passes=ForwardPasses(search=c.counts["search"], answer=c.counts["answer"], aux=c.counts["aux"]),
+            prefill_tokens=c.prefill_tokens,
+            timings_s={"answer": round(time.perf_counter() - t0, 4)},
+        )

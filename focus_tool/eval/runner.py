@@ -1,0 +1,494 @@
+"""The evaluation runner: method x benchmark -> per-item JSONL (resumable), JSON + Markdown report, PNG plot.
+
+Efficiency accounting, the same for every method:
+- forward passes counted at the adapter boundary per phase (search / answer / aux), FOCUS App. A.2;
+- prefill tokens summed over all calls of a question (decode steps not counted);
+- analytic TFLOPs: for every counted sequence of n prefill tokens, ``L * (4 n d^2 + 2 n^2 d + 2 n d m)``
+  multiply-accumulates (FastV / PyramidDrop formula as FOCUS uses it, benchmarks.md §7), LLM only: the vision
+  encoder and decode steps are excluded; batched calls are split evenly over their sequences;
+- wall-clock per question (``time.perf_counter``, CUDA synchronised) and peak memory: CUDA max allocated when CUDA
+  is used, else the process's peak RSS (``resource.getrusage``; monotonic over the process).
+
+Data-parallel: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1) accelerate's ``PartialState`` (CPU: gloo)
+gives each rank the items ``rank::N``; ranks append to their own shard file, rank 0 merges the shards into
+``<report>.items.jsonl`` in item order and writes the report, so the result equals a one-process run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from PIL import Image, ImageDraw
+
+from focus_tool.adapters.base import ForwardCounter, MLLMAdapter
+from focus_tool.baselines.common import AnswerScheme, Method, answer_on
+from focus_tool.errors import FocusError
+from focus_tool.eval.datasets import SUFFIXES, EvalItem, load_benchmark
+from focus_tool.eval.scoring import accuracy_breakdown, predicted_letter
+from focus_tool.result import FocusResult, ForwardPasses
+
+logger = logging.getLogger(__name__)
+
+METHODS: Final[tuple[str, ...]] = ("focus", "zoomeye", "vicrop", "vanilla")
+FLOPS_FORMULA: Final[str] = (
+    "per counted sequence of n prefill tokens: L*(4*n*d^2 + 2*n^2*d + 2*n*d*m) multiply-accumulates "
+    "(FastV/PyramidDrop, as in FOCUS Tab. 14); LLM only, vision encoder and decode steps excluded"
+)
+TIMING_KEYS: Final[frozenset[str]] = frozenset({"wall_s", "peak_mem_mb"})
+
+
+class RecordingCounter(ForwardCounter):
+    """A :class:`ForwardCounter` that also keeps every call's (sequences, tokens) for the FLOPs estimate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, int]] = []
+
+    def add(self, n_sequences: int, n_tokens: int) -> None:
+        """Count as usual and remember the call."""
+        super().add(n_sequences, n_tokens)
+        self.calls.append((n_sequences, n_tokens))
+
+    def reset(self) -> None:
+        """Zero the counts; the call log is cleared per item by the runner (methods reset mid-question)."""
+        super().reset()
+
+
+def llm_dims(adapter: MLLMAdapter) -> tuple[int, int, int] | None:
+    """(layers L, hidden d, FFN m) of the language model, if the adapter exposes its config."""
+    model = getattr(adapter, "model", None)
+    cfg = getattr(getattr(model, "config", None), "text_config", None)
+    try:
+        return int(cfg.num_hidden_layers), int(cfg.hidden_size), int(cfg.intermediate_size)  # type: ignore[union-attr]
+    except (AttributeError, TypeError):
+        return None
+
+
+def tflops(calls: Sequence[tuple[int, int]], dims: tuple[int, int, int] | None) -> float | None:
+    """Analytic TFLOPs (multiply-accumulates / 1e12) of the calls, :data:`FLOPS_FORMULA`."""
+    if dims is None:
+        return None
+    layers, d, m = dims
+    total = 0.0
+    for n_seq, n_tok in calls:
+        if n_seq <= 0:
+            continue
+        n = n_tok / n_seq
+        total += n_seq * layers * (4 * n * d * d + 2 * n * n * d + 2 * n * d * m)
+    return total / 1e12
+
+
+def peak_mem_mb(device: str) -> float:
+    """CUDA max allocated (MiB) on CUDA, else the process's peak resident set size (MiB)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return float(torch.cuda.max_memory_allocated()) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+# ---------------------------------------------------------------------------------------------------- methods
+
+
+class FocusMethod:
+    """FOCUS (:class:`FocusPipeline`) behind the harness's ``run`` signature.
+
+    Under the logit scheme the pipeline still makes its own free-form answer call (it has no hook to skip it);
+    that reply is discarded, and the answer passes reported are the option-likelihood passes on the pipeline's
+    answer view (one crop, or the union of its answer boxes). Its prefill tokens stay in ``prefill_tokens``.
+    """
+
+    name = "focus"
+
+    def __init__(self, adapter: MLLMAdapter) -> None:
+        from focus_tool.pipeline import FocusPipeline
+        from focus_tool.presets import config_for
+
+        self.adapter = adapter
+        self.config = config_for(adapter)
+        self._pipeline_cls = FocusPipeline
+
+    def run(
+        self,
+        image: Image.Image,
+        *,
+        question: str,
+        options: Sequence[str] | None,
+        scheme: AnswerScheme = "letter",
+        suffix: str = "",
+    ) -> FocusResult:
+        """FOCUS zoom + answer."""
+        cfg = self.config
+        if suffix:
+            cfg = dataclasses.replace(cfg, answer=dataclasses.replace(cfg.answer, answer_suffix=suffix))
+        pipe = self._pipeline_cls(self.adapter, cfg)
+        if scheme == "letter":
+            return pipe.zoom(image, question=question, options=options)
+        result = pipe.zoom(image, question=question)
+        boxes = result.answer_boxes
+        view = image
+        if boxes:
+            view = image.crop(
+                (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+            )
+        before = self.adapter.counter.counts["answer"]
+        answer = answer_on(
+            self.adapter, [view], question=question, options=options, scheme=scheme, suffix=suffix, max_new_tokens=1
+        )
+        fp = result.forward_passes
+        return result.model_copy(
+            update={
+                "answer": answer,
+                "forward_passes": ForwardPasses(
+                    search=fp.search, answer=self.adapter.counter.counts["answer"] - before, aux=fp.aux
+                ),
+                "prefill_tokens": self.adapter.counter.prefill_tokens,
+            }
+        )
+
+
+def build_method(
+    name: str,
+    adapter: MLLMAdapter,
+    *,
+    zoomeye_depth: int | None = None,
+    vicrop_variant: str = "rel-att",
+    vicrop_high: bool = False,
+) -> Method:
+    """The engine called ``name`` over ``adapter``."""
+    if name == "focus":
+        return FocusMethod(adapter)
+    if name == "vanilla":
+        from focus_tool.baselines.vanilla import VanillaMethod
+        from focus_tool.presets import config_for
+
+        return VanillaMethod(adapter, config_for(adapter))
+    if name == "zoomeye":
+        from focus_tool.baselines.zoomeye import ZoomEyeConfig, ZoomEyeMethod
+
+        cfg = ZoomEyeConfig() if zoomeye_depth is None else ZoomEyeConfig(depth_limit=zoomeye_depth)
+        return ZoomEyeMethod(adapter, cfg)
+    if name == "vicrop":
+        from focus_tool.baselines.vicrop import ViCropConfig, ViCropMethod
+
+        if vicrop_variant not in ("rel-att", "grad-att"):
+            raise FocusError(f"unknown ViCrop variant {vicrop_variant!r}; choose rel-att or grad-att")
+        return ViCropMethod(adapter, ViCropConfig(variant=vicrop_variant, high=vicrop_high))  # type: ignore[arg-type]
+    raise FocusError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+
+
+# ---------------------------------------------------------------------------------------------------- one item
+
+
+def default_scheme(benchmark: str) -> str:
+    """The answer scheme used when none is given: the official regex on MME-RealWorld, lenient letters elsewhere."""
+    return "mme-regex" if benchmark == "mme-rw-lite" else "letter-lenient"
+
+
+def run_item(method: Method, item: EvalItem, *, benchmark: str, scheme: str, device: str = "cpu") -> dict[str, Any]:
+    """Run one question and score it; returns the per-item record."""
+    counter = method.adapter.counter
+    if isinstance(counter, RecordingCounter):
+        counter.calls.clear()
+    image = item.load_image()
+    answer_scheme: AnswerScheme = "logit" if scheme == "logit" else "letter"
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    result = method.run(
+        image, question=item.question, options=list(item.options), scheme=answer_scheme, suffix=SUFFIXES[benchmark]
+    )
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    reply = result.answer or ""
+    raw = json.loads(item.extra["raw_options"]) if "raw_options" in item.extra else None
+    pred = predicted_letter(reply, item.options, scheme, raw)
+    calls = list(counter.calls) if isinstance(counter, RecordingCounter) else []
+    tf = tflops(calls, llm_dims(method.adapter)) if calls else None
+    return {
+        "item_id": item.item_id,
+        "method": method.name,
+        "category": item.category,
+        "extra": {k: v for k, v in item.extra.items() if k in ("cycle_category", "task", "subtask")},
+        "answer": item.answer_letter,
+        "pred": pred,
+        "reply": reply,
+        "correct": pred == item.answer_letter,
+        "search_fps": result.forward_passes.search,
+        "answer_fps": result.forward_passes.answer,
+        "aux_fps": result.forward_passes.aux,
+        "prefill_tokens": result.prefill_tokens,
+        "tflops": None if tf is None else round(tf, 6),
+        "answer_boxes": [list(b) for b in result.answer_boxes],
+        "wall_s": round(wall, 4),
+        "peak_mem_mb": round(peak_mem_mb(device), 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- files
+
+
+def items_path(report: Path) -> Path:
+    """The merged per-item JSONL next to the report."""
+    return report.with_name(report.stem + ".items.jsonl")
+
+
+def _shard_path(report: Path, rank: int) -> Path:
+    return report.with_name(f"{report.stem}.items.rank{rank}.jsonl")
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file (a torn last line from an interrupted run is skipped)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            logger.warning("skipping a malformed line in %s", path)
+    return out
+
+
+def _done_keys(report: Path) -> set[tuple[str, str]]:
+    files = [items_path(report), *report.parent.glob(f"{report.stem}.items.rank*.jsonl")]
+    return {(r["method"], r["item_id"]) for f in files for r in read_records(f)}
+
+
+def _merge(report: Path, order: dict[str, int]) -> list[dict[str, Any]]:
+    files = [items_path(report), *sorted(report.parent.glob(f"{report.stem}.items.rank*.jsonl"))]
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    for f in files:
+        for r in read_records(f):
+            by_key.setdefault((r["method"], r["item_id"]), r)
+    merged = sorted(by_key.values(), key=lambda r: (r["method"], order.get(r["item_id"], 1 << 30), r["item_id"]))
+    tmp = items_path(report).with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in merged))
+    tmp.replace(items_path(report))
+    for f in files[1:]:
+        f.unlink()
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------------- summary
+
+
+def _mean(rs: list[dict[str, Any]], key: str) -> float | None:
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    return round(sum(vals) / len(vals), 6) if vals else None
+
+
+def summarize(records: list[dict[str, Any]], *, benchmark: str, scheme: str) -> dict[str, Any]:
+    """Per-method report entries from per-item records."""
+    out: dict[str, Any] = {}
+    for name in sorted({r["method"] for r in records}):
+        rs = [r for r in records if r["method"] == name]
+        acc = accuracy_breakdown(rs, benchmark)
+        out[name] = {
+            "accuracy": round(acc["accuracy"], 6),
+            "n": len(rs),
+            "answer_scheme": scheme,
+            "search_fps_mean": _mean(rs, "search_fps"),
+            "answer_fps_mean": _mean(rs, "answer_fps"),
+            "aux_fps_mean": _mean(rs, "aux_fps"),
+            "prefill_tokens_mean": _mean(rs, "prefill_tokens"),
+            "tflops_mean": _mean(rs, "tflops"),
+            "wall_s_mean": _mean(rs, "wall_s"),
+            "peak_mem_mb": max((r["peak_mem_mb"] for r in rs), default=None),
+            "breakdown": {k: v for k, v in acc.items() if k not in ("accuracy", "n")},
+        }
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The Markdown report."""
+    lines = [
+        f"# {report['benchmark']} evaluation",
+        "",
+        f"- command: `{report['command']}`",
+        f"- model: `{report['model']}`; data: `{report['data']}`; seed {report['seed']}; limit {report['limit']}",
+        f"- answer scheme: **{report['answer_scheme']}**",
+        f"- TFLOPs: {report['flops_formula']}",
+        f"- peak memory: {report['peak_memory_kind']}",
+        "",
+        "| method | n | accuracy | search FPs | answer FPs | aux FPs | prefill tokens | TFLOPs | s/question "
+        "| peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(v: Any, nd: int = 2) -> str:
+        return "-" if v is None else f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+    for name, m in report["methods"].items():
+        lines.append(
+            f"| {name} | {m['n']} | {100 * m['accuracy']:.2f} | {f(m['search_fps_mean'])} | {f(m['answer_fps_mean'])} "
+            f"| {f(m['aux_fps_mean'])} | {f(m['prefill_tokens_mean'], 0)} | {f(m['tflops_mean'], 4)} "
+            f"| {f(m['wall_s_mean'], 3)} | {f(m['peak_mem_mb'], 0)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> Path:
+    """Accuracy vs search forward passes per method, drawn with PIL (no matplotlib needed)."""
+    w, h, pad = 640, 420, 60
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    pts = [(n, m["search_fps_mean"] or 0.0, m["accuracy"]) for n, m in report["methods"].items()]
+    xmax = max([p[1] for p in pts] + [1.0]) * 1.15
+    d.line([(pad, h - pad), (w - pad // 2, h - pad)], fill="black")
+    d.line([(pad, h - pad), (pad, pad // 2)], fill="black")
+    d.text((w // 2 - 90, h - pad + 25), "search forward passes / question", fill="black")
+    d.text((5, pad // 2 - 15), "accuracy (%)", fill="black")
+    for k in range(6):
+        y = h - pad - k * (h - 1.5 * pad) / 5
+        d.text((pad - 30, y - 6), f"{20 * k}", fill="black")
+        x = pad + k * (w - 1.5 * pad) / 5
+        d.text((x - 8, h - pad + 6), f"{xmax * k / 5:.0f}", fill="black")
+    colors = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+    for i, (name, x, acc) in enumerate(pts):
+        px = pad + x / xmax * (w - 1.5 * pad)
+        py = h - pad - acc * (h - 1.5 * pad)
+        c = colors[i % len(colors)]
+        d.ellipse((px - 5, py - 5, px + 5, py + 5), fill=c)
+        d.text((px + 8, py - 8), f"{name} ({100 * acc:.1f})", fill=c)
+    d.text((pad, 8), f"{report['benchmark']}, {report['answer_scheme']}", fill="black")
+    img.save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- entry point
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSpec:
+    """What ``focus eval`` runs."""
+
+    methods: tuple[str, ...]
+    benchmark: str
+    data: Path | None
+    report: Path
+    limit: int | None = None
+    seed: int = 0
+    model: str | None = None
+    scheme: str | None = None
+    device: str = "cpu"
+    attn: str | None = None  # None: eager if ViCrop is among the methods, else sdpa
+    dtype: str | None = None
+    zoomeye_depth: int | None = None
+    vicrop_variant: str = "rel-att"
+    vicrop_high: bool = False
+    command: str = ""
+    progress: bool = True
+
+
+def _distributed() -> tuple[int, int, Callable[[], None]]:
+    """(rank, world size, barrier); accelerate's PartialState only when launched by torchrun / accelerate."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, lambda: None
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        raise FocusError("data-parallel runs need accelerate: pip install 'focus-tool[eval]'") from None
+    import torch
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes, state.wait_for_everyone
+
+
+def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str, Any] | None:
+    """Run ``spec``; returns the report on rank 0 (None on other ranks)."""
+    from tqdm import tqdm
+
+    rank, world, barrier = _distributed()
+    scheme = spec.scheme or default_scheme(spec.benchmark)
+    letter = scheme != "logit"
+    spec.report.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.gettempdir()) / "focus-eval-data"  # synthetic split without --data: never in the repo
+    if spec.benchmark == "synthetic" and rank == 0:
+        load_benchmark(
+            "synthetic",
+            spec.data,
+            shuffle_seed=spec.seed if letter else None,
+            seed=spec.seed,
+            limit=spec.limit,
+            work_dir=work,
+        )
+    barrier()  # rank 0 wrote the synthetic files
+    items = load_benchmark(
+        spec.benchmark,
+        spec.data,
+        shuffle_seed=spec.seed if letter else None,
+        seed=spec.seed,
+        limit=spec.limit,
+        work_dir=work,
+    )
+    if adapter is None:
+        from focus_tool.adapters.registry import load_adapter
+
+        attn = spec.attn or ("eager" if "vicrop" in spec.methods else "sdpa")
+        adapter = load_adapter(spec.model, device=spec.device, attn_implementation=attn, dtype=spec.dtype)
+    if not isinstance(adapter.counter, RecordingCounter):
+        adapter.counter = RecordingCounter()
+    done = _done_keys(spec.report)
+    shard = _shard_path(spec.report, rank)
+    mine = items[rank::world]
+    for name in spec.methods:
+        method = build_method(
+            name,
+            adapter,
+            zoomeye_depth=spec.zoomeye_depth,
+            vicrop_variant=spec.vicrop_variant,
+            vicrop_high=spec.vicrop_high,
+        )
+        todo = [it for it in mine if (name, it.item_id) not in done]
+        bar = tqdm(todo, desc=f"{name} [{rank}/{world}]", disable=not spec.progress, file=sys.stderr)
+        for item in bar:
+            record = run_item(method, item, benchmark=spec.benchmark, scheme=scheme, device=spec.device)
+            with shard.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+    barrier()
+    if rank != 0:
+        return None
+    records = _merge(spec.report, {it.item_id: i for i, it in enumerate(items)})
+    wanted = {it.item_id for it in items}
+    records = [r for r in records if r["item_id"] in wanted]
+    previous = json.loads(spec.report.read_text()) if spec.report.is_file() else {}
+    methods = dict(previous.get("methods", {})) if previous.get("benchmark") == spec.benchmark else {}
+    methods.update(summarize(records, benchmark=spec.benchmark, scheme=scheme))
+    report = {
+        "benchmark": spec.benchmark,
+        "data": str(spec.data) if spec.data else f"generated (seed {spec.seed})",
+        "seed": spec.seed,
+        "limit": spec.limit,
+        "model": spec.model or "embedded",
+        "answer_scheme": scheme,
+        "options_order": "shuffled per item (seeded)"
+        if letter and spec.benchmark in ("vstar", "synthetic")
+        else "as stored",
+        "flops_formula": FLOPS_FORMULA,
+        "peak_memory_kind": "CUDA max allocated" if spec.device.startswith("cuda") else "process peak RSS",
+        "world_size": world,
+        "command": spec.command,
+        "methods": methods,
+    }
+    spec.report.write_text(json.dumps(report, indent=1))
+    spec.report.with_suffix(".md").write_text(markdown(report))
+    plot(report, spec.report.with_suffix(".png"))
+    return report

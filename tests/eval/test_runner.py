@@ -1,0 +1,156 @@
+"""The eval runner: report fields, resume, the V* logit scheme, and a 2-process torchrun run equal to 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from focus_tool.adapters.llava import LlavaAdapter
+from focus_tool.eval import runner
+from focus_tool.eval.runner import EvalSpec, items_path, run_eval, tflops
+from tests.tiny_models import save_tiny_llava, tiny_llava
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+FIX = ROOT / "tests" / "fixtures"
+KEYS = {
+    "accuracy",
+    "search_fps_mean",
+    "answer_fps_mean",
+    "prefill_tokens_mean",
+    "wall_s_mean",
+    "peak_mem_mb",
+    "n",
+    "answer_scheme",
+    "tflops_mean",
+}
+
+
+@pytest.fixture(scope="module")
+def adapter() -> LlavaAdapter:
+    return LlavaAdapter(*tiny_llava(seed=0, attn="eager"))
+
+
+def _spec(tmp_path: Path, **kw: Any) -> EvalSpec:
+    base: dict[str, Any] = {
+        "methods": ("vanilla",),
+        "benchmark": "synthetic",
+        "data": tmp_path / "data",
+        "report": tmp_path / "out" / "report.json",
+        "limit": 2,
+        "progress": False,
+    }
+    base.update(kw)
+    return EvalSpec(**base)
+
+
+def test_report_fields_and_files(tmp_path: Path, adapter: LlavaAdapter) -> None:
+    report = run_eval(_spec(tmp_path, methods=("vanilla", "zoomeye", "vicrop", "focus")), adapter=adapter)
+    assert report is not None and set(report["methods"]) == {"vanilla", "zoomeye", "vicrop", "focus"}
+    for m in report["methods"].values():
+        assert set(m) >= KEYS and m["n"] == 2 and m["answer_scheme"] == "letter-lenient"
+    assert report["methods"]["vicrop"]["search_fps_mean"] == 2.0  # rel-att: question + generic prompt
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "report.png", "report.items.jsonl"}
+    assert "letter-lenient" in (out / "report.md").read_text()
+    assert not list(out.glob("*.rank*.jsonl"))  # shards merged
+
+
+def test_resume_skips_done_items(tmp_path: Path, adapter: LlavaAdapter, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = runner.run_item
+
+    def counting(method: Any, item: Any, **kw: Any) -> dict[str, Any]:
+        calls.append(item.item_id)
+        return real(method, item, **kw)
+
+    monkeypatch.setattr(runner, "run_item", counting)
+    run_eval(_spec(tmp_path, limit=3), adapter=adapter)
+    assert len(calls) == 3
+    path = items_path(tmp_path / "out" / "report.json")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])  # an interrupted run: a torn last line
+    calls.clear()
+    report = run_eval(_spec(tmp_path, limit=3), adapter=adapter)
+    assert len(calls) == 1 and report is not None and report["methods"]["vanilla"]["n"] == 3
+    calls.clear()
+    run_eval(_spec(tmp_path, limit=3), adapter=adapter)
+    assert calls == []
+
+
+def test_logit_scheme_on_vstar_fixture(tmp_path: Path, adapter: LlavaAdapter) -> None:
+    spec = _spec(
+        tmp_path, benchmark="vstar", data=FIX / "vstar", scheme="logit", limit=None, methods=("vanilla", "zoomeye")
+    )
+    report = run_eval(spec, adapter=adapter)
+    assert report is not None and report["answer_scheme"] == "logit" and report["options_order"] == "as stored"
+    records = [json.loads(x) for x in items_path(spec.report).read_text().splitlines()]
+    vanilla = [r for r in records if r["method"] == "vanilla"]
+    assert [r["answer_fps"] for r in vanilla] == [4, 2]  # one pass per option sentence
+    assert all(r["answer"] == "A" for r in vanilla)  # stored order: the first option is correct
+
+
+def test_tflops_formula() -> None:
+    # L=2, d=4, m=8; one call of 2 sequences x 10 tokens: 2 * 2 * (4*10*16 + 2*100*4 + 2*10*4*8) = 8320 MACs
+    assert tflops([(2, 20)], (2, 4, 8)) == pytest.approx(8320 / 1e12)
+
+
+def _strip(report: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in report.items() if k not in ("world_size", "command")}
+    out["methods"] = {
+        n: {k: v for k, v in m.items() if k not in ("wall_s_mean", "peak_mem_mb")} for n, m in report["methods"].items()
+    }
+    return out
+
+
+def _records(report: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(x) for x in items_path(report).read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("wall_s", "peak_mem_mb")} for r in rows]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_equals_one_process(tmp_path: Path) -> None:
+    model = save_tiny_llava(tmp_path / "tiny")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    common = [
+        "eval",
+        "--method",
+        "focus",
+        "--model",
+        str(model),
+        "--benchmark",
+        "synthetic",
+        "--limit",
+        "6",
+        "--seed",
+        "3",
+        "--no-progress",
+    ]
+    one = tmp_path / "one" / "report.json"
+    two = tmp_path / "two" / "report.json"
+    subprocess.run(
+        [sys.executable, "-m", "focus_tool.cli", *common, "--report", str(one), "--data", str(tmp_path / "d1")],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run(
+        [*torchrun, "-m", "focus_tool.cli", *common, "--report", str(two), "--data", str(tmp_path / "d2")],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    r1, r2 = json.loads(one.read_text()), json.loads(two.read_text())
+    assert r2["world_size"] == 2 and r1["world_size"] == 1
+    assert _records(one) == _records(two) and len(_records(one)) == 6
+    s1, s2 = _strip(r1), _strip(r2)
+    s1.pop("data"), s2.pop("data")
+    assert s1 == s2
