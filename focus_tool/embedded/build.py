@@ -144,12 +144,16 @@ def build_model(
             "bos_token_id": bos_id,
             "eos_token_id": eos_id,
             "tie_word_embeddings": False,
+            # 1/sqrt(width): HF's default 0.02 is far below it at width 192, which left attention uniform
+            # (q.k ~ 0) for thousands of steps: the LM ignored the question and the image
+            "initializer_range": arch.text_width**-0.5,
         },
         image_token_id=image_token_id,
         image_seq_length=grid * grid,
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
+        initializer_range=arch.text_width**-0.5,
     )
     return LlavaForConditionalGeneration(config)
 
