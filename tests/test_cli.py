@@ -192,3 +192,13 @@ def test_zoom_text_output(tiny: Path, image: Path) -> None:
     assert "targets:  red card" in p.stdout
     assert "forward passes: search" in p.stdout
     assert "Traceback" not in p.stderr
+
+
+def test_demo_runs_on_the_shipped_model(tmp_path: Path) -> None:
+    """The README's main job: `focus demo` prints both answers and writes the image and the overlay."""
+    proc = focus("demo", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for words in ("question:", "vanilla (whole image):", "FOCUS:", "search passes"):
+        assert words in proc.stdout
+    assert (tmp_path / "demo_0.png").is_file() and (tmp_path / "demo_0_overlay.png").is_file()
+    assert "Traceback" not in proc.stderr
