@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 IGNORE = -100
 CARD_CLASSES = ("none", *syn.CARD_COLORS)  # index 0 = no card
 PIP_CLASSES = ("none", *syn.PIP_COLORS)
+OPEN_ANSWER_SHARE = 0.6  # one-word answers (what the logit scheme scores); the rest lettered multiple choice
+EMBED_INIT_STD = 1.0  # word embeddings at RMS 1 per dim, the scale of a block's output at init (see train())
 
 
 @dataclass
@@ -138,7 +140,7 @@ def _qa(rng: np.random.Generator, kind: syn.QuestionKind, cards: list[syn.Card])
         correct = str(cards[0].n_pips)
     else:
         correct = "left" if cards[0].center[0] < cards[1].center[0] else "right"
-    if rng.random() < 0.2:
+    if rng.random() < OPEN_ANSWER_SHARE:
         return q, correct
     opts = list(syn.answer_options(kind, correct, rng))
     rng.shuffle(opts)
@@ -293,6 +295,19 @@ def hinge_alignment(proj: Any, labels: Any, words: Any, pos: float = 0.5, neg: f
     return (pos_loss.mean() if pos_loss.numel() else zero) + (neg_loss.mean() if neg_loss.numel() else zero)
 
 
+def scale_match(proj: Any, words: Any) -> Any:
+    """(log of a patch's projector-output RMS over the word embeddings' RMS)^2, averaged over patches.
+
+    Keeps image tokens on the scale of word tokens in the LM's residual stream (vision side: the word embeddings are
+    the fixed reference, detached).
+    """
+    import torch
+
+    ms_proj = proj.pow(2).mean(-1).clamp_min(1e-8)  # (n, P) mean square per patch
+    ms_word = words.detach().pow(2).mean()
+    return (0.5 * (torch.log(ms_proj) - torch.log(ms_word))).pow(2).mean()
+
+
 def train(
     out: Path,
     *,
@@ -322,6 +337,11 @@ def train(
     model = build_model(
         len(tok), tok.convert_tokens_to_ids("<image>"), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, arch
     )
+    # Scale: with HF's init the word embeddings have RMS 1/sqrt(width) per dim (norm ~1) while every block writes
+    # outputs of norm ~sqrt(width) into the residual stream, and the projector output grew to norm ~280 in an
+    # earlier run: the question's words were swamped (text hidden norm 1 -> 77 after layer 0) and P(Yes) ignored the
+    # colour asked. Embeddings start at RMS 1 per dim; the ``scale`` term below keeps the projector output there too.
+    torch.nn.init.normal_(model.get_input_embeddings().weight, std=EMBED_INIT_STD)
     width = arch.text_width
     card_word_ids = torch.tensor(tok.convert_tokens_to_ids(list(CARD_CLASSES[1:])))
     pip_word_ids = torch.tensor(tok.convert_tokens_to_ids(list(PIP_CLASSES[1:])))
@@ -384,6 +404,7 @@ def train(
                     hinge_alignment(proj, card_l, emb[card_word_ids])
                     + hinge_alignment(proj, pip_l, emb[pip_word_ids])
                     + hinge_alignment(proj, obj_l, emb[card_id][None])
+                    + scale_match(proj, emb)
                 )
             elif aux in ("tied", "tied-cls"):
                 emb = model.get_input_embeddings().weight
