@@ -113,6 +113,10 @@ class AnswerConfig:
     max_new_tokens: int = 16
     answer_suffix: str = "Answer with the option's letter from the given choices directly."  # [paper App. C.5]
     on_no_target: Literal["full_image"] = "full_image"  # [inferred, #23]
+    # how the final answer is read (V*Bench's two schemes, benchmarks.md): "letter" = options shown as (A) (B) ...
+    # and the reply generated; "logit" = each option written as the assistant's reply after the bare question, the
+    # highest mean log-probability wins (SEAL / ZoomEye logit matching; one pass per option)  [choice]
+    scheme: Literal["letter", "logit"] = "letter"
 
     def __post_init__(self) -> None:
         _check(self.canvas_cell >= 16, f"canvas_cell must be >= 16, got {self.canvas_cell}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +32,10 @@ from focus_tool.steps.relevance import relevance_map, to_grid
 from focus_tool.steps.targets import Target, extraction_prompt, parse_targets
 
 logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, float], None]
+"""``progress(message, fraction)``: called as each step starts ("targets", "search <target>", "answer") and with
+fraction 1.0 at the end; ``fraction`` in [0, 1] is the share of the call's steps already done."""
 
 
 @dataclass
@@ -64,6 +68,8 @@ class FocusPipeline:
         question: str | None = None,
         target: str | Sequence[str] | None = None,
         options: Sequence[str] | None = None,
+        answer: bool = True,
+        progress: ProgressFn | None = None,
     ) -> FocusResult:
         """Find the regions relevant to ``question`` (or to ``target``) and answer ``question`` on them.
 
@@ -71,20 +77,33 @@ class FocusPipeline:
             image: a path or a PIL image.
             question: the question; its targets are extracted by the model unless ``target`` is given.
             target: object phrase(s) to look for (skips Stage I); with no question, no answer is produced.
-            options: multiple-choice options, presented as (A) (B) ... with the answer instruction.
+            options: multiple-choice options: shown as (A) (B) ... with the answer instruction (``scheme="letter"``)
+                or scored as replies (``scheme="logit"``), per ``config.answer.scheme``.
+            answer: False stops before Stage VI: regions, maps and the answer view's boxes, no answer pass.
+            progress: called as each step starts, see :data:`ProgressFn`.
         """
         if question is None and target is None:
             raise InputRejected("give a question or a target to look for")
         img = load_image(image, self.policy)
         q = check_text(question, "question", self.policy) if question is not None else None
+        if options is not None and self.config.answer.scheme == "logit" and len(options) < 2:
+            raise InputRejected("the logit answer scheme needs at least two options")
+        report: ProgressFn = progress or (lambda _m, _f: None)
         with self._lock:
             self.adapter.counter.reset()
             timings: dict[str, float] = {}
             t0 = time.perf_counter()
+            report("targets", 0.0)
             targets = self._targets(q, target)
             timings["targets"] = time.perf_counter() - t0
-            outcomes = [self._search(img, t, timings) for t in targets]
-            result = self._answer(img, q, options, targets, outcomes, timings)
+            n_steps = len(targets) + 2
+            outcomes = []
+            for i, t in enumerate(targets):
+                report(f"search {t.phrase}", (1 + i) / n_steps)
+                outcomes.append(self._search(img, t, timings))
+            report("answer" if q is not None and answer else "regions", (n_steps - 1) / n_steps)
+            result = self._answer(img, q, options, targets, outcomes, timings, run_answer=answer)
+            report("done", 1.0)
         return result
 
     def vanilla(self, image: str | Image.Image, *, question: str, options: Sequence[str] | None = None) -> FocusResult:
@@ -95,9 +114,12 @@ class FocusPipeline:
             self.adapter.counter.reset()
             t0 = time.perf_counter()
             with self.adapter.counter.in_phase("answer"):
-                answer = self.adapter.generate(
-                    img, self._answer_text(q, options), max_new_tokens=self.config.answer.max_new_tokens
-                )
+                if self._logit(options):
+                    answer = self._best_option([img], q, options)
+                else:
+                    answer = self.adapter.generate(
+                        img, self._answer_text(q, options), max_new_tokens=self.config.answer.max_new_tokens
+                    )
             return FocusResult(
                 method="vanilla",
                 model_id=self.adapter.model_id,
@@ -204,7 +226,18 @@ class FocusPipeline:
         full_conf = float(1 / (1 + np.exp(-pre.yes_no_margin)))
         return _TargetOutcome(target, regions, selected, selected_conf, map_out, full_conf)
 
+    def _logit(self, options: Sequence[str] | None) -> bool:
+        return self.config.answer.scheme == "logit" and bool(options)
+
+    def _best_option(self, images: Sequence[Image.Image], question: str, options: Sequence[str] | None) -> str:
+        """Logit matching: the option with the highest mean log-probability as the reply to the bare question."""
+        opts = list(options or [])
+        scores = self.adapter.option_log_likelihoods(images, question, opts)  # (K,)
+        return opts[int(scores.argmax())]
+
     def _answer_text(self, question: str, options: Sequence[str] | None) -> str:
+        if self._logit(options):
+            return question
         if options:
             return format_options(question, list(options), self.config.answer.answer_suffix)
         return question
@@ -217,6 +250,8 @@ class FocusPipeline:
         targets: list[Target],
         outcomes: list[_TargetOutcome],
         timings: dict[str, float],
+        *,
+        run_answer: bool = True,
     ) -> FocusResult:
         t0 = time.perf_counter()
         type2 = any(t.all_instances for t in targets)
@@ -226,7 +261,7 @@ class FocusPipeline:
         else:
             per_target = [o.selected_boxes[0] for o in outcomes if len(o.selected_boxes)]
             per_conf = [o.selected_conf[:1] for o in outcomes if len(o.selected_boxes)]
-        text = self._answer_text(question, options) if question is not None else None
+        text = self._answer_text(question, options) if question is not None and run_answer else None
         max_new = self.config.answer.max_new_tokens
         answer: str | None = None
         mode: Literal["full", "crop", "union", "canvas", "multi"]
@@ -240,15 +275,22 @@ class FocusPipeline:
                 question=question,
             )
             mode, used_boxes = "multi", views.boxes_xyxy
-            if text is not None:
+            if text is not None and question is not None:
                 with self.adapter.counter.in_phase("answer"):
-                    answer = self.adapter.generate_interleaved([*views.parts, text], max_new_tokens=max_new)
+                    if self._logit(options):
+                        images = [p for p in views.parts if isinstance(p, Image.Image)]
+                        answer = self._best_option(images, question, options)
+                    else:
+                        answer = self.adapter.generate_interleaved([*views.parts, text], max_new_tokens=max_new)
         else:  # global-view models, or nothing found: one image (crop / union / canvas / full)
             view = answer_view(img, per_target, type2=type2, cfg=self.config.answer)
             mode, used_boxes = view.mode, view.boxes_xyxy
-            if text is not None:
+            if text is not None and question is not None:
                 with self.adapter.counter.in_phase("answer"):
-                    answer = self.adapter.generate(view.image, text, max_new_tokens=max_new)
+                    if self._logit(options):
+                        answer = self._best_option([view.image], question, options)
+                    else:
+                        answer = self.adapter.generate(view.image, text, max_new_tokens=max_new)
         timings["answer"] = time.perf_counter() - t0
         regions: list[Region] = []
         for o in outcomes:
