@@ -113,3 +113,53 @@ def test_llava_answers_on_one_image(adapter: LlavaAdapter) -> None:
     result = FocusPipeline(adapter, _cfg(2, overrun=False)).zoom(_image(), question=QUESTION, target="red card")
     assert result.answer_view == "crop" and len(result.answer_boxes) == 1
     assert result.forward_passes.answer == 1
+
+
+def _logit_cfg() -> FocusConfig:
+    cfg = _cfg(2, overrun=False)
+    return dataclasses.replace(cfg, answer=dataclasses.replace(cfg.answer, scheme="logit"))
+
+
+def test_logit_scheme_answers_with_the_best_option_one_pass_each(adapter: LlavaAdapter) -> None:
+    pipe = FocusPipeline(adapter, _logit_cfg())
+    options = ["black", "white", "cyan"]
+    result = pipe.zoom(_image(), question=QUESTION, target="red card", options=options)
+    assert result.forward_passes.answer == len(options)  # no generate call, one pass per option
+    box = result.answer_boxes[0]
+    scores = adapter.option_log_likelihoods([_image().crop(box)], QUESTION, options)
+    assert result.answer == options[int(scores.argmax())]
+
+
+def test_logit_scheme_vanilla_matches_manual_scores(adapter: LlavaAdapter) -> None:
+    pipe = FocusPipeline(adapter, _logit_cfg())
+    options = ["1", "2", "3", "4"]
+    van = pipe.vanilla(_image(), question=QUESTION, options=options)
+    scores = adapter.option_log_likelihoods([_image()], QUESTION, options)
+    assert van.answer == options[int(scores.argmax())]
+    assert van.forward_passes.answer == 4
+
+
+def test_answer_false_stops_before_stage_six(adapter: LlavaAdapter) -> None:
+    pipe = FocusPipeline(adapter, _cfg(2, overrun=False))
+    full = pipe.zoom(_image(), question=QUESTION, target="red card")
+    search_only = pipe.zoom(_image(), question=QUESTION, target="red card", answer=False)
+    assert search_only.answer is None and search_only.forward_passes.answer == 0
+    assert search_only.question == QUESTION
+    assert search_only.answer_view == full.answer_view and search_only.answer_boxes == full.answer_boxes
+    assert search_only.forward_passes.search == full.forward_passes.search
+
+
+def test_progress_reports_every_step_in_order(adapter: LlavaAdapter) -> None:
+    pipe = FocusPipeline(adapter, _cfg(2, overrun=False))
+    seen: list[tuple[str, float]] = []
+    pipe.zoom(_image(), question=QUESTION, target=["red card", "blue card"], progress=lambda m, f: seen.append((m, f)))
+    assert [m for m, _ in seen] == ["targets", "search red card", "search blue card", "answer", "done"]
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+
+
+def test_logit_scheme_needs_two_options(adapter: LlavaAdapter) -> None:
+    from focus_tool.errors import InputRejected
+
+    with pytest.raises(InputRejected, match="at least two options"):
+        FocusPipeline(adapter, _logit_cfg()).zoom(_image(), question=QUESTION, target="red card", options=["x"])

@@ -2,7 +2,9 @@
 
     python -m focus_tool.eval.synthetic --model focus_tool/embedded/model --n 300 --out benchmarks/results/embedded
 
-Per question (fixed-seed test split, options shuffled per item with a seeded RNG, letter answers, strict match):
+Per question (fixed-seed test split, options shuffled per item with a seeded RNG), under the preset's answer
+scheme (``--scheme`` overrides): ``letter`` = lettered options, first letter of the reply must match (strict);
+``logit`` = V* logit matching, the option with the highest mean log-probability as the reply to the bare question:
 - vanilla: answer on the whole image;
 - oracle: answer on a crop around the ground-truth box(es) (their union, grown 3x about its centre);
 - focus: the full pipeline (target extraction included) with the checkpoint's preset;
@@ -94,6 +96,19 @@ def _sliding_windows(wh: tuple[int, int], side: float) -> np.ndarray:
     return np.array([[x, y, min(x + side, w), min(y + side, h)] for y in ys for x in xs])
 
 
+def _judge(answer: str | None, options: list[str], correct_option: str, scheme: str) -> bool:
+    """Whether a reply picks ``correct_option``: its letter (letter scheme) or its text (logit scheme)."""
+    if scheme == "logit":
+        return answer == correct_option
+    return _letter(answer) == LETTERS[options.index(correct_option)]
+
+
+SCHEME_TEXT = {
+    "letter": "letter generation, strict first-letter match, options shuffled per item",
+    "logit": "V* logit matching (highest mean log-probability option as the reply to the bare question)",
+}
+
+
 def evaluate(
     model: str | None,
     *,
@@ -103,6 +118,7 @@ def evaluate(
     ablations: bool,
     limit_layers: bool = True,
     overrides: dict[str, Any] | None = None,
+    scheme: str | None = None,
 ) -> dict[str, Any]:
     """Run every measurement and write the report; returns the summary dict."""
     adapter = load_adapter(model)
@@ -111,6 +127,9 @@ def evaluate(
     from focus_tool.presets import apply_overrides
 
     cfg = apply_overrides(config_for(adapter, model), overrides or {})
+    if scheme is not None:
+        cfg = dataclasses.replace(cfg, answer=dataclasses.replace(cfg.answer, scheme=scheme))  # type: ignore[arg-type]
+    scheme = cfg.answer.scheme
     pipe = FocusPipeline(adapter, cfg)
     lo, hi = cfg.relevance.layers or (adapter.num_layers // 2, adapter.num_layers)
     variants: dict[str, FocusConfig] = {}
@@ -144,16 +163,16 @@ def evaluate(
         rng = np.random.default_rng([seed, idx])
         options = list(q.options)
         rng.shuffle(options)
-        correct = LETTERS[options.index(q.options[0])]
+        correct = q.options[0]
         gt = np.asarray(q.target_boxes_xyxy, dtype=np.float64)
         rec: dict[str, Any] = {"id": item.item_id, "kind": q.kind, "correct": correct, "wh": list(image.size)}
         van = pipe.vanilla(image, question=q.text, options=options)
-        rec["vanilla"] = _letter(van.answer) == correct
+        rec["vanilla"] = _judge(van.answer, options, correct, scheme)
         ob = _oracle_box(gt, image.size)
         orc = pipe.vanilla(crop(image, ob), question=q.text, options=options)
-        rec["oracle"] = _letter(orc.answer) == correct
+        rec["oracle"] = _judge(orc.answer, options, correct, scheme)
         res = pipe.zoom(image, question=q.text, options=options)
-        rec["focus"] = _letter(res.answer) == correct
+        rec["focus"] = _judge(res.answer, options, correct, scheme)
         rec["focus_answer"] = res.answer
         rec["targets_ok"] = sorted(res.targets) == sorted(q.targets)
         rec["search_fp"] = res.forward_passes.search
@@ -201,7 +220,7 @@ def evaluate(
             neg_conf.append(float(conf[1]))
         for name, vp in var_pipes.items():
             vr = vp.zoom(image, question=q.text, options=options)
-            rec[f"abl_{name}"] = _letter(vr.answer) == correct
+            rec[f"abl_{name}"] = _judge(vr.answer, options, correct, scheme)
             rec[f"abl_{name}_fp"] = vr.forward_passes.search
         if ablations:  # exhaustive sliding windows ranked by P(Yes), no map
             wins = _sliding_windows(image.size, side)
@@ -222,8 +241,11 @@ def evaluate(
             from focus_tool.steps.answer import answer_view
 
             view = answer_view(image, best, type2=False, cfg=cfg.answer)
-            ans = adapter.generate(view.image, pipe._answer_text(q.text, options), max_new_tokens=8)
-            rec["abl_sliding_window"] = _letter(ans) == correct
+            if scheme == "logit":
+                ans = pipe._best_option([view.image], q.text, options)
+            else:
+                ans = adapter.generate(view.image, pipe._answer_text(q.text, options), max_new_tokens=8)
+            rec["abl_sliding_window"] = _judge(ans, options, correct, scheme)
             rec["abl_sliding_window_fp"] = fps
         records.append(rec)
     with (out / "items.jsonl").open("w") as f:
@@ -245,7 +267,7 @@ def evaluate(
             "wall_s_total": round(time.time() - t_start, 1),
             "preset": dataclasses.asdict(cfg)["relevance"]
             | {"proposal": dataclasses.asdict(cfg.proposal), "rank": dataclasses.asdict(cfg.rank)},
-            "answer_scheme": "letter generation, strict first-letter match, options shuffled per item",
+            "answer_scheme": SCHEME_TEXT[scheme],
         }
     )
     (out / "report.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -355,11 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/embedded"))
     ap.add_argument("--ablations", action="store_true")
+    ap.add_argument("--scheme", choices=["letter", "logit"], default=None, help="answer scheme (default: the preset's)")
     ap.add_argument("--set", action="append", default=[], help="override a setting: GROUP.FIELD=JSON_VALUE")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
-    s = evaluate(a.model, n=a.n, seed=a.seed, out=a.out, ablations=a.ablations, overrides=overrides)
+    s = evaluate(a.model, n=a.n, seed=a.seed, out=a.out, ablations=a.ablations, overrides=overrides, scheme=a.scheme)
     sys_out = markdown(s)
     import sys
 
