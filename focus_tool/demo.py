@@ -35,6 +35,12 @@ def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[st
     options = list(q.options)
     rng.shuffle(options)
     correct = "ABCD"[options.index(q.options[0])]
+    scheme = pipe.config.answer.scheme  # "logit": the answer is the chosen option's text; "letter": its letter
+
+    def verdict(answer: str | None) -> str:
+        ok = answer == q.options[0] if scheme == "logit" else (answer or "").strip()[:1] == correct
+        return "right" if ok else "wrong"
+
     vanilla = pipe.vanilla(image, question=q.text, options=options)
     focus = pipe.zoom(image, question=q.text, options=options)
     ov_path = out_dir / f"{item.item_id}_overlay.png"
@@ -46,13 +52,17 @@ def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[st
         f"{adapter.grid_for(image.size).input_wh[0]} px)"
     )
     write(f"question: {q.text}")
-    write("options:  " + "  ".join(f"({'ABCD'[i]}) {o}" for i, o in enumerate(options)) + f"   correct: {correct}")
     write(
-        f"vanilla (whole image): {vanilla.answer!r:6} {'right' if vanilla.answer == correct else 'wrong'}  "
-        f"[{vanilla.forward_passes.answer} answer pass]"
+        "options:  "
+        + "  ".join(f"({'ABCD'[i]}) {o}" for i, o in enumerate(options))
+        + f"   correct: {correct} ({q.options[0]}); answer scheme: {scheme}"
     )
     write(
-        f"FOCUS:                 {focus.answer!r:6} {'right' if focus.answer == correct else 'wrong'}  "
+        f"vanilla (whole image): {vanilla.answer!r:6} {verdict(vanilla.answer)}  "
+        f"[{vanilla.forward_passes.answer} answer passes]"
+    )
+    write(
+        f"FOCUS:                 {focus.answer!r:6} {verdict(focus.answer)}  "
         f"[search passes {focus.forward_passes.search}, answer {focus.forward_passes.answer}, "
         f"extraction {focus.forward_passes.aux}]"
     )

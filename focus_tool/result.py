@@ -72,4 +72,10 @@ class FocusResult(BaseModel):
     full_image_confidence: dict[str, float] = Field(default_factory=dict, description="P(Yes) on the whole image")
     forward_passes: ForwardPasses
     prefill_tokens: int = Field(ge=0)
+    image_cache_hits: int = Field(
+        default=0, ge=0, description="relevance prefills that reused the encoded image (KV prefix) of an earlier call"
+    )
+    prefill_tokens_reused: int = Field(
+        default=0, ge=0, description="prompt tokens of those prefills served from the cache instead of recomputed"
+    )
     timings_s: dict[str, float] = Field(default_factory=dict)

@@ -16,6 +16,7 @@ from typing import ClassVar, Literal
 import torch
 from PIL import Image
 
+from focus_tool.adapters.prefix_cache import ImagePrefixCache
 from focus_tool.grid import PatchGrid
 
 Phase = Literal["search", "answer", "aux"]
@@ -29,6 +30,8 @@ class ForwardCounter:
     counts: dict[str, int] = field(default_factory=lambda: {"search": 0, "answer": 0, "aux": 0})
     prefill_tokens: int = 0
     phase: Phase = "search"
+    image_cache_hits: int = 0  # prefills whose image prefix came from the encoded-image cache
+    reused_tokens: int = 0  # prompt tokens served from that cache (counted in prefill_tokens, not recomputed)
 
     def add(self, n_sequences: int, n_tokens: int) -> None:
         """Record ``n_sequences`` passes over ``n_tokens`` prompt tokens in the current phase."""
@@ -44,10 +47,17 @@ class ForwardCounter:
         finally:
             self.phase = old
 
+    def add_reuse(self, n_tokens: int) -> None:
+        """Record one prefill whose first ``n_tokens`` came from the encoded-image cache."""
+        self.image_cache_hits += 1
+        self.reused_tokens += n_tokens
+
     def reset(self) -> None:
         """Zero all counts."""
         self.counts = {"search": 0, "answer": 0, "aux": 0}
         self.prefill_tokens = 0
+        self.image_cache_hits = 0
+        self.reused_tokens = 0
 
 
 @dataclass
@@ -82,9 +92,18 @@ class MLLMAdapter(ABC):
     """
 
     answer_mode: ClassVar[AnswerMode] = "single"
+    supports_image_cache: ClassVar[bool] = False
     model_id: str
     counter: ForwardCounter
     num_layers: int
+    image_cache: ImagePrefixCache | None = None
+
+    def enable_image_cache(self, max_entries: int = 2) -> bool:
+        """Reuse the encoded image (its KV prefix) across prefills on the same image; False if unsupported."""
+        if not self.supports_image_cache:
+            return False
+        self.image_cache = ImagePrefixCache(max_entries)
+        return True
 
     @abstractmethod
     def prefill(self, image: Image.Image, text: str, target: str, *, keys_norope: bool = False) -> Prefill:
@@ -127,6 +146,29 @@ class MLLMAdapter(ABC):
         (lowest mean cross-entropy) is the model's choice. Counts one pass per option.
         """
         raise NotImplementedError(f"{type(self).__name__} has no option likelihoods (V* logit matching)")
+
+    def option_log_likelihoods_interleaved(
+        self, parts: Sequence[Image.Image | str], options: Sequence[str]
+    ) -> torch.Tensor:
+        """(K,) as :meth:`option_log_likelihoods`, for one user turn of images and text lines in the given order.
+
+        Laid out as :meth:`generate_interleaved` lays out ``parts``. ZoomEye's Global+Local final answer under logit
+        matching (main image, caption, zoomed view, caption, question). Counts one pass per option.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no interleaved option likelihoods (answer_mode={self.answer_mode!r})"
+        )
+
+    def yes_no_margins_interleaved(self, prompts: Sequence[Sequence[Image.Image | str]]) -> torch.Tensor:
+        """(n,) l_Yes - l_No at the last position of each prompt, a user turn of images and text lines in order.
+
+        Laid out as :meth:`generate_interleaved` lays out its parts. ZoomEye's Global+Local confidences (the main
+        image with the focus region outlined, then the zoomed-in view). Counts one pass per prompt.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} takes one image per Yes/No prompt (answer_mode={self.answer_mode!r}); "
+            "it has no interleaved multi-image Yes/No margins"
+        )
 
     def attention_to_image(
         self, image: Image.Image, texts: Sequence[str], layer: int, *, gradient: bool = False

@@ -46,6 +46,7 @@ class LlavaAdapter(MLLMAdapter):
     """Adapter for ``LlavaForConditionalGeneration`` checkpoints (llava-hf/llava-1.5-*-hf and compatible)."""
 
     preset_name = "llava-1.5"
+    supports_image_cache = True  # text after the image: positions follow from the cache length
 
     def __init__(self, model: Any, processor: Any, *, model_id: str = "llava") -> None:
         self.model = model.eval()
@@ -181,14 +182,23 @@ class LlavaAdapter(MLLMAdapter):
         if keys_norope:
             for layer in self._decoder_layers():
                 hooks.append(layer.self_attn.k_proj.register_forward_hook(lambda _m, _i, o: keys.append(o)))
+        release = None
         try:
-            out = self.model(**enc, use_cache=True, logits_to_keep=1)
+            if self.image_cache is not None and not keys_norope:
+                run = self.image_cache.run(self.model, enc, image, self.image_token_id)
+                out, release = run.out, run.release
+                if run.hit:
+                    self.counter.add_reuse(run.reused_tokens)
+            else:
+                out = self.model(**enc, use_cache=True, logits_to_keep=1)
         finally:
             for h in hooks:
                 h.remove()
         self.counter.add(1, int(enc["attention_mask"].sum()))
         n = input_ids.shape[0]
-        values = [cache_values(out.past_key_values, i)[0].float() for i in range(self.num_layers)]  # (H, N, D) each
+        values = [cache_values(out.past_key_values, i)[0].float().clone() for i in range(self.num_layers)]  # (H, N, D)
+        if release is not None:
+            release()
         if values[0].shape[-2] != n:
             raise RuntimeError(f"cache holds {values[0].shape[-2]} positions, prompt has {n}: sliding-window layer?")
         vis = torch.nonzero(input_ids == self.image_token_id).flatten().tolist()
