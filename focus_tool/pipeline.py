@@ -313,6 +313,8 @@ class FocusPipeline:
             full_image_confidence={o.target.phrase: round(o.full_conf, 6) for o in outcomes},
             forward_passes=self._passes(),
             prefill_tokens=self.adapter.counter.prefill_tokens,
+            image_cache_hits=self.adapter.counter.image_cache_hits,
+            prefill_tokens_reused=self.adapter.counter.reused_tokens,
             timings_s={k: round(v, 4) for k, v in timings.items()},
         )
 
