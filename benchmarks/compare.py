@@ -5,8 +5,10 @@
 
 Loads the model once with eager attention (ViCrop needs it; the other methods give the same numbers under any
 kernel), runs ``focus_tool.eval.runner.run_eval`` for every method (resumable), prints a table of accuracy,
-forward passes per question, wall-time ratio to vanilla and peak memory, and writes
-``benchmarks/results/<name>.json`` + ``.md`` (with the command line), plus the per-item JSONL and the PNG plot.
+forward passes per question, wall-time ratio to vanilla and peak memory, and writes ``<out>/<name>.json`` + ``.md``
+(with the command line), plus the per-item JSONL and the PNG plot; ``--out`` defaults to ``benchmarks/results``.
+``--scheme`` is the answer scheme of every method (``logit``: V* logit matching, one pass per option; the letter
+schemes: options shown as letters, one generated reply; default: lenient letters, MME's regex on MME-RealWorld).
 Peak memory on CPU is the process's peak RSS, monotonic over the run: methods run in the order given, so a later
 method's figure includes the earlier ones' peaks.
 """
@@ -56,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(("vanilla", "focus", "zoomeye", "vicrop")))
     p.add_argument("--device", default="cpu")
     p.add_argument("--name", default=None, help="results file stem (default: <benchmark>_seed<seed>)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="output folder (default: benchmarks/results)")
     args = p.parse_args(argv)
     methods = tuple(m.strip() for m in args.methods.split(","))
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         p.error(f"unknown method(s) {unknown}; choose from {METHODS}")
     name = args.name or f"{args.benchmark}_seed{args.seed}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
     command = shlex.join([Path(sys.executable).name, "benchmarks/compare.py", *(argv or sys.argv[1:])])
     adapter = load_adapter(args.model, device=args.device, attn_implementation="eager")
     report = run_eval(
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             methods=methods,
             benchmark=args.benchmark,
             data=args.data,
-            report=RESULTS / f"{name}.json",
+            report=out / f"{name}.json",
             limit=args.limit,
             seed=args.seed,
             model=args.model,
@@ -84,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     if report is None:
         return 0
     text = table(report)
-    md = RESULTS / f"{name}.md"
+    md = out / f"{name}.md"
     md.write_text(md.read_text() + "\n## Comparison\n\n" + text)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1))
     print(f"command: {command}")
     print(f"answer scheme: {report['answer_scheme']}")
     print(text)

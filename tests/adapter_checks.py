@@ -84,3 +84,58 @@ def capture_inputs_embeds(adapter: Any, image: Image.Image) -> tuple[torch.Tenso
     finally:
         handle.remove()
     return seen["embeds"], enc["input_ids"][0]
+
+
+OPTIONS = ["red", "blue card", "Yes"]
+
+
+def manual_option_scores(adapter: Any, images: list[Image.Image], prompt: str, options: list[str]) -> torch.Tensor:
+    """(K,) mean log-softmax of each option's own tokens, read from the full logits of (prompt + option).
+
+    Independent of the adapter's scoring helper: the option is tokenised on its own (it must be the tail of the
+    encoded sequence), every position's logits are computed, and the option's positions picked by hand.
+    """
+    scores = []
+    for option in options:
+        opt_ids = adapter.tokenizer(option, add_special_tokens=False)["input_ids"]
+        n = len(opt_ids)
+        enc = adapter._encode_interleaved(images, prompt + option)
+        ids = enc["input_ids"][0]
+        assert ids[-n:].tolist() == opt_ids  # the reply is exactly the option's tokens
+        with torch.no_grad():
+            logits = adapter.model(**enc, use_cache=False).logits[0].float()  # (N, V)
+        log_p = torch.log_softmax(logits[len(ids) - n - 1 : len(ids) - 1], dim=-1)  # position t predicts t + 1
+        scores.append(log_p[torch.arange(n), torch.tensor(opt_ids)].mean())
+    return torch.stack(scores)
+
+
+def check_option_log_likelihoods(adapter: Any) -> None:
+    """option_log_likelihoods (1 and 2 images) and its interleaved variant equal the manual computation."""
+    images = [noise_image(20, (120, 80)), noise_image(21, (40, 90))]
+    for k in (1, 2):
+        adapter.counter.reset()
+        with adapter.counter.in_phase("answer"):
+            got = adapter.option_log_likelihoods(images[:k], PROMPT, OPTIONS)
+        assert got.shape == (len(OPTIONS),)
+        assert adapter.counter.counts == {"search": 0, "answer": len(OPTIONS), "aux": 0}  # one pass per option
+        want = manual_option_scores(adapter, images[:k], adapter.chat_text(PROMPT, n_images=k), OPTIONS)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    parts = [images[0], "This is the full image.", images[1], "This is a zoomed-in view.", PROMPT]
+    got = adapter.option_log_likelihoods_interleaved(parts, OPTIONS)
+    _, prompt = adapter._interleaved_prompt(parts)
+    torch.testing.assert_close(got, manual_option_scores(adapter, images, prompt, OPTIONS), atol=1e-5, rtol=1e-5)
+
+
+def check_yes_no_margins_interleaved(adapter: Any) -> None:
+    """One prompt per entry; each margin is l_Yes - l_No of that prompt's last position; one pass each."""
+    a, b = noise_image(22, (120, 80)), noise_image(23, (40, 90))
+    prompts = [[a, "This is the main image.", b, "This is the zoomed-in view.", PROMPT], [b, PROMPT]]
+    adapter.counter.reset()
+    got = adapter.yes_no_margins_interleaved(prompts)
+    assert adapter.counter.counts["search"] == 2
+    yes, no = adapter.yes_no_ids()
+    for margin, parts in zip(got, prompts, strict=True):
+        images, prompt = adapter._interleaved_prompt(parts)
+        with torch.no_grad():
+            last = adapter.model(**adapter._encode_interleaved(images, prompt), use_cache=False).logits[0, -1]
+        torch.testing.assert_close(margin, (last[yes] - last[no]).float(), atol=1e-5, rtol=1e-5)

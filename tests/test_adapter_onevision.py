@@ -24,6 +24,8 @@ from tests.adapter_checks import (
     TARGET,
     assert_cells_tile_image,
     capture_inputs_embeds,
+    check_option_log_likelihoods,
+    check_yes_no_margins_interleaved,
     fig7_reference,
     hook_values,
     noise_image,
@@ -294,3 +296,15 @@ def test_zoom_answers_on_the_context_image_and_crops(saved: Path) -> None:
     selected = [r.box for r in result.regions if r.selected]
     assert len(result.answer_boxes) == len(selected) == 2
     assert sorted(result.answer_boxes) == sorted(selected)
+
+
+def test_option_log_likelihoods_equal_manual_scores(adapter: LlavaOnevisionAdapter) -> None:
+    check_option_log_likelihoods(adapter)
+
+
+def test_yes_no_margins_interleaved_equal_manual_margins(adapter: LlavaOnevisionAdapter) -> None:
+    check_yes_no_margins_interleaved(adapter)
+    image = noise_image(23, (40, 90))  # one image then text: the template renders what yes_no_margins sends
+    torch.testing.assert_close(
+        adapter.yes_no_margins_interleaved([[image, PROMPT]]), adapter.yes_no_margins([image], [PROMPT])
+    )

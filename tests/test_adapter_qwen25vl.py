@@ -23,6 +23,8 @@ from tests.adapter_checks import (
     PROMPT,
     TARGET,
     assert_cells_tile_image,
+    check_option_log_likelihoods,
+    check_yes_no_margins_interleaved,
     fig7_reference,
     hook_values,
     noise_image,
@@ -287,3 +289,11 @@ def test_zoom_answers_on_the_context_image_and_crops(saved: Path, type2: bool) -
     else:
         assert len(result.answer_boxes) == len(selected) == 2
         assert sorted(result.answer_boxes) == sorted(r.box for r in selected)
+
+
+def test_option_log_likelihoods_equal_manual_scores(adapter: Qwen25VLAdapter) -> None:
+    check_option_log_likelihoods(adapter)
+
+
+def test_yes_no_margins_interleaved_equal_manual_margins(adapter: Qwen25VLAdapter) -> None:
+    check_yes_no_margins_interleaved(adapter)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from focus_tool.adapters.base import ForwardCounter
 from focus_tool.errors import TargetNotPlaced
 
 _PUNCT_OR_SPACE = re.compile(r"^[\W_▁Ġ]*$")
@@ -113,3 +114,39 @@ def reply_first_token(tokenizer: Any, prompt: str, word: str) -> int:
     base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     full = tokenizer(prompt + word, add_special_tokens=False)["input_ids"]
     return int(full[len(base)]) if len(full) > len(base) else int(full[-1])
+
+
+def reply_log_likelihoods(
+    model: Any,
+    tokenizer: Any,
+    counter: ForwardCounter,
+    encode: Callable[[str], Any],
+    prompt: str,
+    options: Sequence[str],
+) -> torch.Tensor:
+    """(K,) mean log-probability of each option's tokens written right after ``prompt`` (the assistant reply).
+
+    ``prompt`` ends with the chat template's generation prompt; ``encode(text)`` returns the model inputs of
+    ``text`` with the caller's images (batch of one). Each (prompt + option) runs as one full sequence under
+    ``torch.inference_mode``; only the last ``n_option + 1`` positions' logits are materialised; one pass counted
+    per option. The option's tokens are those the prompt + option text adds to the prompt's tokens.
+
+    Raises:
+        ValueError: if an option adds no token or the prompt's tokens are not a prefix of prompt + option.
+    """
+    base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    scores = []
+    for option in options:
+        ids = tokenizer(prompt + option.strip(), add_special_tokens=False)["input_ids"]
+        n_opt = len(ids) - len(base)
+        if n_opt < 1 or ids[: len(base)] != base:
+            raise ValueError(f"option {option!r} does not extend the prompt by whole tokens")
+        enc = encode(prompt + option.strip())
+        target = enc["input_ids"][0, -n_opt:]  # (n_opt,)
+        if target.tolist() != ids[len(base) :]:
+            raise RuntimeError(f"the encoded prompt does not end with the tokens of option {option!r}")
+        with torch.inference_mode():
+            logits = model(**enc, use_cache=False, logits_to_keep=n_opt + 1).logits[0, :-1].float()  # (n_opt, V)
+        counter.add(1, int(enc["attention_mask"].sum()))
+        scores.append(torch.log_softmax(logits, dim=-1).gather(-1, target[:, None]).mean())
+    return torch.stack(scores).cpu()

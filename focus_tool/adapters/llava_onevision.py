@@ -45,6 +45,7 @@ from focus_tool.adapters.common import (
     keeps_content_order,
     load_chat_template,
     reply_first_token,
+    reply_log_likelihoods,
     target_positions,
 )
 from focus_tool.adapters.llava import cache_values
@@ -60,6 +61,7 @@ class LlavaOnevisionAdapter(MLLMAdapter):
 
     preset_name = "llava-onevision"
     answer_mode = "multi"
+    supports_image_cache = True  # text after the image: positions follow from the cache length
 
     def __init__(
         self,
@@ -277,14 +279,23 @@ class LlavaOnevisionAdapter(MLLMAdapter):
         if keys_norope:
             for layer in self._decoder_layers():
                 hooks.append(layer.self_attn.k_proj.register_forward_hook(lambda _m, _i, o: keys.append(o)))
+        release = None
         try:
-            out = self.model(**enc, use_cache=True, logits_to_keep=1)
+            if self.image_cache is not None and not keys_norope:
+                run = self.image_cache.run(self.model, enc, image, self.image_token_id)
+                out, release = run.out, run.release
+                if run.hit:
+                    self.counter.add_reuse(run.reused_tokens)
+            else:
+                out = self.model(**enc, use_cache=True, logits_to_keep=1)
         finally:
             for h in hooks:
                 h.remove()
         self.counter.add(1, int(enc["attention_mask"].sum()))
         n = input_ids.shape[0]
-        values = [cache_values(out.past_key_values, i)[0].float() for i in range(self.num_layers)]  # (H, N, D) each
+        values = [cache_values(out.past_key_values, i)[0].float().clone() for i in range(self.num_layers)]  # (H, N, D)
+        if release is not None:
+            release()
         if values[0].shape[-2] != n:
             raise RuntimeError(f"cache holds {values[0].shape[-2]} positions, prompt has {n}: sliding-window layer?")
         grid = self.grid_for(image.size)
@@ -329,6 +340,11 @@ class LlavaOnevisionAdapter(MLLMAdapter):
 
         With several images each is one base view of ``side^2 + 1`` tokens (module docstring). Counts one pass.
         """
+        images, prompt = self._interleaved_prompt(parts)
+        return self._greedy(self._encode_interleaved(images, prompt), max_new_tokens)
+
+    def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
+        """The images of ``parts`` and the templated prompt of the turn (warns once if the template reorders it)."""
         images = [p for p in parts if isinstance(p, Image.Image)]
         content = [{"type": "image"} if isinstance(p, Image.Image) else {"type": "text", "text": p} for p in parts]
         prompt = self._render(content)
@@ -341,7 +357,48 @@ class LlavaOnevisionAdapter(MLLMAdapter):
                     "lists its captions after the images instead of interleaving them",
                     self.model_id,
                 )
-        return self._greedy(self._encode_interleaved(images, prompt), max_new_tokens)
+        return images, prompt
+
+    @torch.inference_mode()
+    def yes_no_margins_interleaved(self, prompts: Sequence[Sequence[Image.Image | str]]) -> torch.Tensor:
+        """(n,) l_Yes - l_No at the last position of each interleaved turn; one forward per prompt, n passes."""
+        yes, no = self.yes_no_ids()
+        margins = []
+        for parts in prompts:
+            images, prompt = self._interleaved_prompt(parts)
+            enc = self._encode_interleaved(images, prompt)
+            last = self.model(**enc, use_cache=False, logits_to_keep=1).logits[0, -1].float()  # (V,)
+            self.counter.add(1, int(enc["attention_mask"].sum()))
+            margins.append(last[yes] - last[no])
+        return torch.stack(margins).cpu() if margins else torch.zeros(0)
+
+    @torch.inference_mode()
+    def option_log_likelihoods(self, images: Sequence[Image.Image], text: str, options: Sequence[str]) -> torch.Tensor:
+        """(K,) mean log-probability of each option's tokens written as the assistant reply; one pass per option.
+
+        SEAL / ZoomEye logit matching, the contract of :meth:`LlavaAdapter.option_log_likelihoods`: ``images`` then
+        ``text`` in one user turn (:meth:`chat_text`), the option written right after the generation prompt
+        (ChatML: no space after ``assistant\n``); each (prompt + option) runs as one full sequence (K passes,
+        counted as K). One image: the anyres path; several: one base view each, as in :meth:`generate_interleaved`.
+        """
+        prompt = self.chat_text(text, n_images=len(images))
+        return self._option_scores(list(images), prompt, options)
+
+    @torch.inference_mode()
+    def option_log_likelihoods_interleaved(
+        self, parts: Sequence[Image.Image | str], options: Sequence[str]
+    ) -> torch.Tensor:
+        """(K,) as :meth:`option_log_likelihoods` for a turn laid out as :meth:`generate_interleaved`; K passes."""
+        images, prompt = self._interleaved_prompt(parts)
+        return self._option_scores(images, prompt, options)
+
+    def _option_scores(self, images: list[Image.Image], prompt: str, options: Sequence[str]) -> torch.Tensor:
+        """(K,) option scores after ``prompt`` with ``images`` (:func:`reply_log_likelihoods`)."""
+
+        def encode(text: str) -> Any:
+            return self._encode_interleaved(images, text)
+
+        return reply_log_likelihoods(self.model, self.tokenizer, self.counter, encode, prompt, options)
 
     def _greedy(self, enc: Any, max_new_tokens: int) -> str:
         """Greedy ``generate`` on one encoded prompt; decodes only the new tokens and counts one pass."""

@@ -31,7 +31,13 @@ import torch
 from PIL import Image
 
 from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
-from focus_tool.adapters.common import expand_image_tokens, load_chat_template, reply_first_token, target_positions
+from focus_tool.adapters.common import (
+    expand_image_tokens,
+    load_chat_template,
+    reply_first_token,
+    reply_log_likelihoods,
+    target_positions,
+)
 from focus_tool.adapters.llava import cache_values
 from focus_tool.errors import ModelLoadError
 from focus_tool.grid import PatchGrid
@@ -274,6 +280,11 @@ class Qwen25VLAdapter(MLLMAdapter):
         Layout: a line break after each text line that precedes an image and before each text line after the first
         part, so ``[img, "a", img, "b", "q"]`` renders as ``<vision>\na\n<vision>\nb\nq`` (the ZoomEye prompt).
         """
+        images, prompt = self._interleaved_prompt(parts)
+        return self._greedy(self._encode_interleaved(images, prompt), max_new_tokens)
+
+    def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
+        """The images of ``parts`` and the templated prompt of the turn (layout of :meth:`generate_interleaved`)."""
         images = [p for p in parts if isinstance(p, Image.Image)]
         content: list[dict[str, str]] = []
         for i, part in enumerate(parts):
@@ -282,7 +293,47 @@ class Qwen25VLAdapter(MLLMAdapter):
                 continue
             before_image = i + 1 < len(parts) and isinstance(parts[i + 1], Image.Image)
             content.append({"type": "text", "text": ("\n" if i else "") + part + ("\n" if before_image else "")})
-        return self._greedy(self._encode_interleaved(images, self._render(content)), max_new_tokens)
+        return images, self._render(content)
+
+    @torch.inference_mode()
+    def yes_no_margins_interleaved(self, prompts: Sequence[Sequence[Image.Image | str]]) -> torch.Tensor:
+        """(n,) l_Yes - l_No at the last position of each interleaved turn; one forward per prompt, n passes."""
+        yes, no = self.yes_no_ids()
+        margins = []
+        for parts in prompts:
+            images, prompt = self._interleaved_prompt(parts)
+            enc = self._encode_interleaved(images, prompt)
+            last = self.model(**enc, use_cache=False, logits_to_keep=1).logits[0, -1].float()  # (V,)
+            self.counter.add(1, int(enc["attention_mask"].sum()))
+            margins.append(last[yes] - last[no])
+        return torch.stack(margins).cpu() if margins else torch.zeros(0)
+
+    @torch.inference_mode()
+    def option_log_likelihoods(self, images: Sequence[Image.Image], text: str, options: Sequence[str]) -> torch.Tensor:
+        """(K,) mean log-probability of each option's tokens written as the assistant reply; one pass per option.
+
+        SEAL / ZoomEye logit matching, the contract of :meth:`LlavaAdapter.option_log_likelihoods`: ``images`` then
+        ``text`` in one user turn (:meth:`chat_text`), the option written right after the generation prompt
+        (ChatML: no space after ``assistant\n``); each (prompt + option) runs as one full sequence (K passes,
+        counted as K). Each image is ``smart_resize``d on its own, as in :meth:`generate_interleaved`.
+        """
+        return self._option_scores(list(images), self.chat_text(text, n_images=len(images)), options)
+
+    @torch.inference_mode()
+    def option_log_likelihoods_interleaved(
+        self, parts: Sequence[Image.Image | str], options: Sequence[str]
+    ) -> torch.Tensor:
+        """(K,) as :meth:`option_log_likelihoods` for a turn laid out as :meth:`generate_interleaved`; K passes."""
+        images, prompt = self._interleaved_prompt(parts)
+        return self._option_scores(images, prompt, options)
+
+    def _option_scores(self, images: list[Image.Image], prompt: str, options: Sequence[str]) -> torch.Tensor:
+        """(K,) option scores after ``prompt`` with ``images`` (:func:`reply_log_likelihoods`)."""
+
+        def encode(text: str) -> Any:
+            return self._encode_interleaved(images, text)
+
+        return reply_log_likelihoods(self.model, self.tokenizer, self.counter, encode, prompt, options)
 
     def _greedy(self, enc: Any, max_new_tokens: int) -> str:
         """Greedy ``generate`` on one encoded prompt; decodes only the new tokens and counts one pass."""

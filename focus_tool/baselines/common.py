@@ -59,3 +59,28 @@ def answer_on(
             scores = adapter.option_log_likelihoods(images, question, options)  # (K,)
             return options[int(scores.argmax())]
         return adapter.generate_images(images, answer_text(question, options, suffix), max_new_tokens=max_new_tokens)
+
+
+def answer_on_parts(
+    adapter: MLLMAdapter,
+    parts: Sequence[Image.Image | str],
+    *,
+    question: str,
+    options: Sequence[str] | None,
+    scheme: AnswerScheme,
+    suffix: str,
+    max_new_tokens: int,
+) -> str:
+    """Answer after ``parts`` (images and caption lines, in order) in one user turn; passes counted as "answer".
+
+    Letter: the letter-scheme prompt is the last line, one generate. Logit: the bare question is the last line and
+    each option is scored as the reply (one pass per option).
+    """
+    with adapter.counter.in_phase("answer"):
+        if scheme == "logit":
+            if not options:
+                raise ValueError("the logit answer scheme needs options")
+            scores = adapter.option_log_likelihoods_interleaved([*parts, question], options)  # (K,)
+            return options[int(scores.argmax())]
+        text = answer_text(question, options, suffix)
+        return adapter.generate_interleaved([*parts, text], max_new_tokens=max_new_tokens)

@@ -6,23 +6,42 @@ Faithful to ``ZoomEye/zoom_eye.py::zoom_eye_search_type1`` as documented in ``sh
   splits into ``split_num`` equal sub-patches, the last row/column absorbing the remainder (2x2; a 1-column x 4-row
   stack when h / w >= 2, 4 columns x 1 row when h / w <= 0.5 [I: our reading of "1x4"]). Search depth
   ``D = min(tree depth, depth_limit)``.
-- **Confidences** (§1.3): one forward each, ``c = 2 * (softmax(l_Yes, l_No)[Yes] - 0.5) = tanh((l_Yes - l_No) / 2)``,
-  read through :meth:`MLLMAdapter.yes_no_margins`. Local-input prompts (LLaVA-1.5): the crop alone.
+- **Confidences** (§1.3): one forward each, ``c = 2 * (softmax(l_Yes, l_No)[Yes] - 0.5) = tanh((l_Yes - l_No) / 2)``.
+  Two input modes (``ZoomEyeConfig.input_mode``; by default from the adapter: ``answer_mode == "multi"``, i.e. the
+  anyres / native-resolution OneVision and Qwen2.5-VL adapters, runs Global+Local, LLaVA-1.5 runs Local):
+
+  - *Local* (``ZoomModelLocal``): the node's expanded patch alone, through :meth:`MLLMAdapter.yes_no_margins`.
+  - *Global+Local* (``ZoomModelGlobalLocal`` / ``ZoomModelQwenVL``): the root is the full image alone (the adapter's
+    own anyres / native resolution) with the "global" prompts; any other node is two images in one turn, through
+    :meth:`MLLMAdapter.yes_no_margins_interleaved`: the main image (the image padded to a square, the node's
+    expanded patch outlined, resized to ``patch_size`` square for OneVision or to long side ``patch_size`` with the
+    aspect kept for Qwen2.5-VL) with "This is the main image, and the section enclosed by the red rectangle is the
+    focus region.", then the zoomed-in view (the outlined patch cut from the padded square, outline included) with
+    "This is the zoomed-in view of the focus region.", then the "zoomed-in view" prompt (answering: the Local one).
 - **Priority** (§1.4): ``w(d) * c_exist + (1 - w(d)) * c_latent`` with ``w(d) = b + (1 - b) * (d / D)^2``, computed
   once per node (2 passes) when the node first sits in a queue that is sorted.
 - **Loop** (§1.5): pop the best node, answering confidence (1 pass), stop at ``>= tau``; after ``pop_limit`` pops
   relax ``tau`` by the next decrement, raise ``pop_limit`` by ``num_interval`` and accept the best popped node
   above the new ``tau``; give up below ``tau_lower``. Several targets: the decomposed question
-  "What is the appearance of the {t}?", ``force_visit_bottom`` and (Local) ``force_no_root``.
+  "What is the appearance of the {t}?", ``force_visit_bottom`` and, in Local mode only, ``force_no_root``.
+- **Root filter** (§1.6, Global+Local only): with several cues, the answering confidence of each ordinary cue's
+  decomposed question on the root's small view (the padded square, or the aspect-kept image, at ``patch_size``);
+  if any reaches ``tau_upper`` no cue is searched and the answer uses the full image (k passes).
 - **Type-2 cues** ("all X", §1.6): post-order traversal to depth 2, existence of every node (1 pass each), keep a
   node when its existence >= max(best existence below it, ``visual_cue_threshold``).
-- **Final answer** (§1.7): on the union of the found nodes' (expanded) boxes, or the full image if none.
+- **Final answer** (§1.7): Local: the union of the found nodes' expanded boxes, or the full image if none.
+  Global+Local: the full image alone if nothing was found (or the root was), else the main image with every found
+  patch outlined (overlapping patches merged, 50-px buffer) and the zoomed-in view of their union, with the same
+  two captions before the question (letter: generated; logit: one pass per option).
 
 Choices where the docs leave a gap (marked [I]): when the relaxed threshold admits no popped node, earlier candidates
 (from a ``force_visit_bottom`` stop) are kept; the cue-extraction call has no in-context examples (ZoomEye's
 ``ic_examples/*.json`` are not vendored) and pronouns are dropped with a word list instead of spaCy; at most
-``max_targets`` cues are searched; the Global+Local input mode (two images per confidence call) and its root filter
-are not implemented, every backbone runs the Local mode.
+``max_targets`` cues are searched. Global+Local: the outline is ``max(1, S // 120)`` px wide on the S-px padded square
+(upstream ``S // 120``, which draws nothing below 120 px); ``box_color="auto"`` draws blue when the question mentions a
+"red rectangle" (peers.md §1.3) and the caption names the colour drawn (upstream as released always draws and says
+red: its switch assigns a local variable); its confidences run one forward per prompt (no batching across prompts);
+the Local mode's two-block canvas for far-apart boxes (``union_blocks_independent``) is not reproduced.
 """
 
 from __future__ import annotations
@@ -32,16 +51,16 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from focus_tool.adapters.base import MLLMAdapter
-from focus_tool.baselines.common import AnswerScheme, answer_on
+from focus_tool.baselines.common import AnswerScheme, answer_on, answer_on_parts
 from focus_tool.errors import ConfigError
+from focus_tool.ops.images import CLIP_MEAN_RGB
 from focus_tool.result import FocusResult, ForwardPasses, Region
 
 logger = logging.getLogger(__name__)
@@ -54,6 +73,23 @@ LATENT = (
 ANSWERING = (  # the doubled "the" is in the original
     "Question: {}\nCould you answer the question based on the the available visual information? Answer Yes or No."
 )
+# Global+Local input (ZoomModelGlobalLocal): the root alone ("global") and any other node as main image + zoomed view
+LATENT_ROOT = (
+    "According to your common sense knowledge and the content of image, is it possible to find a {} by further "
+    "zooming in the image? Answer Yes or No and tell the reason."
+)
+EXISTENCE_NODE = "Is there a {} in the zoomed-in view? Answer Yes or No."
+LATENT_NODE = (
+    "According to your common sense knowledge and the content of the zoomed-in view, along with its location in the "
+    "image, is it possible to find a {} by further zooming in the current view? Answer Yes or No and tell the reason."
+)
+MAIN_CAPTION = "This is the main image, and the section enclosed by the {} rectangle is the focus region."
+ZOOM_CAPTION = "This is the zoomed-in view of the focus region."
+ConfidenceKind = Literal["existence", "latent", "answering"]
+LOCAL_PROMPTS: dict[str, str] = {"existence": EXISTENCE, "latent": LATENT, "answering": ANSWERING}
+ROOT_PROMPTS: dict[str, str] = {"existence": EXISTENCE, "latent": LATENT_ROOT, "answering": ANSWERING}
+NODE_PROMPTS: dict[str, str] = {"existence": EXISTENCE_NODE, "latent": LATENT_NODE, "answering": ANSWERING}
+BOX_RGB: dict[str, tuple[int, int, int]] = {"red": (255, 0, 0), "blue": (0, 0, 255)}
 DECOMPOSED = "What is the appearance of the {}?"
 CUE_PROMPT = "Question: {}\nIf you want to answer the question, which objects' information do you need?"
 _PRONOUNS = frozenset(
@@ -80,11 +116,16 @@ _PRONOUNS = frozenset(
 )
 
 
+InputMode = Literal["local", "global_local"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ZoomEyeConfig:
-    """ZoomEye's hyperparameters (peers.md §1.8); defaults are LLaVA-1.5's (Local input)."""
+    """ZoomEye's hyperparameters (peers.md §1.8); defaults are LLaVA-1.5's (Local input). Per backbone:
+    :func:`zoomeye_config_for`."""
 
-    patch_size: int | None = None  # None = the adapter's encoder input side (336 for LLaVA-1.5)
+    input_mode: InputMode | None = None  # None: "global_local" for answer_mode "multi" adapters, else "local"
+    patch_size: int | None = None  # None = the adapter's encoder input side (336 LLaVA-1.5, 384 OV tile)
     patch_scale: float | None = None  # crop box scale after the min-size expansion; None for LLaVA-1.5
     bias: float = 0.2  # b in w(d); 0.6 for LLaVA-OV / Qwen2.5-VL / InternVL2.5
     answer_upper: float = 0.6  # tau_upper
@@ -99,6 +140,12 @@ class ZoomEyeConfig:
     max_targets: int = 4  # [I] cap on extracted cues
     cue_max_new_tokens: int = 64
     answer_max_new_tokens: int = 16
+    # Global+Local only: the main image is the padded square at patch_size^2 ("square", LLaVA-OV) or the image with
+    # its aspect kept and long side patch_size ("aspect", Qwen2.5-VL); pad colour = the processor's mean colour
+    main_view: Literal["square", "aspect"] = "square"
+    pad_rgb: tuple[int, int, int] = CLIP_MEAN_RGB  # (127, 127, 127) for SigLIP (LLaVA-OV)
+    box_color: Literal["auto", "red", "blue"] = "auto"  # auto: blue if the question mentions a "red rectangle"
+    merge_buffer_px: int = 50  # expanded patches closer than 2x this are merged for the final answer
 
     def __post_init__(self) -> None:
         if self.depth_limit < 1:
@@ -107,6 +154,30 @@ class ZoomEyeConfig:
             raise ConfigError(f"decrements must be positive and non-empty, got {self.decrements}")
         if self.patch_size is not None and self.patch_size < 2:
             raise ConfigError(f"patch_size must be >= 2, got {self.patch_size}")
+
+
+ZOOMEYE_PRESETS: dict[str, ZoomEyeConfig] = {
+    # peers.md §1.8, ZoomEye/eval/perform_zoom_eye.py; keyed by the adapter's preset_name
+    "llava-1.5": ZoomEyeConfig(input_mode="local"),
+    "llava-onevision": ZoomEyeConfig(
+        input_mode="global_local", patch_scale=1.2, bias=0.6, main_view="square", pad_rgb=(127, 127, 127)
+    ),
+    "qwen2.5-vl": ZoomEyeConfig(
+        input_mode="global_local",
+        patch_size=448,  # hard-coded input size in ZoomModelQwenVL
+        patch_scale=1.2,
+        bias=0.6,
+        answer_upper=0.95,
+        decrements=(0.05, 0.1, 0.2),
+        main_view="aspect",
+    ),
+}
+
+
+def zoomeye_config_for(adapter: MLLMAdapter, *, depth_limit: int | None = None) -> ZoomEyeConfig:
+    """ZoomEye's settings for the adapter's backbone (peers.md §1.8); unknown backbones get the defaults."""
+    cfg = ZOOMEYE_PRESETS.get(str(getattr(adapter, "preset_name", "")), ZoomEyeConfig())
+    return cfg if depth_limit is None else replace(cfg, depth_limit=depth_limit)
 
 
 @dataclass(eq=False)
@@ -209,6 +280,131 @@ def parse_cues(reply: str, max_targets: int) -> list[str]:
     return cues[:max_targets]
 
 
+Box = tuple[int, int, int, int]
+
+
+def merge_boxes(boxes: Sequence[Box], buffer_px: int) -> list[Box]:
+    """ZoomEye's ``merge_bbox_list``: merge any two xyxy boxes whose ``buffer_px``-grown copies overlap, until none do.
+
+    Each pass walks the boxes in list order and merges each unused box with the first other unused box it touches
+    (upstream ``threshold=0``: any overlap of the grown boxes merges).
+    """
+    out = list(boxes)
+    changed = True
+    while changed:
+        changed = False
+        merged: list[Box] = []
+        used: set[int] = set()
+        for i, a in enumerate(out):
+            if i in used:
+                continue
+            for j, b in enumerate(out):
+                if j == i or j in used:
+                    continue
+                if min(a[2], b[2]) + buffer_px > max(a[0], b[0]) - buffer_px and (
+                    min(a[3], b[3]) + buffer_px > max(a[1], b[1]) - buffer_px
+                ):
+                    merged.append((min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])))
+                    used.update((i, j))
+                    changed = True
+                    break
+            else:
+                merged.append(a)
+        out = merged
+    return out
+
+
+def _padded_square(image: Image.Image, fill: tuple[int, int, int]) -> tuple[Image.Image, int, int]:
+    """A new square canvas of side max(W, H) with ``image`` centred (``expand2square``); returns it and (left, top)."""
+    rgb = image.convert("RGB")
+    w, h = rgb.size
+    s = max(w, h)
+    left, top = (s - w) // 2, (s - h) // 2
+    square = Image.new("RGB", (s, s), fill)
+    square.paste(rgb, (left, top))
+    return square, left, top
+
+
+def _aspect_resize(image: Image.Image, long_px: int) -> Image.Image:
+    """``image`` resized so its long side is ``long_px`` (ZoomModelQwenVL.resize_image)."""
+    w, h = image.size
+    size = (long_px, int(h * long_px / w)) if w > h else (int(w * long_px / h), long_px)
+    return image.resize((max(1, size[0]), max(1, size[1])))
+
+
+def root_view(
+    image: Image.Image, *, main_px: int, main_view: Literal["square", "aspect"], fill: tuple[int, int, int]
+) -> Image.Image:
+    """The root's small view for the root filter (upstream ``root_anyres=False``): square or aspect-kept at main_px."""
+    if main_view == "aspect":
+        return _aspect_resize(image.convert("RGB"), main_px)
+    return _padded_square(image, fill)[0].resize((main_px, main_px))
+
+
+@dataclass(frozen=True)
+class ZoomViews:
+    """The two images of a Global+Local prompt and the boxes they show.
+
+    Attributes:
+        main: the main image with every (merged) patch outlined, at ``main_px``.
+        zoom: the zoomed-in view: the union of the outlined boxes cut from the padded square, outline included.
+        boxes_xyxy: the merged patches, original-image pixels.
+        zoom_xyxy: the zoomed view's box in the padded square's pixels.
+    """
+
+    main: Image.Image
+    zoom: Image.Image
+    boxes_xyxy: list[Box]
+    zoom_xyxy: Box
+
+
+def zoom_views(
+    image: Image.Image,
+    patches: Sequence[Box],
+    *,
+    main_px: int,
+    main_view: Literal["square", "aspect"],
+    colour: Literal["red", "blue"],
+    fill: tuple[int, int, int],
+    merge_buffer_px: int,
+) -> ZoomViews:
+    """ZoomModelGlobalLocal / ZoomModelQwenVL ``process_nodes_to_image_list`` for non-root nodes.
+
+    Args:
+        image: the original image (W, H).
+        patches: the nodes' expanded patches, xyxy in original-image pixels.
+        main_px: the encoder input side (the main image's side, or long side for ``"aspect"``).
+        main_view: ``"square"``: the padded square resized to main_px x main_px (LLaVA-OV); ``"aspect"``: the
+            image area of the square, resized to long side main_px (Qwen2.5-VL).
+        colour: the outline colour.
+        fill: the padding colour of the square.
+        merge_buffer_px: patches whose grown copies touch are merged first (:func:`merge_boxes`).
+
+    The outline, ``t = max(1, S // 120)`` px wide on the S-px square, is drawn on the box grown by t (clipped to the
+    square); the zoomed view is that grown box (of all boxes' union) cut from the drawn square.
+    """
+    if not patches:
+        raise ValueError("zoom_views needs at least one patch")
+    merged = merge_boxes(patches, merge_buffer_px)
+    square, left, top = _padded_square(image, fill)
+    side = square.width
+    t = max(1, side // 120)
+    draw = ImageDraw.Draw(square)
+    grown: list[Box] = []
+    for x0, y0, x1, y1 in merged:
+        g = (max(0, x0 + left - t), max(0, y0 + top - t), min(side, x1 + left + t), min(side, y1 + top + t))
+        draw.rectangle(g, outline=BOX_RGB[colour], width=t)
+        grown.append(g)
+    zoom_box = (min(g[0] for g in grown), min(g[1] for g in grown), max(g[2] for g in grown), max(g[3] for g in grown))
+    zoom = square.crop(zoom_box)
+    if main_view == "aspect":
+        w, h = image.size
+        main = _aspect_resize(square.crop((left, top, left + w, top + h)), main_px)
+    else:
+        main = square.resize((main_px, main_px))
+    return ZoomViews(main, zoom, merged, zoom_box)
+
+
 Event = Literal["pop", "stop", "relax_accept", "relax_continue", "give_up", "bottom_stop"]
 """pop: kept searching; stop: confident, done; relax_accept / relax_continue / give_up: the budget ran out and the
 threshold was relaxed (a popped node accepted / search goes on / tau fell below tau_lower); bottom_stop: a candidate
@@ -237,21 +433,73 @@ class SearchOutcome:
 
 
 class ZoomEyeMethod:
-    """ZoomEye over any adapter with ``yes_no_margins`` and ``generate`` (Local input mode)."""
+    """ZoomEye over any adapter with ``yes_no_margins`` and ``generate`` (Local input), plus the interleaved
+    multi-image methods for the Global+Local input."""
 
     name = "zoomeye"
 
     def __init__(self, adapter: MLLMAdapter, config: ZoomEyeConfig | None = None) -> None:
         self.adapter = adapter
         self.config = config or ZoomEyeConfig()
-        self.patch_size = self.config.patch_size or int(getattr(adapter, "input_px", 336))
+        side = getattr(adapter, "input_px", None) or getattr(adapter, "tile_px", None) or 336
+        self.patch_size = self.config.patch_size or int(side)
+        self.input_mode: InputMode = self.config.input_mode or (
+            "global_local" if adapter.answer_mode == "multi" else "local"
+        )
 
     # ------------------------------------------------------------------ model calls (all counted by the adapter)
 
-    def _confidences(self, image: Image.Image, nodes: Sequence[Node], texts: Sequence[str]) -> list[float]:
-        crops = [self.node_crop(image, n) for n in nodes]
+    def _confidences(
+        self,
+        image: Image.Image,
+        nodes: Sequence[Node],
+        kind: ConfidenceKind,
+        arg: str,
+        *,
+        colour: Literal["red", "blue"] = "red",
+    ) -> list[float]:
+        """ZoomEye confidences of ``kind`` (prompt filled with ``arg``) for ``nodes``, in the configured input mode."""
+        if not nodes:
+            return []
         with self.adapter.counter.in_phase("search"):
-            return confidence(self.adapter.yes_no_margins(crops, list(texts)))
+            if self.input_mode == "local":
+                crops = [self.node_crop(image, n) for n in nodes]
+                return confidence(self.adapter.yes_no_margins(crops, [LOCAL_PROMPTS[kind].format(arg)] * len(nodes)))
+            out: dict[int, float] = {}
+            roots = [i for i, n in enumerate(nodes) if n.depth == 0]
+            if roots:  # the root alone, at the adapter's own (anyres / native) resolution, "global" prompts
+                texts = [ROOT_PROMPTS[kind].format(arg)] * len(roots)
+                out.update(
+                    zip(roots, confidence(self.adapter.yes_no_margins([image] * len(roots), texts)), strict=True)
+                )
+            others = [i for i, n in enumerate(nodes) if n.depth > 0]
+            if others:
+                text = NODE_PROMPTS[kind].format(arg)
+                prompts = [[*self.zoom_parts(image, [nodes[i]], colour=colour)[0], text] for i in others]
+                out.update(zip(others, confidence(self.adapter.yes_no_margins_interleaved(prompts)), strict=True))
+            return [out[i] for i in range(len(nodes))]
+
+    def zoom_parts(
+        self, image: Image.Image, nodes: Sequence[Node], *, colour: Literal["red", "blue"]
+    ) -> tuple[list[Image.Image | str], ZoomViews]:
+        """Global+Local prompt head for non-root ``nodes``: [main, main caption, zoomed view, zoom caption]."""
+        cfg = self.config
+        views = zoom_views(
+            image,
+            [self.crop_box(n, image.size) for n in nodes],
+            main_px=self.patch_size,
+            main_view=cfg.main_view,
+            colour=colour,
+            fill=cfg.pad_rgb,
+            merge_buffer_px=cfg.merge_buffer_px,
+        )
+        return [views.main, MAIN_CAPTION.format(colour), views.zoom, ZOOM_CAPTION], views
+
+    def box_colour(self, question: str) -> Literal["red", "blue"]:
+        """The outline colour: configured, or (auto) blue when the question mentions a "red rectangle"."""
+        if self.config.box_color != "auto":
+            return self.config.box_color
+        return "blue" if "red rectangle" in question.lower() else "red"
 
     def node_crop(self, image: Image.Image, node: Node) -> Image.Image:
         """The node's patch: expanded about its centre to >= patch_size per side, times patch_scale, clipped."""
@@ -284,6 +532,7 @@ class ZoomEyeMethod:
         *,
         force_visit_bottom: bool = False,
         force_no_root: bool = False,
+        colour: Literal["red", "blue"] = "red",
     ) -> SearchOutcome:
         """ZoomEye's ``zoom_eye_search_type1`` for one visual cue; returns the chosen node and the trace."""
         cfg = self.config
@@ -297,7 +546,6 @@ class ZoomEyeMethod:
         candidates: list[Node] = []
         visited_bottom = False
         trace: list[TraceStep] = []
-        ask = ANSWERING.format(question)
 
         while queue:
             node = queue.pop(0)
@@ -307,7 +555,7 @@ class ZoomEyeMethod:
             if force_no_root and node is root:
                 answering[id(node)] = -1.0
             else:
-                asked = answering[id(node)] = self._confidences(image, [node], [ask])[0]
+                asked = answering[id(node)] = self._confidences(image, [node], "answering", question, colour=colour)[0]
             event: Event = "pop"
             if asked is not None and asked >= tau:
                 candidates.append(node)
@@ -337,7 +585,7 @@ class ZoomEyeMethod:
                     break
             else:
                 queue.extend(node.children)
-            self._rank(image, queue, priority, cue, max_depth)
+            self._rank(image, queue, priority, cue, max_depth, colour=colour)
         best = None
         for c in candidates:  # deepest candidate, ties: first
             if best is None or c.depth > best.depth:
@@ -345,35 +593,58 @@ class ZoomEyeMethod:
         return SearchOutcome(best, trace, len(popped), max_depth)
 
     def _rank(
-        self, image: Image.Image, queue: list[Node], priority: dict[int, float], cue: str, max_depth: int
+        self,
+        image: Image.Image,
+        queue: list[Node],
+        priority: dict[int, float],
+        cue: str,
+        max_depth: int,
+        *,
+        colour: Literal["red", "blue"] = "red",
     ) -> None:
         """Sort ``queue`` by priority, descending (stable); new nodes cost 2 passes each (existence + latent)."""
         new = [n for n in queue if id(n) not in priority]
         if new:
-            texts = [EXISTENCE.format(cue)] * len(new) + [LATENT.format(cue)] * len(new)
-            conf = self._confidences(image, new + new, texts)
-            for i, n in enumerate(new):
+            exist = self._confidences(image, new, "existence", cue, colour=colour)
+            latent = self._confidences(image, new, "latent", cue, colour=colour)
+            for n, e, lat in zip(new, exist, latent, strict=True):
                 w = priority_weight(n.depth, max_depth, self.config.bias)
-                priority[id(n)] = w * conf[i] + (1 - w) * conf[len(new) + i]
+                priority[id(n)] = w * e + (1 - w) * lat
         queue.sort(key=lambda n: -priority[id(n)])
 
-    def search_type2(self, image: Image.Image, cue: str) -> list[Node]:
+    def search_type2(self, image: Image.Image, cue: str, *, colour: Literal["red", "blue"] = "red") -> list[Node]:
         """ "all X" cues: post-order to ``type2_depth``, keep nodes whose existence beats everything below them."""
         kept: list[Node] = []
-        text = EXISTENCE.format(cue)
 
         def visit(node: Node) -> float:
             below = -math.inf
             if node.depth < self.config.type2_depth:
                 for child in node.children:
                     below = max(below, visit(child))
-            e = self._confidences(image, [node], [text])[0]
+            e = self._confidences(image, [node], "existence", cue, colour=colour)[0]
             if e >= max(below, self.config.visual_cue_threshold):
                 kept.append(node)
             return max(e, below)
 
         visit(self.root(image.size))
         return kept
+
+    def root_filter(self, image: Image.Image, cues: Sequence[str]) -> bool:
+        """Global+Local, several cues: True when some ordinary cue is answerable at the root (search skipped).
+
+        One pass per ordinary cue: the answering confidence of "What is the appearance of the {cue}?" on the root's
+        small view (:func:`root_view`), compared with ``tau_upper``; "all X" cues are not asked.
+        """
+        ordinary = [c for c in cues if not c.lower().startswith("all ")]
+        if not ordinary:
+            return False
+        cfg = self.config
+        view = root_view(image, main_px=self.patch_size, main_view=cfg.main_view, fill=cfg.pad_rgb)
+        texts = [ANSWERING.format(DECOMPOSED.format(c)) for c in ordinary]
+        with self.adapter.counter.in_phase("search"):
+            conf = confidence(self.adapter.yes_no_margins([view] * len(ordinary), texts))
+        logger.debug("zoomeye root filter: %s", dict(zip(ordinary, conf, strict=True)))
+        return any(c >= cfg.answer_upper for c in conf)
 
     def extract_cues(self, question: str) -> list[str]:
         """One text-only greedy generate (aux phase) and the parsed visual cues."""
@@ -397,39 +668,38 @@ class ZoomEyeMethod:
         suffix: str = "",
         cues: Sequence[str] | None = None,
     ) -> FocusResult:
-        """Cue extraction (unless ``cues``), one search per cue, the answer on the found region(s)."""
+        """Cue extraction (unless ``cues``), the root filter (Global+Local), one search per cue, the answer."""
         self.adapter.counter.reset()
         t0 = time.perf_counter()
         cue_list = list(cues) if cues is not None else self.extract_cues(question)
         t1 = time.perf_counter()
         multi = len(cue_list) > 1
+        local = self.input_mode == "local"
+        colour = self.box_colour(question)
+        searched = [] if not local and multi and self.root_filter(image, cue_list) else cue_list
         found: list[tuple[str, Node, float | None]] = []
-        for cue in cue_list:
+        for cue in searched:
             if cue.lower().startswith("all "):
                 name = cue[4:].strip()
                 name = name[:-1] if name.endswith("s") else name  # naive plural strip, as in ZoomEye
-                found.extend((cue, n, None) for n in self.search_type2(image, name))
+                found.extend((cue, n, None) for n in self.search_type2(image, name, colour=colour))
                 continue
             q = DECOMPOSED.format(cue) if multi else question
-            out = self.search_type1(image, cue, q, force_visit_bottom=multi, force_no_root=multi)
+            out = self.search_type1(
+                image, cue, q, force_visit_bottom=multi, force_no_root=multi and local, colour=colour
+            )
             if out.node is not None:
                 last = [s.answering for s in out.trace if s.node == out.node.name and s.answering is not None]
                 found.append((cue, out.node, last[-1] if last else None))
         t2 = time.perf_counter()
-        boxes = np.array([self.crop_box(n, image.size) for _, n, _ in found], dtype=np.float64).reshape(-1, 4)
-        if len(boxes):
-            union = (int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()), int(boxes[:, 3].max()))
-            view = image.crop(union)
-        else:
-            view = image
-        answer = answer_on(
-            self.adapter,
-            [view],
+        answer, view_kind, answer_boxes = self._final_answer(
+            image,
+            [n for _, n, _ in found],
             question=question,
             options=options,
             scheme=scheme,
             suffix=suffix,
-            max_new_tokens=self.config.answer_max_new_tokens,
+            colour=colour,
         )
         t3 = time.perf_counter()
         regions = [
@@ -454,9 +724,41 @@ class ZoomEyeMethod:
             targets=cue_list,
             target_types=["all" if c.lower().startswith("all ") else "single" for c in cue_list],
             regions=regions,
-            answer_view="crop" if len(boxes) else "full",
-            answer_boxes=[union] if len(boxes) else [],
+            answer_view=view_kind,
+            answer_boxes=answer_boxes,
             forward_passes=ForwardPasses(search=counts["search"], answer=counts["answer"], aux=counts["aux"]),
             prefill_tokens=self.adapter.counter.prefill_tokens,
             timings_s={"targets": round(t1 - t0, 4), "search": round(t2 - t1, 4), "answer": round(t3 - t2, 4)},
         )
+
+    def _final_answer(
+        self,
+        image: Image.Image,
+        nodes: Sequence[Node],
+        *,
+        question: str,
+        options: Sequence[str] | None,
+        scheme: AnswerScheme,
+        suffix: str,
+        colour: Literal["red", "blue"],
+    ) -> tuple[str, Literal["full", "crop", "multi"], list[Box]]:
+        """The answer on the found nodes (§1.7): (answer, answer_view, answer boxes in image px)."""
+        max_new = self.config.answer_max_new_tokens
+        if self.input_mode == "global_local" and nodes and all(n.depth > 0 for n in nodes):
+            parts, views = self.zoom_parts(image, nodes, colour=colour)
+            answer = answer_on_parts(
+                self.adapter, parts, question=question, options=options, scheme=scheme, suffix=suffix,
+                max_new_tokens=max_new,
+            )  # fmt: skip
+            return answer, "multi", views.boxes_xyxy
+        union: Box | None = None
+        if self.input_mode == "local" and nodes:  # the union of the expanded patches
+            b = [self.crop_box(n, image.size) for n in nodes]
+            union = (min(x[0] for x in b), min(x[1] for x in b), max(x[2] for x in b), max(x[3] for x in b))
+        # Global+Local with nothing found (or the root): the full image alone, "global" prompt
+        view = image.crop(union) if union else image
+        answer = answer_on(
+            self.adapter, [view], question=question, options=options, scheme=scheme, suffix=suffix,
+            max_new_tokens=max_new,
+        )  # fmt: skip
+        return answer, ("crop" if union else "full"), ([union] if union else [])

@@ -9,6 +9,12 @@ Efficiency accounting, the same for every method:
 - wall-clock per question (``time.perf_counter``, CUDA synchronised) and peak memory: CUDA max allocated when CUDA
   is used, else the process's peak RSS (``resource.getrusage``; monotonic over the process).
 
+Items: every benchmark row is one independent item, run and scored on its own. On HR-Bench each row is one cyclic
+option order of a question (benchmarks.md §3.3): the method, search included, runs once per row and nothing is shared
+between the rows of a cyclic group (ZoomEye's and RAP's own scripts search once per question and answer the 4 orders
+on the same crops; this harness does not); accuracy is averaged over the ``cycle_category`` groups as the official
+scorer does (:func:`focus_tool.eval.scoring.accuracy_breakdown`).
+
 Data-parallel: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1) accelerate's ``PartialState`` (CPU: gloo)
 gives each rank the items ``rank::N``; ranks append to their own shard file, rank 0 merges the shards into
 ``<report>.items.jsonl`` in item order and writes the report, so the result equals a one-process run.
@@ -32,11 +38,11 @@ from typing import Any, Final
 from PIL import Image, ImageDraw
 
 from focus_tool.adapters.base import ForwardCounter, MLLMAdapter
-from focus_tool.baselines.common import AnswerScheme, Method, answer_on
+from focus_tool.baselines.common import AnswerScheme, Method
 from focus_tool.errors import FocusError
 from focus_tool.eval.datasets import SUFFIXES, EvalItem, load_benchmark
 from focus_tool.eval.scoring import accuracy_breakdown, predicted_letter
-from focus_tool.result import FocusResult, ForwardPasses
+from focus_tool.result import FocusResult
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +111,11 @@ def peak_mem_mb(device: str) -> float:
 class FocusMethod:
     """FOCUS (:class:`FocusPipeline`) behind the harness's ``run`` signature.
 
-    Under the logit scheme the pipeline still makes its own free-form answer call (it has no hook to skip it);
-    that reply is discarded, and the answer passes reported are the option-likelihood passes on the pipeline's
-    answer view (one crop, or the union of its answer boxes). Its prefill tokens stay in ``prefill_tokens``.
+    The answer scheme is the pipeline's own (``AnswerConfig.scheme``): under ``"logit"`` the pipeline scores each
+    option as the assistant reply to the bare question on its answer view (one crop / union / canvas, or the
+    multi-image view of global-local models), so the answer passes are exactly the option passes (K per question)
+    and no free-form reply is generated. Under ``"letter"`` the options are shown as (A) (B) ... with the
+    benchmark's instruction (``suffix``) and one reply is generated.
     """
 
     name = "focus"
@@ -129,34 +137,19 @@ class FocusMethod:
         scheme: AnswerScheme = "letter",
         suffix: str = "",
     ) -> FocusResult:
-        """FOCUS zoom + answer."""
+        """FOCUS zoom + answer under ``scheme``.
+
+        Raises:
+            ValueError: ``scheme="logit"`` without options.
+        """
+        if scheme == "logit" and not options:
+            raise ValueError("the logit answer scheme needs options")
         cfg = self.config
+        answer = dataclasses.replace(cfg.answer, scheme=scheme)
         if suffix:
-            cfg = dataclasses.replace(cfg, answer=dataclasses.replace(cfg.answer, answer_suffix=suffix))
-        pipe = self._pipeline_cls(self.adapter, cfg)
-        if scheme == "letter":
-            return pipe.zoom(image, question=question, options=options)
-        result = pipe.zoom(image, question=question)
-        boxes = result.answer_boxes
-        view = image
-        if boxes:
-            view = image.crop(
-                (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
-            )
-        before = self.adapter.counter.counts["answer"]
-        answer = answer_on(
-            self.adapter, [view], question=question, options=options, scheme=scheme, suffix=suffix, max_new_tokens=1
-        )
-        fp = result.forward_passes
-        return result.model_copy(
-            update={
-                "answer": answer,
-                "forward_passes": ForwardPasses(
-                    search=fp.search, answer=self.adapter.counter.counts["answer"] - before, aux=fp.aux
-                ),
-                "prefill_tokens": self.adapter.counter.prefill_tokens,
-            }
-        )
+            answer = dataclasses.replace(answer, answer_suffix=suffix)
+        pipe = self._pipeline_cls(self.adapter, dataclasses.replace(cfg, answer=answer))
+        return pipe.zoom(image, question=question, options=options)
 
 
 def build_method(
@@ -176,10 +169,9 @@ def build_method(
 
         return VanillaMethod(adapter, config_for(adapter))
     if name == "zoomeye":
-        from focus_tool.baselines.zoomeye import ZoomEyeConfig, ZoomEyeMethod
+        from focus_tool.baselines.zoomeye import ZoomEyeMethod, zoomeye_config_for
 
-        cfg = ZoomEyeConfig() if zoomeye_depth is None else ZoomEyeConfig(depth_limit=zoomeye_depth)
-        return ZoomEyeMethod(adapter, cfg)
+        return ZoomEyeMethod(adapter, zoomeye_config_for(adapter, depth_limit=zoomeye_depth))
     if name == "vicrop":
         from focus_tool.baselines.vicrop import ViCropConfig, ViCropMethod
 

@@ -112,7 +112,10 @@ def _group(rs: list[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]
 def accuracy_breakdown(records: list[dict[str, Any]], benchmark: str) -> dict[str, Any]:
     """Official accuracy of per-item records (``correct``, ``category``, ``extra``) plus its breakdown.
 
-    - HR-Bench: accuracy within each ``cycle_category`` group, averaged over groups, overall and per category.
+    - HR-Bench (VLMEvalKit ``report_acc_hrbench``): accuracy within each ``cycle_category`` group, then the sum over
+      groups divided by the number of groups, overall and per category. Each row is one item (one option order) of
+      its own; a category missing from a group adds 0 to that sum but the divisor stays the number of groups, as in
+      the official scorer (no difference on the full benchmark, where every question is in every group).
     - MME-RealWorld: per task (Perception / Reasoning), subtask and category; overall weighted by item count.
     - V* / synthetic: overall and per category.
     """
@@ -123,7 +126,7 @@ def accuracy_breakdown(records: list[dict[str, Any]], benchmark: str) -> dict[st
         out["per_cycle"] = {c: _acc(rs) for c, rs in cycles.items()}
         out["accuracy"] = sum(out["per_cycle"].values()) / len(cycles) if cycles else float("nan")
         out["per_category"] = {
-            cat: sum(_acc(g) for g in _group(rs, "x_cycle_category").values()) / len(_group(rs, "x_cycle_category"))
+            cat: sum(_acc(g) for g in _group(rs, "x_cycle_category").values()) / len(cycles)
             for cat, rs in _group(flat, "category").items()
         }
         return out

@@ -7,6 +7,7 @@ w(1) = 0.2 + 0.8 * (1/2)^2 = 0.4, w(2) = 1.0 (latent ignored at the leaves).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -16,13 +17,20 @@ import torch
 from PIL import Image
 
 from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
+from focus_tool.baselines.common import answer_text
 from focus_tool.baselines.zoomeye import (
+    ANSWERING,
+    DECOMPOSED,
     ZoomEyeConfig,
     ZoomEyeMethod,
+    merge_boxes,
     parse_cues,
     priority_weight,
+    root_view,
     split_grid,
     tree_depth,
+    zoom_views,
+    zoomeye_config_for,
 )
 from focus_tool.grid import PatchGrid
 
@@ -235,3 +243,280 @@ def test_type2_keeps_nodes_beating_their_subtree() -> None:
 )
 def test_parse_cues(reply: str, cues: list[str]) -> None:
     assert parse_cues(reply, 4) == cues
+
+
+# ---------------------------------------------------------------------------------------------- Global+Local input
+#
+# The same tree scaled by 4: a 144 x 144 image, patch_size 40 -> root "0" (144 px), "0.k" (72 px), "0.k.j" (36 px <
+# 40: leaves). Same TABLE, same b = 0.2, so the same pops as test_relaxation_trace; what changes is what each call
+# sees (peers.md §1.3): the root alone ("full", global prompts), every other node as main image + zoomed view
+# ("zoom", zoomed-in-view prompts). The padded square is the image itself; outline t = 144 // 120 = 1 px.
+
+BIG_BOXES = {name: tuple(4 * v for v in box) for name, box in BOXES.items()}
+
+
+def _big_image() -> Image.Image:
+    xs, ys = np.meshgrid(np.arange(144), np.arange(144))  # pixel (x, y) = (R, G)
+    return Image.fromarray(np.stack([xs, ys, np.zeros_like(xs)], -1).astype(np.uint8))
+
+
+class GlobalLocalAdapter(ScriptedAdapter):
+    """Scripted multi-image adapter: records (kind, view, node) per confidence in ``seen``; the zoomed view's node is
+    decoded from its centre pixel (which encodes its image position) and its size."""
+
+    answer_mode = "multi"
+    input_px = 40
+
+    def __init__(
+        self,
+        table: dict[str, tuple[float, float, float]],
+        *,
+        by_text: dict[str, float] | None = None,
+        cue_reply: str = "So I need the information about the following objects: red card.",
+    ) -> None:
+        super().__init__(table)
+        self.by_text = by_text or {}
+        self.cue_reply = cue_reply
+        self.seen: list[tuple[str, str, str]] = []  # (kind, view, node) per confidence call
+        self.views: list[tuple[tuple[int, int], str, str, str]] = []  # (main size, main caption, zoom caption, text)
+        self.answers: list[list[Image.Image | str]] = []
+
+    def big_node(self, view: Image.Image) -> str:
+        cx, cy, _ = view.getpixel((view.width // 2, view.height // 2))
+        x0, y0 = cx - view.width // 2, cy - view.height // 2
+        return max(BIG_BOXES, key=lambda n: _iou(BIG_BOXES[n], (x0, y0, x0 + view.width, y0 + view.height)))
+
+    def _margin(self, text: str, view: str, node: str) -> float:
+        kind = "exist" if text.startswith("Is there") else "latent" if text.startswith("According") else "answer"
+        self.seen.append((kind, view, node))
+        c = self.by_text.get(text, self.table.get(node, (0.0, 0.0, 0.0))[("exist", "latent", "answer").index(kind)])
+        return 2 * math.atanh(c)
+
+    def yes_no_margins(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        views = ["full" if im.size == (144, 144) else "small" for im in images]
+        out = [self._margin(t, v, "0") for t, v in zip(texts, views, strict=True)]
+        self.counter.add(len(images), 10 * len(images))
+        return torch.tensor(out, dtype=torch.float64)
+
+    def yes_no_margins_interleaved(self, prompts: Sequence[Sequence[Image.Image | str]]) -> torch.Tensor:
+        out = []
+        for main, main_caption, zoom, zoom_caption, text in prompts:
+            assert isinstance(main, Image.Image) and isinstance(zoom, Image.Image)
+            assert isinstance(main_caption, str) and isinstance(zoom_caption, str) and isinstance(text, str)
+            self.views.append((main.size, main_caption, zoom_caption, text))
+            out.append(self._margin(text, "zoom", self.big_node(zoom)))
+        self.counter.add(len(prompts), 20 * len(prompts))
+        return torch.tensor(out, dtype=torch.float64)
+
+    def generate(self, image: Image.Image | None, text: str, *, max_new_tokens: int) -> str:
+        self.counter.add(1, 10)
+        if image is None:
+            return self.cue_reply
+        self.answers.append([image, text])
+        return "A"
+
+    def generate_interleaved(self, parts: Sequence[Image.Image | str], *, max_new_tokens: int) -> str:
+        self.counter.add(1, 20)
+        self.answers.append(list(parts))
+        return "B"
+
+    def option_log_likelihoods_interleaved(
+        self, parts: Sequence[Image.Image | str], options: Sequence[str]
+    ) -> torch.Tensor:
+        self.counter.add(len(options), 20 * len(options))
+        self.answers.append(list(parts))
+        return torch.arange(len(options), dtype=torch.float64)  # the last option wins
+
+
+def _expanded(parent: str) -> list[tuple[str, str, str]]:
+    """The 8 priority calls when ``parent``'s 4 children enter the queue: existence of each, then latent of each."""
+    return [(kind, "zoom", f"{parent}.{i}") for kind in ("exist", "latent") for i in range(4)]
+
+
+def test_input_mode_follows_the_adapter_answer_mode() -> None:
+    assert ZoomEyeMethod(ScriptedAdapter({}), ZoomEyeConfig()).input_mode == "local"
+    assert ZoomEyeMethod(GlobalLocalAdapter({}), ZoomEyeConfig()).input_mode == "global_local"
+    assert ZoomEyeMethod(GlobalLocalAdapter({}), ZoomEyeConfig(input_mode="local")).input_mode == "local"
+
+
+def test_global_local_relaxation_trace_calls() -> None:
+    """Same pops as test_relaxation_trace; the root's answering call sees the full image alone, every other call the
+    main image (40 x 40, outlined) + the node's zoomed view with the zoomed-in-view prompts."""
+    adapter = GlobalLocalAdapter(TABLE)
+    method = ZoomEyeMethod(adapter, ZoomEyeConfig())
+    out = method.search_type1(_big_image(), "red card", "What is the color of the dots on the red card?")
+    assert [(s.node, s.event) for s in out.trace] == [
+        ("0", "pop"),
+        ("0.0", "pop"),
+        ("0.0.1", "pop"),
+        ("0.2", "pop"),
+        ("0.2.2", "pop"),
+        ("0.2.3", "relax_continue"),
+        ("0.1", "pop"),
+        ("0.1.3", "relax_accept"),
+    ]
+    assert out.node is not None and out.node.name == "0.1.3"
+    assert adapter.seen == [
+        ("answer", "full", "0"),
+        *_expanded("0"),
+        ("answer", "zoom", "0.0"),
+        *_expanded("0.0"),
+        ("answer", "zoom", "0.0.1"),
+        ("answer", "zoom", "0.2"),
+        *_expanded("0.2"),
+        ("answer", "zoom", "0.2.2"),
+        ("answer", "zoom", "0.2.3"),
+        ("answer", "zoom", "0.1"),
+        *_expanded("0.1"),
+        ("answer", "zoom", "0.1.3"),
+    ]
+    assert adapter.counter.counts["search"] == 40  # 1 FP per confidence, as in Local mode
+    main_caption = "This is the main image, and the section enclosed by the red rectangle is the focus region."
+    zoom_caption = "This is the zoomed-in view of the focus region."
+    existence = "Is there a red card in the zoomed-in view? Answer Yes or No."
+    assert adapter.views[0] == ((40, 40), main_caption, zoom_caption, existence)
+    assert adapter.views[4][3] == (
+        "According to your common sense knowledge and the content of the zoomed-in view, along with its location in "
+        "the image, is it possible to find a red card by further zooming in the current view? Answer Yes or No and "
+        "tell the reason."
+    )
+    assert adapter.views[8][3] == (
+        "Question: What is the color of the dots on the red card?\n"
+        "Could you answer the question based on the the available visual information? Answer Yes or No."
+    )
+
+
+@pytest.mark.parametrize("scheme", ["letter", "logit"])
+def test_global_local_final_answer_gets_main_image_and_zoomed_view(scheme: str) -> None:
+    """0.1.3 = (108, 36, 144, 72) -> expanded to 40 px about (126, 54): (106, 34, 144, 74); outlined 1 px outside:
+    (105, 33, 144, 75), the zoomed view. Letter: one interleaved generate; logit: one pass per option."""
+    adapter = GlobalLocalAdapter(TABLE)
+    method = ZoomEyeMethod(adapter, ZoomEyeConfig())
+    question = "What is the color of the red rectangle?"  # mentions a red rectangle: outlined in blue
+    result = method.run(_big_image(), question=question, options=["white", "black"], scheme=scheme)  # type: ignore[arg-type]
+    assert result.answer_view == "multi" and result.answer_boxes == [(106, 34, 144, 74)]
+    assert result.answer == ("B" if scheme == "letter" else "black")
+    fp = result.forward_passes
+    assert (fp.aux, fp.search, fp.answer) == (1, 40, 1 if scheme == "letter" else 2)
+    main, main_caption, zoom, zoom_caption, text = adapter.answers[-1]
+    assert isinstance(main, Image.Image) and isinstance(zoom, Image.Image)
+    assert main.size == (40, 40) and zoom.size == (39, 42) and adapter.big_node(zoom) == "0.1.3"
+    assert main_caption == "This is the main image, and the section enclosed by the blue rectangle is the focus region."
+    assert zoom_caption == "This is the zoomed-in view of the focus region."
+    assert zoom.getpixel((0, 21)) == (0, 0, 255) and zoom.getpixel((1, 21)) == (106, 54, 0)  # outline, then image
+    assert text == (question if scheme == "logit" else answer_text(question, ["white", "black"], ""))
+
+
+def test_global_local_root_filter_skips_the_search() -> None:
+    """Two cues: the root filter asks each decomposed question on the 40 x 40 root view; "blue card" reaches 0.7 >=
+    tau_upper, so nothing is searched and the full image alone is answered (2 search FPs)."""
+    decomposed_blue = ANSWERING.format(DECOMPOSED.format("blue card"))
+    adapter = GlobalLocalAdapter(
+        TABLE,
+        by_text={decomposed_blue: 0.7},
+        cue_reply="So I need the information about the following objects: red card and blue card.",
+    )
+    result = ZoomEyeMethod(adapter, ZoomEyeConfig()).run(_big_image(), question="Q?", options=["a", "b"])
+    assert adapter.seen == [("answer", "small", "0"), ("answer", "small", "0")]
+    assert result.targets == ["red card", "blue card"] and result.regions == []
+    assert result.answer_view == "full" and result.answer_boxes == [] and result.answer == "A"
+    assert adapter.answers[-1][0].size == (144, 144)  # the full image, single-image prompt
+    fp = result.forward_passes
+    assert (fp.aux, fp.search, fp.answer) == (1, 2, 1)
+
+
+def test_global_local_several_cues_search_from_the_root() -> None:
+    """Root filter below tau (0.1 each), then one search per cue with force_visit_bottom and the root asked (no
+    force_no_root in Global+Local); both find 0.1.3, whose equal patches merge into one outline."""
+    adapter = GlobalLocalAdapter(
+        TABLE, cue_reply="So I need the information about the following objects: red card and blue card."
+    )
+    result = ZoomEyeMethod(adapter, ZoomEyeConfig()).run(_big_image(), question="Q?", options=["a", "b"])
+    assert adapter.seen[:3] == [("answer", "small", "0"), ("answer", "small", "0"), ("answer", "full", "0")]
+    assert [r.target for r in result.regions] == ["red card", "blue card"]
+    assert {r.box for r in result.regions} == {BIG_BOXES["0.1.3"]}
+    assert result.answer_view == "multi" and result.answer_boxes == [(106, 34, 144, 74)]
+    assert result.forward_passes.search == 2 + 2 * 40
+
+
+@pytest.mark.parametrize(
+    ("boxes", "merged"),
+    [
+        ([(0, 0, 10, 10), (100, 0, 110, 10)], [(0, 0, 110, 10)]),  # gap 90 < 2 x 50
+        ([(0, 0, 10, 10), (110, 0, 120, 10)], [(0, 0, 10, 10), (110, 0, 120, 10)]),  # gap 100: not merged
+        ([(0, 0, 10, 10), (180, 0, 190, 10), (90, 0, 100, 10)], [(0, 0, 190, 10)]),  # second pass joins the chain
+        ([(5, 5, 20, 20), (5, 5, 20, 20)], [(5, 5, 20, 20)]),
+        ([], []),
+    ],
+)
+def test_merge_boxes(boxes: list[tuple[int, int, int, int]], merged: list[tuple[int, int, int, int]]) -> None:
+    assert merge_boxes(boxes, 50) == merged
+
+
+@pytest.mark.parametrize(
+    ("main_view", "main_size"),
+    [("square", (40, 40)), ("aspect", (40, 20))],
+)
+def test_zoom_views_geometry(main_view: str, main_size: tuple[int, int]) -> None:
+    """240 x 120 image -> 240-px square, image at top = 60, t = 240 // 120 = 2. Patch (100, 20, 140, 60) -> square
+    (100, 80, 140, 120) -> outlined box (98, 78, 142, 122), a 44 x 44 zoomed view with a 2-px border."""
+    image = Image.new("RGB", (240, 120), (255, 255, 255))
+    views = zoom_views(
+        image,
+        [(100, 20, 140, 60)],
+        main_px=40,
+        main_view=main_view,  # type: ignore[arg-type]
+        colour="red",
+        fill=(0, 0, 0),
+        merge_buffer_px=50,
+    )
+    assert views.zoom_xyxy == (98, 78, 142, 122) and views.zoom.size == (44, 44)
+    assert views.boxes_xyxy == [(100, 20, 140, 60)]
+    assert [views.zoom.getpixel((x, 22)) for x in (0, 1, 2)] == [(255, 0, 0), (255, 0, 0), (255, 255, 255)]
+    assert views.main.size == main_size
+    assert root_view(image, main_px=40, main_view=main_view, fill=(0, 0, 0)).size == main_size  # type: ignore[arg-type]
+    two = zoom_views(
+        image,
+        [(0, 0, 10, 10), (200, 100, 210, 110)],
+        main_px=40,
+        main_view="square",
+        colour="blue",
+        fill=(0, 0, 0),
+        merge_buffer_px=50,
+    )
+    assert two.boxes_xyxy == [(0, 0, 10, 10), (200, 100, 210, 110)]  # far apart: two outlines
+    assert two.zoom_xyxy == (0, 58, 212, 172)  # union of (0, 58, 12, 72) and (198, 158, 212, 172)
+
+
+@pytest.fixture(scope="module")
+def tiny_multi() -> dict[str, MLLMAdapter]:
+    from focus_tool.adapters.llava_onevision import LlavaOnevisionAdapter
+    from focus_tool.adapters.qwen2_5_vl import Qwen25VLAdapter
+    from tests.tiny_models import tiny_onevision, tiny_qwen25vl
+
+    return {
+        "llava-onevision": LlavaOnevisionAdapter(*tiny_onevision(seed=0)),
+        "qwen2.5-vl": Qwen25VLAdapter(*tiny_qwen25vl(seed=0)),
+    }
+
+
+@pytest.mark.parametrize("arch", ["llava-onevision", "qwen2.5-vl"])
+@pytest.mark.parametrize("scheme", ["letter", "logit"])
+def test_global_local_runs_on_tiny_multi_image_models(
+    tiny_multi: dict[str, MLLMAdapter], arch: str, scheme: str
+) -> None:
+    """The real adapters' interleaved Yes/No and answer calls: preset per backbone, every pass counted."""
+    adapter = tiny_multi[arch]
+    cfg = zoomeye_config_for(adapter, depth_limit=2)
+    assert cfg.input_mode == "global_local" and cfg.bias == 0.6 and cfg.patch_scale == 1.2
+    assert cfg.main_view == ("aspect" if arch == "qwen2.5-vl" else "square")
+    method = ZoomEyeMethod(adapter, dataclasses.replace(cfg, patch_size=32))  # tiny tiles; Qwen's preset is 448
+    image = Image.fromarray((np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8))
+    options = ["red", "blue card"]
+    question = "What is the color of the dots on the red card?"
+    result = method.run(image, question=question, options=options, scheme=scheme, cues=["red card"])  # type: ignore[arg-type]
+    fp = result.forward_passes
+    assert fp.aux == 0 and fp.search >= 1 and fp.answer == (1 if scheme == "letter" else len(options))
+    assert result.answer_view in ("multi", "full") and result.answer is not None
+    if scheme == "logit":
+        assert result.answer in options

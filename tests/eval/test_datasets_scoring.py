@@ -75,6 +75,19 @@ def test_hrbench_cyclic_average_is_over_groups() -> None:
     assert accuracy_breakdown(recs, "hrbench8k")["accuracy"] == pytest.approx(0.5)
 
 
+def test_hrbench_per_category_divides_by_all_groups_as_the_official_scorer() -> None:
+    """report_acc_hrbench: per type, the sum of its per-group accuracies over the groups where it occurs, divided by
+    the number of groups. "cross" occurs only in group a (1.0): 1.0 / 2 groups = 0.5."""
+    recs = [
+        {"correct": True, "category": "single", "extra": {"cycle_category": "a"}},
+        {"correct": False, "category": "single", "extra": {"cycle_category": "b"}},
+        {"correct": True, "category": "cross", "extra": {"cycle_category": "a"}},
+    ]
+    acc = accuracy_breakdown(recs, "hrbench4k")
+    assert acc["per_cycle"] == {"a": 1.0, "b": 0.0} and acc["accuracy"] == pytest.approx(0.5)
+    assert acc["per_category"] == {"cross": 0.5, "single": 0.5}
+
+
 def test_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path) -> None:
     f = tmp_path / "hr_bench_4k.parquet"
     f.write_bytes(b"PAR1")

@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.eval import runner
@@ -93,6 +95,92 @@ def test_logit_scheme_on_vstar_fixture(tmp_path: Path, adapter: LlavaAdapter) ->
     vanilla = [r for r in records if r["method"] == "vanilla"]
     assert [r["answer_fps"] for r in vanilla] == [4, 2]  # one pass per option sentence
     assert all(r["answer"] == "A" for r in vanilla)  # stored order: the first option is correct
+
+
+def test_focus_logit_scheme_spends_exactly_the_option_passes(
+    tmp_path: Path, adapter: LlavaAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline is configured with scheme="logit": no free-form answer is generated and thrown away."""
+    phases: list[str] = []
+    real = adapter.generate
+
+    def spy(image: Any, text: str, *, max_new_tokens: int) -> str:
+        phases.append(adapter.counter.phase)
+        return real(image, text, max_new_tokens=max_new_tokens)
+
+    monkeypatch.setattr(adapter, "generate", spy)
+    spec = _spec(tmp_path, benchmark="vstar", data=FIX / "vstar", scheme="logit", limit=None, methods=("focus",))
+    report = run_eval(spec, adapter=adapter)
+    assert report is not None and report["methods"]["focus"]["answer_scheme"] == "logit"
+    records = [json.loads(x) for x in items_path(spec.report).read_text().splitlines()]
+    assert [r["answer_fps"] for r in records] == [4, 2]  # one pass per option sentence, nothing else
+    assert phases == ["aux", "aux"]  # target extraction only; no answer-phase generate
+    assert all(r["pred"] for r in records)  # every reply is one of the option texts
+
+
+def test_focus_scheme_reaches_the_pipeline(adapter: LlavaAdapter) -> None:
+    method = runner.build_method("focus", adapter)
+    image = Image.new("RGB", (64, 48), "white")
+    options = ["black", "white", "cyan"]
+    letter = method.run(image, question="What is the color?", options=options, scheme="letter", suffix="Letter.")
+    logit = method.run(image, question="What is the color?", options=options, scheme="logit", suffix="Letter.")
+    assert letter.forward_passes.answer == 1
+    assert logit.forward_passes.answer == 3 and logit.answer in options
+    assert method.config.answer.scheme == "letter"  # the method's base config is not mutated
+    with pytest.raises(ValueError, match="needs options"):
+        method.run(image, question="What is the color?", options=None, scheme="logit")
+
+
+class _AlwaysA:
+    """A method that records each call and answers "A" (letter scheme)."""
+
+    name = "focus"
+
+    def __init__(self) -> None:
+        from focus_tool.adapters.base import ForwardCounter
+
+        self.adapter = SimpleNamespace(counter=ForwardCounter(), model_id="always-a")
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def run(self, image: Image.Image, *, question: str, options: Any, scheme: str = "letter", suffix: str = "") -> Any:
+        from focus_tool.result import FocusResult, ForwardPasses
+
+        self.calls.append((question, tuple(options)))
+        self.adapter.counter.reset()
+        with self.adapter.counter.in_phase("search"):
+            self.adapter.counter.add(3, 30)  # a search of 3 passes, once per call
+        return FocusResult(
+            method="focus", model_id="always-a", image_wh=image.size, question=question, answer="A",
+            forward_passes=ForwardPasses(search=3, answer=1, aux=0), prefill_tokens=30,
+        )  # fmt: skip
+
+
+def test_hrbench_cyclic_rows_are_searched_one_by_one_and_scored_officially(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first two fixture rows: one question in two cyclic option orders (cyc0: answer A, cyc1: answer D). Each row
+    is its own item: the method (search included) runs once per row, nothing is shared. An always-"A" model is right
+    in cyc0 only: per-group accuracies 1.0 and 0.0, averaged over the 2 groups = 0.5 (VLMEvalKit report_acc_hrbench).
+    """
+    method = _AlwaysA()
+    monkeypatch.setattr(runner, "build_method", lambda name, adapter, **kw: method)
+    spec = _spec(tmp_path, benchmark="hrbench4k", data=FIX / "hrbench" / "hr_bench_4k.tsv", limit=2, methods=("focus",))
+    report = run_eval(spec, adapter=method.adapter)  # type: ignore[arg-type]
+    assert method.calls == [
+        ("What color is the small card?", ("red", "green", "blue", "yellow")),
+        ("What color is the small card?", ("green", "blue", "yellow", "red")),
+    ]
+    records = [json.loads(x) for x in items_path(spec.report).read_text().splitlines()]
+    assert [(r["item_id"], r["extra"]["cycle_category"], r["answer"], r["correct"]) for r in records] == [
+        ("0", "cyc0", "A", True),
+        ("1", "cyc1", "D", False),
+    ]
+    assert [r["search_fps"] for r in records] == [3, 3]  # one search per row
+    assert report is not None
+    focus = report["methods"]["focus"]
+    assert focus["accuracy"] == pytest.approx(0.5) and focus["search_fps_mean"] == 3.0
+    assert focus["breakdown"]["per_cycle"] == {"cyc0": 1.0, "cyc1": 0.0}
+    assert focus["breakdown"]["per_category"] == {"single": pytest.approx(0.5)}
 
 
 def test_tflops_formula() -> None:
