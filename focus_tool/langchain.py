@@ -4,14 +4,19 @@ The tool formats and never computes: the service opens the image under the agent
 cuts the crops. Content is a text block (compact JSON, enough without images) plus one base64 JPEG image block per
 top crop; the artifact is the :class:`~focus_tool.service.AgentResult` object (a ``FocusResult`` with session
 info).
-Expected failures (``FocusError``) become ``ToolException`` so the model sees a fixable message.
+Expected failures (``FocusError``) become ``ToolException`` so the model sees a fixable message. Async calls emit
+``focus_progress`` custom events (``{"stage": ..., "fraction": ...}``): ``running FOCUS``, then each pipeline step
+(``targets``, ``search <target>``, ``answer`` or ``regions``, ``done``). URL inputs follow the service's
+:class:`~focus_tool.service.AgentPolicy` (``allow_urls``, off by default).
 
 Requires the ``langchain`` extra (``langchain-core``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -22,7 +27,9 @@ from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field
 
 from focus_tool.errors import FocusError
-from focus_tool.service import AgentResult, FocusService, summary_json
+from focus_tool.service import AgentResult, FocusService, ProgressFn, summary_json
+
+logger = logging.getLogger(__name__)
 
 ZOOM_DESCRIPTION = (
     "Zoom into small details of an image with a local vision model (FOCUS). Give the image (absolute image_path "
@@ -39,7 +46,9 @@ class ZoomInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image_path: str = Field(
-        default="", description="Absolute path of the image file under an allowed folder; empty if image_base64 is set."
+        default="",
+        description="Absolute path of the image file under an allowed folder (or an http(s) URL if the tool allows "
+        "URLs); empty if image_base64 is set.",
     )
     image_base64: str = Field(
         default="", description="Base64-encoded PNG/JPEG/WebP bytes (max 3 MB decoded); empty if image_path is set."
@@ -82,6 +91,19 @@ class FocusZoomTool(BaseTool):
         max_crops: int = 3,
         run_manager: CallbackManagerForToolRun | None = None,
     ) -> tuple[list[dict[str, Any]], AgentResult]:
+        return self._zoom(image_path, image_base64, question, target, region_id, max_crops, None)
+
+    def _zoom(
+        self,
+        image_path: str,
+        image_base64: str,
+        question: str,
+        target: str,
+        region_id: str,
+        max_crops: int,
+        progress: ProgressFn | None,
+    ) -> tuple[list[dict[str, Any]], AgentResult]:
+        """The one synchronous path: call the service, turn the outcome into blocks + artifact."""
         try:
             outcome = self.service.zoom(
                 image_path=image_path,
@@ -91,6 +113,7 @@ class FocusZoomTool(BaseTool):
                 region_id=region_id,
                 max_crops=max_crops,
                 return_images=self.return_images,
+                progress=progress,
             )
         except FocusError as e:
             raise ToolException(str(e)) from e
@@ -111,24 +134,31 @@ class FocusZoomTool(BaseTool):
         max_crops: int = 3,
         run_manager: AsyncCallbackManagerForToolRun | None = None,
     ) -> tuple[list[dict[str, Any]], AgentResult]:
-        """Run the same synchronous path in a worker thread (the engine serialises inference)."""
-        if run_manager is not None:
-            await adispatch_custom_event(
-                "focus_progress", {"stage": "running FOCUS"}, config={"callbacks": run_manager.get_child()}
+        """Run the same synchronous path in a worker thread (the engine serialises inference), with progress events."""
+        if run_manager is None:
+            return await run_in_executor(
+                None, self._zoom, image_path, image_base64, question, target, region_id, max_crops, None
             )
+        loop = asyncio.get_running_loop()
+        callbacks = run_manager.get_child()
+        stages: list[str] = []
+
+        async def emit(stage: str, fraction: float) -> None:
+            stages.append(stage)
+            await adispatch_custom_event(
+                "focus_progress", {"stage": stage, "fraction": fraction}, config={"callbacks": callbacks}
+            )
+
+        def on_step(message: str, fraction: float) -> None:  # worker thread: hand the step to the loop, in order
+            try:
+                asyncio.run_coroutine_threadsafe(emit(message, fraction), loop).result(timeout=30)
+            except Exception:  # progress is best effort: a closed loop or a failing handler must not stop FOCUS
+                logger.debug("progress event %r dropped", message, exc_info=True)
+
+        await emit("running FOCUS", 0.0)
         out: tuple[list[dict[str, Any]], AgentResult] = await run_in_executor(
-            None,
-            self._run,
-            image_path,
-            image_base64,
-            question,
-            target,
-            region_id,
-            max_crops,
-            run_manager.get_sync() if run_manager is not None else None,
+            None, self._zoom, image_path, image_base64, question, target, region_id, max_crops, on_step
         )
-        if run_manager is not None:
-            await adispatch_custom_event(
-                "focus_progress", {"stage": "done"}, config={"callbacks": run_manager.get_child()}
-            )
+        if stages[-1] != "done":  # a cache hit runs no step
+            await emit("done", 1.0)
         return out

@@ -4,11 +4,15 @@
 
 1. opens the image under an :class:`AgentPolicy` (absolute paths under allowed roots with symlinks resolved, a
    file-size cap, a base64 byte cap checked before decoding, a pixel cap and Pillow's decompression-bomb error
-   checked from the header, a fixed list of decoders, URLs always refused: fetching is not implemented);
+   checked from the header, a fixed list of decoders); an ``http(s)`` URL in ``image_path`` is refused unless the
+   policy allows URLs, and then fetched by :mod:`focus_tool.fetch` (public addresses only, byte cap, timeout,
+   image content type) and decoded with the same checks;
 2. looks the request up in a small session cache keyed by the SHA-256 of the image bytes: an identical request
-   returns the stored result (*result reuse*: the forward passes it cost are reported as saved), and a request with
-   ``region_id`` zooms inside a region of an earlier result on the same image;
-3. runs :class:`~focus_tool.pipeline.FocusPipeline` one call at a time behind a bounded queue with a wait timeout.
+   returns the stored result (*result reuse*: the forward passes it cost are reported as saved; switched off with
+   ``reuse_results=False``, e.g. for load tests), and a request with ``region_id`` zooms inside a region of an
+   earlier result on the same image;
+3. runs :class:`~focus_tool.pipeline.FocusPipeline` one call at a time behind a bounded queue with a wait timeout,
+   passing on the caller's per-step ``progress`` callback (called from the thread that runs the model).
 
 Zooming inside a region crops the region (grown to the pipeline's minimum side if needed), runs the pipeline on
 the crop and maps every box back with :meth:`PatchGrid.crop_to_image_xyxy`, so coordinates always stay in the
@@ -34,7 +38,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +49,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from focus_tool.errors import FocusError, InputRejected
+from focus_tool.fetch import fetch_image_bytes
 from focus_tool.grid import PatchGrid
 from focus_tool.inputs import InputPolicy, check_text
 from focus_tool.ops.boxes import expand_to_min_size
@@ -54,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 SAFE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # never EPS (Ghostscript)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+ProgressFn = Callable[[str, float], None]
+"""``progress(message, fraction)`` as the pipeline calls it at each step ("targets", "search <target>", "answer" or
+"regions", "done"); ``fraction`` in [0, 1]. Same shape as :data:`focus_tool.pipeline.ProgressFn`."""
 
 
 class ServiceBusy(FocusError):
@@ -73,6 +82,12 @@ class AgentPolicy:
         max_output_side_px: long side of each returned crop image.
         max_output_bytes: total JPEG bytes of the returned crop images; further crops are dropped.
         jpeg_quality: quality of the returned crop images.
+        allow_urls: fetch ``http(s)://`` URLs given as ``image_path`` (off: every URL is refused). The download
+            is capped at ``max_base64_bytes``.
+        url_timeout_s: total time budget of one download, redirects included.
+        url_max_redirects: redirect hops followed (each one re-validated).
+        url_allow_private: also fetch from loopback / private / link-local addresses (off: public only; turn on
+            only for an intranet or a loopback test, it opens the server to SSRF).
         image: the engine's own checks (minimum side, question length).
     """
 
@@ -84,6 +99,10 @@ class AgentPolicy:
     max_output_side_px: int = 768
     max_output_bytes: int = 800_000
     jpeg_quality: int = 85
+    allow_urls: bool = False
+    url_timeout_s: float = 10.0
+    url_max_redirects: int = 3
+    url_allow_private: bool = False
     image: InputPolicy = field(default_factory=InputPolicy)
 
     def __post_init__(self) -> None:
@@ -94,6 +113,10 @@ class AgentPolicy:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.jpeg_quality <= 95:
             raise ValueError(f"jpeg_quality must be in 1..95, got {self.jpeg_quality}")
+        if not self.url_timeout_s > 0:
+            raise ValueError(f"url_timeout_s must be > 0, got {self.url_timeout_s}")
+        if self.url_max_redirects < 0:
+            raise ValueError(f"url_max_redirects must be >= 0, got {self.url_max_redirects}")
 
     def roots_text(self) -> str:
         """The allowed roots for error messages."""
@@ -193,14 +216,25 @@ class LoadedImage:
 
     image: Image.Image
     sha256: str
-    source: str  # "path" or "base64", for logs
+    source: str  # "path", "url" or "base64", for logs
 
 
 def open_image(policy: AgentPolicy, *, image_path: str = "", image_base64: str = "") -> LoadedImage:
-    """Open exactly one of ``image_path`` / ``image_base64`` under ``policy``; raises InputRejected."""
+    """Open exactly one of ``image_path`` (a path, or a URL if allowed) / ``image_base64``; raises InputRejected."""
     if bool(image_path) == bool(image_base64):
         raise InputRejected(
             "give exactly one of image_path (absolute path under an allowed folder) or image_base64 (encoded bytes)"
+        )
+    if image_path and policy.allow_urls and _URL.match(image_path):
+        data = fetch_image_bytes(
+            image_path,
+            max_bytes=policy.max_base64_bytes,
+            timeout_s=policy.url_timeout_s,
+            max_redirects=policy.url_max_redirects,
+            allow_private=policy.url_allow_private,
+        )
+        return LoadedImage(
+            decode_image(data, policy, what="the image at the URL"), hashlib.sha256(data).hexdigest(), "url"
         )
     if image_path:
         path = check_path(image_path, policy)
@@ -445,8 +479,15 @@ class InferenceGate:
 class Zoomable(Protocol):
     """What the service needs from an engine (:class:`~focus_tool.pipeline.FocusPipeline` satisfies it)."""
 
-    def zoom(self, image: Image.Image, *, question: str | None = None, target: str | None = None) -> FocusResult:
-        """Run FOCUS on one image."""
+    def zoom(
+        self,
+        image: Image.Image,
+        *,
+        question: str | None = None,
+        target: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> FocusResult:
+        """Run FOCUS on one image, calling ``progress`` as each step starts."""
         ...
 
 
@@ -460,11 +501,14 @@ class FocusService:
         *,
         cache: SessionCache | None = None,
         gate: InferenceGate | None = None,
+        reuse_results: bool = True,
     ) -> None:
+        """Wrap ``pipeline``; ``reuse_results=False`` runs the model on every call (region ids are still kept)."""
         self.pipeline = pipeline
         self.policy = policy or AgentPolicy()
         self.cache = cache or SessionCache()
         self.gate = gate or InferenceGate()
+        self.reuse_results = reuse_results
 
     def zoom(
         self,
@@ -476,6 +520,7 @@ class FocusService:
         region_id: str = "",
         max_crops: int = 3,
         return_images: bool = True,
+        progress: ProgressFn | None = None,
     ) -> ZoomOutcome:
         """Open the image, reuse or compute the result (inside ``region_id`` if given), and cut the top crops.
 
@@ -487,6 +532,8 @@ class FocusService:
             region_id: id of a region of an earlier result on the same image to zoom inside.
             max_crops: how many top regions to return as images (1 .. policy.max_crops).
             return_images: cut JPEG crops of the top regions.
+            progress: called by the pipeline as each step starts (from the calling thread, while the model runs);
+                not called on a cache hit.
 
         Raises:
             InputRejected: bad input, with the fix; ServiceBusy: queue full or wait timed out.
@@ -501,7 +548,7 @@ class FocusService:
         loaded = open_image(self.policy, image_path=image_path, image_base64=image_base64)
         key = (q, t, rid)
 
-        cached = self.cache.lookup(loaded.sha256, key)
+        cached = self.cache.lookup(loaded.sha256, key) if self.reuse_results else None
         if cached is not None:
             fp = cached.forward_passes
             info = SessionInfo(
@@ -515,12 +562,14 @@ class FocusService:
             )
             result = AgentResult(**cached.model_dump(), session=info)
         else:
-            result = self._compute(loaded, q, t, rid)
+            result = self._compute(loaded, q, t, rid, progress)
         regions = top_regions(result, max_crops)
         crops = crop_jpegs(loaded.image, regions, self.policy) if return_images else []
         return ZoomOutcome(result=result, image=loaded.image, top_regions=regions, crops_jpeg=crops)
 
-    def _compute(self, loaded: LoadedImage, question: str, target: str, region_id: str) -> AgentResult:
+    def _compute(
+        self, loaded: LoadedImage, question: str, target: str, region_id: str, progress: ProgressFn | None
+    ) -> AgentResult:
         image, parent_box = loaded.image, None
         if region_id:
             box = self.cache.region_box(loaded.sha256, region_id)
@@ -530,7 +579,7 @@ class FocusService:
         t0 = time.perf_counter()
         with self.gate.slot():
             waited = time.perf_counter() - t0
-            raw = self.pipeline.zoom(image, question=question or None, target=target or None)
+            raw = self.pipeline.zoom(image, question=question or None, target=target or None, progress=progress)
         if parent_box is not None:
             raw = shift_result(raw, origin_xy=parent_box[:2], image_wh=loaded.image.size, prefix=region_id)
         raw = raw.model_copy(update={"timings_s": {**raw.timings_s, "queue": round(waited, 4)}})

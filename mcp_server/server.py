@@ -4,6 +4,11 @@ The tools only parse, call :class:`focus_tool.service.FocusService` in a worker 
 (compact JSON, enough alone), one ``ImageContent`` JPEG per top crop, and ``structured_content`` whose schema is
 :class:`focus_tool.service.AgentResult` (the ``FocusResult`` plus session info). The model loads in the lifespan in
 a background task, so the handshake never waits for weights; calls made during the load get progress heartbeats.
+
+Progress: ``loading model (N s)`` while the weights load, ``running FOCUS``, then one notification per pipeline step
+(``targets``, ``search <target>``, ``answer`` or ``regions``, ``done``) with a ``<step> (N s)`` heartbeat every second
+in between. The pipeline runs in a worker thread; its step callback hands each step to the event loop through a
+memory stream (``anyio.from_thread.run_sync``), and a task on the loop sends the notifications in order.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
@@ -49,7 +56,11 @@ FIND_DESCRIPTION = (
 ROOTS_DESCRIPTION = "List the folders image_path must be under, and the size limits for images."
 
 ImagePath = Annotated[
-    str, Field(description="Absolute path of the image under an allowed folder; empty if image_base64 is set.")
+    str,
+    Field(
+        description="Absolute path of the image under an allowed folder (or an http(s) URL if this server allows "
+        "URLs; see focus_allowed_roots); empty if image_base64 is set."
+    ),
 ]
 ImageBase64 = Annotated[
     str, Field(description="Base64-encoded PNG/JPEG/WebP bytes (max 3 MB decoded); empty if image_path is set.")
@@ -86,22 +97,47 @@ def default_pipeline(settings: ServerSettings) -> Zoomable:
     return FocusPipeline(adapter, config_for(adapter, settings.model))
 
 
+Step = tuple[str, float]  # (message, fraction) from the pipeline's progress callback
+
+
 class _Progress:
     """Monotonic progress notifications for one call (a no-op unless the caller asked for progress)."""
 
     def __init__(self, ctx: Context[ServerState, Any]) -> None:
         self._ctx = ctx
         self._n = 0
+        self.stage = "running FOCUS"  # what the heartbeat repeats: the last step started
 
     async def __call__(self, message: str) -> None:
         self._n += 1
+        self.stage = message
         await self._ctx.report_progress(self._n, message=message)
 
-    async def heartbeat(self, message: str, started: float) -> None:
-        """Report ``message (Ns)`` once a second until cancelled."""
+    async def heartbeat(self, started: float) -> None:
+        """Report ``<current step> (N s)`` once a second until cancelled."""
         while True:
             await anyio.sleep(1.0)
-            await self(f"{message} ({time.perf_counter() - started:.0f} s)")
+            self._n += 1
+            await self._ctx.report_progress(self._n, message=f"{self.stage} ({time.perf_counter() - started:.0f} s)")
+
+    async def forward(self, steps: MemoryObjectReceiveStream[Step]) -> None:
+        """Send each pipeline step as a notification, in order, until the worker closes the stream."""
+        async with steps:
+            async for message, _fraction in steps:
+                await self(message)
+
+
+def _step_sender(send: MemoryObjectSendStream[Step]) -> Callable[[str, float], None]:
+    """The pipeline's progress callback, for the worker thread: queue the step on the event loop (waits for the loop
+    to take it, never for the network; a full or closed queue drops the step)."""
+
+    def on_step(message: str, fraction: float) -> None:
+        try:
+            anyio.from_thread.run_sync(send.send_nowait, (message, fraction))
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError, RuntimeError):
+            logger.debug("progress step %r dropped", message)  # the call is ending; progress is best effort
+
+    return on_step
 
 
 def _format(outcome: ZoomOutcome, *, structured: bool) -> CallToolResult:
@@ -132,6 +168,7 @@ def create_server(
                     pipeline,
                     settings.policy(),
                     gate=InferenceGate(max_waiting=settings.max_waiting, timeout_s=settings.timeout_s),
+                    reuse_results=settings.reuse_results,
                 )
                 state.load_seconds = time.perf_counter() - t0
                 logger.info("model ready in %.1f s", state.load_seconds)
@@ -157,7 +194,7 @@ def create_server(
         lifespan=lifespan,
         log_level=settings.log_level,
     )
-    annotations = ToolAnnotations(read_only_hint=True, open_world_hint=False, idempotent_hint=True)
+    annotations = ToolAnnotations(read_only_hint=True, open_world_hint=settings.allow_urls, idempotent_hint=True)
     structured = settings.structured_output
 
     async def serve(ctx: Context[ServerState, Any], **request: Any) -> CallToolResult:
@@ -171,7 +208,10 @@ def create_server(
         if state.service is None:
             raise ToolError(f"the model failed to load ({state.load_error}); see the server log")
         await progress("running FOCUS")
-        zoom = functools.partial(state.service.zoom, return_images=settings.return_images, **request)
+        send, receive = anyio.create_memory_object_stream[Step](max_buffer_size=64)
+        zoom = functools.partial(
+            state.service.zoom, return_images=settings.return_images, progress=_step_sender(send), **request
+        )
 
         def work() -> ZoomOutcome | FocusError:  # expected failures come back as values, not through the task group
             try:
@@ -180,13 +220,17 @@ def create_server(
                 return e
 
         async with anyio.create_task_group() as beats:
-            beats.start_soon(progress.heartbeat, "running FOCUS", time.perf_counter())
-            outcome = await anyio.to_thread.run_sync(work)
+            beats.start_soon(progress.heartbeat, time.perf_counter())
+            async with anyio.create_task_group() as steps:  # exits once every step notification is out
+                steps.start_soon(progress.forward, receive)
+                outcome = await anyio.to_thread.run_sync(work)
+                send.close()  # on the loop: the forwarder sends what is queued, then ends
             beats.cancel_scope.cancel()
         if isinstance(outcome, FocusError):
             logger.info("refused: %s", outcome)
             raise ToolError(str(outcome))
-        await progress("done")
+        if progress.stage != "done":  # a cache hit runs no step
+            await progress("done")
         return _format(outcome, structured=structured)
 
     @server.tool(
@@ -240,7 +284,12 @@ def create_server(
             "max_file_bytes": policy.max_file_bytes,
             "max_base64_bytes": policy.max_base64_bytes,
             "max_pixels": policy.max_pixels,
-            "urls": "refused: pass an absolute path or image_base64",
+            "urls": (
+                f"allowed as image_path: http(s) only, {'any' if policy.url_allow_private else 'public'} addresses, "
+                f"at most {policy.max_base64_bytes:,} bytes, {policy.url_timeout_s:g} s"
+                if policy.allow_urls
+                else "refused: pass an absolute path or image_base64"
+            ),
         }
 
     return server

@@ -32,8 +32,14 @@ class ServerSettings:
         host, port, path: where streamable HTTP listens (loopback only: there is no authentication).
         structured_output: declare an output schema and return structured content (off: text + images only).
         return_images: add one JPEG per top crop to every result.
+        reuse_results: answer an identical repeated request from the session cache (off: the model runs every time;
+            region ids are remembered either way).
         max_file_bytes, max_base64_bytes, max_pixels, max_crops, max_output_side_px, max_output_bytes: input and
             output limits (see :class:`focus_tool.service.AgentPolicy`).
+        allow_urls: fetch ``http(s)://`` URLs given as ``image_path`` (off: refused). Downloads are capped at
+            ``max_base64_bytes``.
+        url_timeout_s: total time budget of one download.
+        url_allow_private: also fetch from loopback / private addresses (SSRF risk; intranet or tests only).
         max_waiting: calls that may queue behind the running one; more are refused as busy.
         timeout_s: longest wait in the queue before a call is refused as busy.
         log_level: level of the stderr log.
@@ -48,12 +54,16 @@ class ServerSettings:
     path: str = "/mcp"
     structured_output: bool = True
     return_images: bool = True
+    reuse_results: bool = True
     max_file_bytes: int = 20_000_000
     max_base64_bytes: int = 3_000_000
     max_pixels: int = 40_000_000
     max_crops: int = 8
     max_output_side_px: int = 768
     max_output_bytes: int = 800_000
+    allow_urls: bool = False
+    url_timeout_s: float = 10.0
+    url_allow_private: bool = False
     max_waiting: int = 16
     timeout_s: float = 120.0
     log_level: LogLevel = "INFO"
@@ -68,6 +78,8 @@ class ServerSettings:
             )
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
+        if not self.url_timeout_s > 0:
+            raise ConfigError(f"the URL timeout must be > 0 seconds, got {self.url_timeout_s}")
 
     def policy(self) -> AgentPolicy:
         """The input/output policy of the agent engine."""
@@ -79,6 +91,9 @@ class ServerSettings:
             max_crops=self.max_crops,
             max_output_side_px=self.max_output_side_px,
             max_output_bytes=self.max_output_bytes,
+            allow_urls=self.allow_urls,
+            url_timeout_s=self.url_timeout_s,
+            url_allow_private=self.url_allow_private,
         )
 
     @property
@@ -95,6 +110,25 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _env_bool(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {raw!r}")
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,10 +155,35 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="no output schema / structured content (for hosts that then drop the text and images)",
     )
     parser.add_argument("--no-images", action="store_true", help="return text only, no crop images")
+    parser.add_argument(
+        "--no-result-reuse",
+        action="store_true",
+        help="run the model on every call, even for an identical repeated request (load tests, timing)",
+    )
     parser.add_argument("--max-crops", type=int, default=8, help="upper bound on crops per call (default 8)")
     parser.add_argument("--max-base64-bytes", type=int, default=3_000_000, help="decoded base64 cap (default 3 MB)")
     parser.add_argument("--max-file-bytes", type=int, default=20_000_000, help="image file cap (default 20 MB)")
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="image pixel cap (default 40 M)")
+    parser.add_argument(
+        "--allow-urls",
+        action="store_true",
+        default=None,
+        help="fetch http(s) URLs given as image_path (public addresses only, capped at --max-base64-bytes; "
+        "env FOCUS_ALLOW_URLS=1); off by default: URLs are refused",
+    )
+    parser.add_argument(
+        "--url-timeout",
+        type=float,
+        default=None,
+        help="total seconds per URL download (default 10; env FOCUS_URL_TIMEOUT)",
+    )
+    parser.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        default=None,
+        help="with --allow-urls, also fetch from loopback/private addresses (SSRF risk: intranet or tests only; "
+        "env FOCUS_ALLOW_PRIVATE_URLS=1)",
+    )
     parser.add_argument("--queue", type=int, default=16, help="calls that may wait behind the running one")
     parser.add_argument("--timeout", type=float, default=120.0, help="longest wait in the queue, seconds")
     parser.add_argument(
@@ -133,7 +192,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    """Build settings from parsed flags; FOCUS_ALLOWED_ROOTS is used when no --allowed-root is given."""
+    """Build settings from parsed flags; ``FOCUS_*`` variables fill the flags not given (roots, URL switches)."""
     roots = args.allowed_root
     if roots is None:
         roots = [r for r in os.environ.get("FOCUS_ALLOWED_ROOTS", "").split(os.pathsep) if r]
@@ -151,10 +210,16 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         port=args.port,
         structured_output=not args.no_structured_output,
         return_images=not args.no_images,
+        reuse_results=not args.no_result_reuse,
         max_crops=args.max_crops,
         max_base64_bytes=args.max_base64_bytes,
         max_file_bytes=args.max_file_bytes,
         max_pixels=args.max_pixels,
+        allow_urls=args.allow_urls if args.allow_urls is not None else _env_bool("FOCUS_ALLOW_URLS"),
+        url_timeout_s=args.url_timeout if args.url_timeout is not None else _env_float("FOCUS_URL_TIMEOUT", 10.0),
+        url_allow_private=(
+            args.allow_private_urls if args.allow_private_urls is not None else _env_bool("FOCUS_ALLOW_PRIVATE_URLS")
+        ),
         max_waiting=args.queue,
         timeout_s=args.timeout,
         log_level=args.log_level,

@@ -8,6 +8,7 @@ from PIL import Image
 
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.result import FocusResult, ForwardPasses, Region
+from focus_tool.service import ProgressFn
 from tests.bad_inputs import write_png
 from tests.tiny_models import save_tiny_llava
 
@@ -39,9 +40,19 @@ class ScriptedEngine:
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []
 
-    def zoom(self, image: Image.Image, *, question: str | None = None, target: str | None = None) -> FocusResult:
+    def zoom(
+        self,
+        image: Image.Image,
+        *,
+        question: str | None = None,
+        target: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> FocusResult:
         w, h = image.size
         self.calls.append((w, h))
+        if progress is not None:
+            for message, fraction in (("targets", 0.0), (f"search {target or 'thing'}", 0.5), ("done", 1.0)):
+                progress(message, fraction)
         regions = [
             Region(
                 id="r1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from focus_tool.service import (
 )
 from tests.agent_support import ScriptedEngine
 from tests.bad_inputs import write_huge_header_png, write_png, write_text_as_png, write_truncated_png
+from tests.http_images import ImageServer, Route, serve_routes
 
 
 @pytest.fixture
@@ -214,3 +216,90 @@ def test_gate_bounds_the_queue_and_times_out() -> None:
     holder.join(5)
     with gate.slot():  # free again
         pass
+
+
+def test_progress_reaches_the_engine_and_a_cache_hit_runs_no_step(root: Path, policy: AgentPolicy) -> None:
+    steps: list[tuple[str, float]] = []
+    service = FocusService(ScriptedEngine(), policy)
+    path = str(root / "scene.png")
+    service.zoom(image_path=path, target="card", progress=lambda m, f: steps.append((m, f)))
+    assert steps == [("targets", 0.0), ("search card", 0.5), ("done", 1.0)]
+    service.zoom(image_path=path, target="card", progress=lambda m, f: steps.append((m, f)))
+    assert len(steps) == 3
+
+
+# ---------------------------------------------------------------------------------------------------- URL inputs
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
+    png = write_png(tmp_path_factory.mktemp("web") / "scene.png", (256, 192)).read_bytes()
+    routes = {
+        "/scene.png": Route(body=png),
+        "/text.png": Route(body=b"this is not an image\n" * 20),
+        "/page": Route(content_type="text/html", body=b"<html></html>"),
+    }
+    with serve_routes(routes) as server:
+        yield server
+
+
+def url_policy(**kw: object) -> AgentPolicy:
+    args: dict[str, object] = {"allow_urls": True, "url_allow_private": True, "url_timeout_s": 5.0, **kw}
+    return AgentPolicy(**args)  # type: ignore[arg-type]
+
+
+def test_urls_are_refused_unless_allowed(web: ImageServer, root: Path) -> None:
+    for url in (web.url("/scene.png"), "file:///etc/passwd", "ftp://example.com/a.png"):
+        with pytest.raises(InputRejected, match="URL inputs are disabled"):
+            open_image(AgentPolicy(allowed_roots=(root,)), image_path=url)
+
+
+def test_allowed_url_is_fetched_and_keyed_by_its_bytes(web: ImageServer, root: Path) -> None:
+    loaded = open_image(url_policy(), image_path=web.url("/scene.png"))
+    assert loaded.source == "url" and loaded.image.size == (256, 192)
+    local = open_image(AgentPolicy(allowed_roots=(root,)), image_path=str(root / "scene.png"))
+    assert loaded.sha256 == local.sha256  # write_png is deterministic: same bytes, same cache key
+
+
+@pytest.mark.parametrize(
+    ("path_or_url", "kw", "fragment"),
+    [
+        ("/scene.png", {"url_allow_private": False}, "resolves to a non-public address"),
+        ("/scene.png", {"max_base64_bytes": 1_000}, "the limit is 1,000"),  # the base64 cap is the download cap
+        ("/missing.png", {}, "HTTP 404"),
+        ("/page", {}, "is not an image (content type text/html)"),
+        ("/text.png", {}, "the image at the URL is not a supported image"),  # decoded with the same checks
+        ("file:///etc/passwd", {}, "only http:// and https://"),
+        ("ftp://example.com/a.png", {}, "only http:// and https://"),
+    ],
+)
+def test_allowed_url_refusals(web: ImageServer, path_or_url: str, kw: dict[str, object], fragment: str) -> None:
+    url = path_or_url if "://" in path_or_url else web.url(path_or_url)
+    with pytest.raises(InputRejected) as e:
+        open_image(url_policy(**kw), image_path=url)
+    assert fragment in str(e.value)
+
+
+def test_service_zooms_on_a_url(web: ImageServer) -> None:
+    engine = ScriptedEngine()
+    out = FocusService(engine, url_policy()).zoom(image_path=web.url("/scene.png"), target="card")
+    assert engine.calls == [(256, 192)] and out.result.regions[0].box == (64, 48, 128, 96)
+
+
+@pytest.mark.parametrize(
+    ("kw", "fragment"), [({"url_timeout_s": 0}, "url_timeout_s"), ({"url_max_redirects": -1}, "url_max_redirects")]
+)
+def test_url_settings_are_checked(kw: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        AgentPolicy(**kw)  # type: ignore[arg-type]
+
+
+def test_result_reuse_can_be_switched_off(root: Path, policy: AgentPolicy) -> None:
+    engine = ScriptedEngine()
+    service = FocusService(engine, policy, reuse_results=False)
+    path = str(root / "scene.png")
+    first = service.zoom(image_path=path, target="card")
+    again = service.zoom(image_path=path, target="card")
+    assert len(engine.calls) == 2 and not again.result.session.cache_hit
+    assert again.result.regions == first.result.regions
+    assert service.zoom(image_path=path, target="card", region_id="r1").result.session.parent_region_id == "r1"

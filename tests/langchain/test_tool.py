@@ -115,7 +115,13 @@ async def test_async_call_emits_progress_events(zoom_tool: FocusZoomTool, images
         async for e in zoom_tool.astream_events(args, version="v2")
         if e["event"] == "on_custom_event" and e["name"] == "focus_progress"
     ]
-    assert stages == ["running FOCUS", "done"]
+    assert stages == ["running FOCUS", "targets", f"search {TARGET}", "regions", "done"]
+    again = [
+        e["data"]["stage"]
+        async for e in zoom_tool.astream_events(args, version="v2")
+        if e["event"] == "on_custom_event" and e["name"] == "focus_progress"
+    ]
+    assert again == ["running FOCUS", "done"]  # a cache hit: no model step
 
 
 class ScriptedModel(GenericFakeChatModel):

@@ -48,9 +48,11 @@ async def test_tools_listed_with_flat_inputs_and_output_schema(mode: str, server
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_zoom_round_trip_with_progress(mode: str, server: MCPServer[ServerState], images: Path) -> None:
     messages: list[str | None] = []
+    values: list[float] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         messages.append(message)
+        values.append(progress)
 
     async with Client(server, mode=mode, raise_exceptions=True) as client:
         tool = next(t for t in (await client.list_tools()).tools if t.name == "focus_zoom")
@@ -68,7 +70,28 @@ async def test_zoom_round_trip_with_progress(mode: str, server: MCPServer[Server
     jsonschema.validate(ok.structured_content, tool.output_schema)
     jsonschema.validate(ok.structured_content, FocusResult.model_json_schema())
     FocusResult.model_validate(ok.structured_content)
-    assert "running FOCUS" in messages and "done" in messages
+    steps = [m for m in messages if m is not None and "(" not in m]  # without the "<step> (N s)" heartbeats
+    assert steps[:2] == ["running FOCUS", "targets"] and steps[-2:] == ["answer", "done"], messages
+    assert all(m.startswith("search ") for m in steps[2:-2]), messages  # one per extracted target (may be none)
+    assert values == sorted(values) and len(set(values)) == len(values)  # strictly increasing
+
+
+async def test_find_reports_each_step_and_a_cache_hit_only_done(server: MCPServer[ServerState], images: Path) -> None:
+    runs: list[list[str | None]] = [[], []]
+
+    def recorder(messages: list[str | None]) -> Any:
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            messages.append(message)
+
+        return on_progress
+
+    args = {"image_path": str(images / "scene.png"), "target": TARGET}
+    async with Client(server, raise_exceptions=True) as client:
+        for messages in runs:
+            assert not (await client.call_tool("focus_find", args, progress_callback=recorder(messages))).is_error
+    first, repeat = ([m for m in run if m is not None and "(" not in m] for run in runs)
+    assert first == ["running FOCUS", "targets", f"search {TARGET}", "regions", "done"]
+    assert repeat == ["running FOCUS", "done"]  # the session cache answered: no model step ran
 
 
 async def test_find_then_zoom_inside_a_region(server: MCPServer[ServerState], images: Path) -> None:

@@ -24,12 +24,14 @@ def test_focus_serve_builds_settings(tmp_path: Path) -> None:
             "--no-structured-output",
             "--max-crops",
             "4",
+            "--no-result-reuse",
         ]
     )
     settings = settings_from_args(args)
     assert settings.allowed_roots == (tmp_path,)
     assert settings.transport == "streamable-http" and settings.port == 8123
     assert settings.structured_output is False and settings.policy().max_crops == 4
+    assert settings.reuse_results is False
     assert args.func.__name__ == "cmd_serve"
 
 
@@ -60,3 +62,31 @@ def test_loopback_hosts_are_accepted() -> None:
     with pytest.raises(ConfigError):
         ServerSettings(host="192.168.1.10")
     assert ServerSettings(max_base64_bytes=6_000_000).max_request_body_size > 8_000_000
+
+
+def test_url_switches_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    off = settings_from_args(build_parser().parse_args(["serve"]))
+    assert off.policy().allow_urls is False and off.policy().url_allow_private is False
+    on = settings_from_args(build_parser().parse_args(["serve", "--allow-urls", "--url-timeout", "4"]))
+    assert on.policy().allow_urls is True and on.policy().url_timeout_s == 4.0
+    assert on.policy().url_allow_private is False
+    monkeypatch.setenv("FOCUS_ALLOW_URLS", "yes")
+    monkeypatch.setenv("FOCUS_URL_TIMEOUT", "2.5")
+    env = settings_from_args(build_parser().parse_args(["serve"]))
+    assert env.allow_urls is True and env.url_timeout_s == 2.5
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("FOCUS_ALLOW_URLS", "maybe", "FOCUS_ALLOW_URLS must be 1/true/yes/on"),
+        ("FOCUS_URL_TIMEOUT", "soon", "FOCUS_URL_TIMEOUT must be a number"),
+        ("FOCUS_URL_TIMEOUT", "-1", "URL timeout must be > 0"),
+    ],
+)
+def test_bad_url_settings_exit_2(
+    variable: str, value: str, fragment: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main(["serve"]) == 2
+    assert fragment in capsys.readouterr().err
