@@ -18,9 +18,11 @@ Zooming inside a region crops the region (grown to the pipeline's minimum side i
 the crop and maps every box back with :meth:`PatchGrid.crop_to_image_xyxy`, so coordinates always stay in the
 original image. Sub-regions get hierarchical ids (``r1.2`` = region 2 found inside ``r1``).
 
-The encoded image (its KV cache) is *not* reused across calls: the adapters prefill image and prompt together, so
-reusing the image prefix would need an adapter change. The result therefore says ``reuse="none"`` and
-``forward_passes_saved=0`` for every call that ran the model.
+The encoded image is reused across calls on the same image: the service switches on the adapter's image-prefix KV
+cache (:mod:`focus_tool.adapters.prefix_cache`; LLaVA-1.5, the embedded model and LLaVA-OneVision), so a new
+question or target on an image seen before runs the language model over the question's tokens only. The result
+says so: ``session.reuse="encoded_image"`` and ``session.prefill_tokens_saved``; an identical repeated request is
+``reuse="result"`` with its ``forward_passes_saved``.
 """
 
 from __future__ import annotations
@@ -257,10 +259,14 @@ class SessionInfo(BaseModel):
 
     image_sha256: str = Field(description="SHA-256 of the image bytes; the session-cache key")
     cache_hit: bool = Field(description="an identical earlier request's result was returned without running the model")
-    reuse: Literal["none", "result"] = Field(
-        description="'result': the whole earlier result was reused; 'none': the model ran (no encoded-image reuse)"
+    reuse: Literal["none", "result", "encoded_image"] = Field(
+        description="'result': the whole earlier result was reused (no model run); 'encoded_image': the model ran "
+        "but reused the image's KV prefix from an earlier call; 'none': everything was computed"
     )
-    forward_passes_saved: int = Field(ge=0, description="model passes not run thanks to the cache")
+    forward_passes_saved: int = Field(ge=0, description="model passes not run thanks to the result cache")
+    prefill_tokens_saved: int = Field(
+        default=0, ge=0, description="prompt tokens (the image's) not recomputed thanks to the encoded-image cache"
+    )
     parent_region_id: str | None = Field(default=None, description="region zoomed into, if any")
     parent_box: tuple[int, int, int, int] | None = Field(
         default=None, description="[x0, y0, x1, y1] of the crop the model saw, original-image pixels"
@@ -502,8 +508,16 @@ class FocusService:
         cache: SessionCache | None = None,
         gate: InferenceGate | None = None,
         reuse_results: bool = True,
+        image_cache_entries: int = 4,
     ) -> None:
-        """Wrap ``pipeline``; ``reuse_results=False`` runs the model on every call (region ids are still kept)."""
+        """Wrap ``pipeline``; ``reuse_results=False`` runs the model on every call (region ids are still kept).
+
+        ``image_cache_entries`` > 0 switches on the adapter's encoded-image cache with that many images (if the
+        adapter supports it); 0 leaves the adapter as it is.
+        """
+        adapter = getattr(pipeline, "adapter", None)
+        if image_cache_entries > 0 and adapter is not None and hasattr(adapter, "enable_image_cache"):
+            adapter.enable_image_cache(image_cache_entries)
         self.pipeline = pipeline
         self.policy = policy or AgentPolicy()
         self.cache = cache or SessionCache()
@@ -587,8 +601,9 @@ class FocusService:
         info = SessionInfo(
             image_sha256=loaded.sha256,
             cache_hit=False,
-            reuse="none",
+            reuse="encoded_image" if raw.image_cache_hits else "none",
             forward_passes_saved=0,
+            prefill_tokens_saved=raw.prefill_tokens_reused,
             parent_region_id=region_id or None,
             parent_box=parent_box,
             known_region_ids=known,
@@ -630,6 +645,7 @@ def summary_json(outcome: ZoomOutcome) -> str:
             "cache_hit": r.session.cache_hit,
             "reuse": r.session.reuse,
             "forward_passes_saved": r.session.forward_passes_saved,
+            "prefill_tokens_saved": r.session.prefill_tokens_saved,
             "zoomed_into": r.session.parent_region_id,
         },
         "note": "boxes are [x0, y0, x1, y1] in original-image pixels; confidence is P(object present) in 0-1; "

@@ -303,3 +303,33 @@ def test_result_reuse_can_be_switched_off(root: Path, policy: AgentPolicy) -> No
     assert len(engine.calls) == 2 and not again.result.session.cache_hit
     assert again.result.regions == first.result.regions
     assert service.zoom(image_path=path, target="card", region_id="r1").result.session.parent_region_id == "r1"
+
+
+def test_a_new_question_on_the_same_image_reuses_the_encoded_image(root: Path, policy: AgentPolicy) -> None:
+    from focus_tool.adapters.llava import LlavaAdapter
+    from focus_tool.config import FocusConfig, ProposalConfig, RankConfig
+    from focus_tool.pipeline import FocusPipeline
+    from tests.tiny_models import tiny_llava
+
+    adapter = LlavaAdapter(*tiny_llava(seed=4), model_id="tiny")
+    cfg = FocusConfig(proposal=ProposalConfig(k=8, s_min=1, s_max=1), rank=RankConfig(n_steps=1, overrun=False))
+    service = FocusService(FocusPipeline(adapter, cfg), policy, image_cache_entries=2)
+    image = write_png(root / "scene.png", (320, 240))
+    first = service.zoom(image_path=str(image), target="red card").result.session
+    second = service.zoom(image_path=str(image), target="blue card").result.session
+    again = service.zoom(image_path=str(image), target="blue card").result.session
+    other = service.zoom(image_path=str(write_png(root / "other.png", (200, 300))), target="blue card").result.session
+    assert (first.reuse, first.prefill_tokens_saved) == ("none", 0)
+    assert second.reuse == "encoded_image" and second.prefill_tokens_saved >= adapter.side**2
+    assert again.reuse == "result" and again.cache_hit
+    assert other.reuse == "none"
+
+
+def test_image_cache_can_be_left_off(root: Path, policy: AgentPolicy) -> None:
+    from focus_tool.adapters.llava import LlavaAdapter
+    from focus_tool.pipeline import FocusPipeline
+    from tests.tiny_models import tiny_llava
+
+    adapter = LlavaAdapter(*tiny_llava(seed=4), model_id="tiny")
+    FocusService(FocusPipeline(adapter), policy, image_cache_entries=0)
+    assert adapter.image_cache is None
