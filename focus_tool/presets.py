@@ -2,7 +2,10 @@
 
 A checkpoint folder may carry a ``focus_preset.json`` (``{"preset": NAME, "overrides": {"proposal.s_max": 3}}``);
 the embedded model ships one that names its measured layer range. This is data next to the weights, read the same
-way for every checkpoint, not a special case in the pipeline.
+way for every checkpoint, not a special case in the pipeline. A baseline may have its own section in the same file
+(``"zoomeye": {"cues": ..., "prompts": {...}}``, read by
+:func:`focus_tool.baselines.zoomeye.zoomeye_config_for` through :func:`method_section`); any other top-level key is
+an error.
 """
 
 from __future__ import annotations
@@ -68,12 +71,50 @@ def preset(name: str, overrides: dict[str, Any] | None = None) -> FocusConfig:
     return apply_overrides(PRESETS[name], overrides or {})
 
 
+PRESET_FILE = "focus_preset.json"
+PRESET_KEYS: tuple[str, ...] = ("preset", "overrides", "zoomeye")  # FOCUS preset + overrides, then method sections
+METHOD_SECTIONS: tuple[str, ...] = ("zoomeye",)
+
+
+def read_preset_file(adapter: MLLMAdapter, model_path: str | Path | None = None) -> dict[str, Any] | None:
+    """The checkpoint's ``focus_preset.json`` (folder ``model_path``, else ``adapter.model_id``), or None if absent.
+
+    Raises:
+        ConfigError: the file is not a JSON object, or has a key outside :data:`PRESET_KEYS`.
+    """
+    file = Path(model_path if model_path is not None else adapter.model_id) / PRESET_FILE
+    if not file.is_file():
+        return None
+    try:
+        spec = json.loads(file.read_text())
+    except ValueError as e:
+        raise ConfigError(f"{file} is not valid JSON ({e})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{file} must hold a JSON object, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - set(PRESET_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {file}; allowed: {', '.join(PRESET_KEYS)}")
+    return spec
+
+
+def method_section(adapter: MLLMAdapter, method: str, model_path: str | Path | None = None) -> dict[str, Any]:
+    """A baseline's section of the checkpoint's ``focus_preset.json`` (e.g. ``"zoomeye"``); ``{}`` if none.
+
+    Raises:
+        ConfigError: ``method`` has no section type, or its section is not a JSON object.
+    """
+    if method not in METHOD_SECTIONS:
+        raise ConfigError(f"no preset section for method {method!r}; sections: {', '.join(METHOD_SECTIONS)}")
+    section = (read_preset_file(adapter, model_path) or {}).get(method, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"the {method!r} section of {PRESET_FILE} must be a JSON object, got {section!r}")
+    return section
+
+
 def config_for(adapter: MLLMAdapter, model_path: str | Path | None = None) -> FocusConfig:
     """The preset for a loaded model: the checkpoint's ``focus_preset.json`` if any, else by architecture."""
-    path = Path(model_path if model_path is not None else adapter.model_id)
-    file = path / "focus_preset.json"
-    if file.is_file():
-        spec = json.loads(file.read_text())
+    spec = read_preset_file(adapter, model_path)
+    if spec is not None:
         return preset(spec.get("preset", "default"), spec.get("overrides", {}))
     cfg = PRESETS.get(getattr(adapter, "preset_name", "default"), PRESETS["default"])
     layers = cfg.relevance.layers

@@ -41,7 +41,14 @@ Choices where the docs leave a gap (marked [I]): when the relaxed threshold admi
 (upstream ``S // 120``, which draws nothing below 120 px); ``box_color="auto"`` draws blue when the question mentions a
 "red rectangle" (peers.md §1.3) and the caption names the colour drawn (upstream as released always draws and says
 red: its switch assigns a local variable); its confidences run one forward per prompt (no batching across prompts);
-the Local mode's two-block canvas for far-apart boxes (``union_blocks_independent``) is not reproduced.
+the Local mode's two-block canvas for far-apart boxes (``union_blocks_independent``) is not reproduced. When no cue
+parses from the extraction reply, nothing is searched and the answer uses the full image (peers.md documents no
+fallback; upstream ``get_zoom_eye_response`` does the same); a warning is logged.
+
+Per-checkpoint adaptation [deviation, off by default]: a checkpoint's ``focus_preset.json`` may carry a ``"zoomeye"``
+section (:func:`zoomeye_config_for`) that takes the visual cues from FOCUS's Stage-I prompt instead of ZoomEye's
+(``ZoomEyeConfig.cues``) and replaces the wording of any prompt (:class:`ZoomEyePrompts`), for models that cannot
+read the official prompts (the embedded card-world model's closed vocabulary). The search itself is unchanged.
 """
 
 from __future__ import annotations
@@ -49,49 +56,57 @@ from __future__ import annotations
 import logging
 import math
 import re
+import string
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from PIL import Image, ImageDraw
 
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.baselines.common import AnswerScheme, answer_on, answer_on_parts
+from focus_tool.config import TargetConfig
 from focus_tool.errors import ConfigError
 from focus_tool.ops.images import CLIP_MEAN_RGB
+from focus_tool.presets import config_for, method_section
 from focus_tool.result import FocusResult, ForwardPasses, Region
+from focus_tool.steps.targets import extraction_prompt, parse_targets
 
 logger = logging.getLogger(__name__)
 
-EXISTENCE = "Is there a {} in the image? Answer Yes or No."
+# The official prompts (peers.md §1.3, §1.6), verbatim except that the format fields are named: {target} is the visual
+# cue, {question} the question (or the decomposed one). Every one can be overridden per checkpoint (ZoomEyePrompts).
+EXISTENCE = "Is there a {target} in the image? Answer Yes or No."
 LATENT = (
-    "According to your common sense knowledge and the content of the image, is it possible to find a {} in the "
+    "According to your common sense knowledge and the content of the image, is it possible to find a {target} in the "
     "image? Answer Yes or No and tell the reason."
 )
 ANSWERING = (  # the doubled "the" is in the original
-    "Question: {}\nCould you answer the question based on the the available visual information? Answer Yes or No."
+    "Question: {question}\nCould you answer the question based on the the available visual information? Answer Yes "
+    "or No."
 )
 # Global+Local input (ZoomModelGlobalLocal): the root alone ("global") and any other node as main image + zoomed view
 LATENT_ROOT = (
-    "According to your common sense knowledge and the content of image, is it possible to find a {} by further "
+    "According to your common sense knowledge and the content of image, is it possible to find a {target} by further "
     "zooming in the image? Answer Yes or No and tell the reason."
 )
-EXISTENCE_NODE = "Is there a {} in the zoomed-in view? Answer Yes or No."
+EXISTENCE_NODE = "Is there a {target} in the zoomed-in view? Answer Yes or No."
 LATENT_NODE = (
     "According to your common sense knowledge and the content of the zoomed-in view, along with its location in the "
-    "image, is it possible to find a {} by further zooming in the current view? Answer Yes or No and tell the reason."
+    "image, is it possible to find a {target} by further zooming in the current view? Answer Yes or No and tell the "
+    "reason."
 )
 MAIN_CAPTION = "This is the main image, and the section enclosed by the {} rectangle is the focus region."
 ZOOM_CAPTION = "This is the zoomed-in view of the focus region."
 ConfidenceKind = Literal["existence", "latent", "answering"]
-LOCAL_PROMPTS: dict[str, str] = {"existence": EXISTENCE, "latent": LATENT, "answering": ANSWERING}
-ROOT_PROMPTS: dict[str, str] = {"existence": EXISTENCE, "latent": LATENT_ROOT, "answering": ANSWERING}
-NODE_PROMPTS: dict[str, str] = {"existence": EXISTENCE_NODE, "latent": LATENT_NODE, "answering": ANSWERING}
 BOX_RGB: dict[str, tuple[int, int, int]] = {"red": (255, 0, 0), "blue": (0, 0, 255)}
-DECOMPOSED = "What is the appearance of the {}?"
-CUE_PROMPT = "Question: {}\nIf you want to answer the question, which objects' information do you need?"
+DECOMPOSED = "What is the appearance of the {target}?"
+CUE_PROMPT = "Question: {question}\nIf you want to answer the question, which objects' information do you need?"
+CueSource = Literal["prompt", "focus_extraction"]
+CUE_SOURCES: tuple[str, ...] = ("prompt", "focus_extraction")
 _PRONOUNS = frozenset(
     [
         "it",
@@ -117,6 +132,83 @@ _PRONOUNS = frozenset(
 
 
 InputMode = Literal["local", "global_local"]
+# the format fields each prompt may use; at least one of them is required (a prompt without one asks the same thing
+# of every cue / question)
+PROMPT_FIELDS: dict[str, frozenset[str]] = {
+    "cue": frozenset({"question"}),
+    "decomposed": frozenset({"target"}),
+    "existence": frozenset({"target"}),
+    "latent": frozenset({"target"}),
+    "answering": frozenset({"question", "target"}),
+    "latent_root": frozenset({"target"}),
+    "existence_node": frozenset({"target"}),
+    "latent_node": frozenset({"target"}),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZoomEyePrompts:
+    """Every prompt ZoomEye asks, as a template with named fields; the defaults are the official ones (peers.md §1.3,
+    §1.6). ``{target}`` is the visual cue (for a type-2 cue "all cars": "car"), ``{question}`` the question asked.
+
+    Which prompt a confidence uses: Local input: ``existence`` / ``latent`` / ``answering``. Global+Local input: the
+    root (full image alone) ``existence`` / ``latent_root`` / ``answering``, any other node ``existence_node`` /
+    ``latent_node`` / ``answering``. ``answering`` gets the question (or, with several cues, the ``decomposed``
+    question about the cue) in ``{question}`` and the cue in ``{target}``. ``cue`` is the visual-cue extraction
+    prompt (``ZoomEyeConfig.cues == "prompt"``). The two captions of the Global+Local view are statements, not
+    questions, and stay fixed.
+
+    Overriding them is a deviation from ZoomEye, for checkpoints that cannot read the official wording (a closed
+    vocabulary): the search algorithm is unchanged, only what each confidence asks. See
+    ``focus_tool/embedded/model/focus_preset.json`` and :func:`zoomeye_config_for`.
+    """
+
+    cue: str = CUE_PROMPT
+    decomposed: str = DECOMPOSED
+    existence: str = EXISTENCE
+    latent: str = LATENT
+    answering: str = ANSWERING
+    latent_root: str = LATENT_ROOT
+    existence_node: str = EXISTENCE_NODE
+    latent_node: str = LATENT_NODE
+
+    def __post_init__(self) -> None:
+        for name, allowed in PROMPT_FIELDS.items():
+            template = getattr(self, name)
+            if not isinstance(template, str):
+                raise ConfigError(f"ZoomEye prompt {name!r} must be a string, got {type(template).__name__}")
+            used = _format_fields(name, template)
+            if not used <= allowed or not used:
+                raise ConfigError(
+                    f"ZoomEye prompt {name!r} must use {' and/or '.join('{' + f + '}' for f in sorted(allowed))} "
+                    f"and no other field, got {sorted(used) or 'none'} in {template!r}"
+                )
+
+    def confidence_template(self, kind: ConfidenceKind, where: Literal["local", "root", "node"]) -> str:
+        """The template of a ``kind`` confidence for a Local node, the Global+Local root, or another Global+Local
+        node."""
+        if kind == "answering":
+            return self.answering
+        if where == "node":
+            return self.existence_node if kind == "existence" else self.latent_node
+        if kind == "existence":
+            return self.existence
+        return self.latent_root if where == "root" else self.latent
+
+
+def _format_fields(name: str, template: str) -> set[str]:
+    """The named fields of a ``str.format`` template; positional (``{}``, ``{0}``) or malformed ones are errors."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ConfigError(f"ZoomEye prompt {name!r} is not a valid template ({e}): {template!r}") from None
+    names = {f for _, f, _, _ in parsed if f is not None}
+    bad = sorted(f for f in names if not f.isidentifier())
+    if bad:
+        raise ConfigError(
+            f"ZoomEye prompt {name!r} must use named fields such as {{target}}, got {bad} in {template!r}"
+        )
+    return names
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,8 +238,16 @@ class ZoomEyeConfig:
     pad_rgb: tuple[int, int, int] = CLIP_MEAN_RGB  # (127, 127, 127) for SigLIP (LLaVA-OV)
     box_color: Literal["auto", "red", "blue"] = "auto"  # auto: blue if the question mentions a "red rectangle"
     merge_buffer_px: int = 50  # expanded patches closer than 2x this are merged for the final answer
+    # where the visual cues come from: "prompt" = ZoomEye's own extraction prompt (prompts.cue, official); or
+    # "focus_extraction" = FOCUS's Stage-I prompt and parse_targets with ``targets`` (one aux pass either way), for
+    # checkpoints that cannot answer the official prompt [deviation, per checkpoint]
+    cues: CueSource = "prompt"
+    prompts: ZoomEyePrompts = field(default_factory=ZoomEyePrompts)
+    targets: TargetConfig = field(default_factory=TargetConfig)  # Stage-I settings for cues="focus_extraction"
 
     def __post_init__(self) -> None:
+        if self.cues not in CUE_SOURCES:
+            raise ConfigError(f"cues must be one of {', '.join(CUE_SOURCES)}, got {self.cues!r}")
         if self.depth_limit < 1:
             raise ConfigError(f"depth_limit must be >= 1, got {self.depth_limit}")
         if not self.decrements or any(d <= 0 for d in self.decrements):
@@ -174,9 +274,67 @@ ZOOMEYE_PRESETS: dict[str, ZoomEyeConfig] = {
 }
 
 
-def zoomeye_config_for(adapter: MLLMAdapter, *, depth_limit: int | None = None) -> ZoomEyeConfig:
-    """ZoomEye's settings for the adapter's backbone (peers.md §1.8); unknown backbones get the defaults."""
+ZOOMEYE_SECTION_KEYS: tuple[str, ...] = ("cues", "prompts")
+
+
+def apply_zoomeye_section(cfg: ZoomEyeConfig, section: Mapping[str, Any]) -> ZoomEyeConfig:
+    """``cfg`` with a checkpoint's ``"zoomeye"`` preset section applied.
+
+    Args:
+        cfg: the backbone's settings.
+        section: ``{"cues": "prompt" | "focus_extraction", "prompts": {NAME: TEMPLATE}}``, both keys optional; NAME
+            is a :class:`ZoomEyePrompts` field, TEMPLATE uses only that prompt's named fields.
+
+    Raises:
+        ConfigError: an unknown key, cue source or prompt name, or an invalid template.
+    """
+    where = "in the 'zoomeye' section of focus_preset.json"
+    unknown = sorted(set(section) - set(ZOOMEYE_SECTION_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} {where}; allowed: {', '.join(ZOOMEYE_SECTION_KEYS)}")
+    changes: dict[str, Any] = {}
+    if "cues" in section:
+        if section["cues"] not in CUE_SOURCES:
+            raise ConfigError(f"'cues' {where} must be one of {', '.join(CUE_SOURCES)}, got {section['cues']!r}")
+        changes["cues"] = section["cues"]
+    if "prompts" in section:
+        prompts = section["prompts"]
+        if not isinstance(prompts, Mapping):
+            raise ConfigError(f"'prompts' {where} must be an object of NAME: TEMPLATE, got {prompts!r}")
+        names = [f.name for f in fields(ZoomEyePrompts)]
+        bad = sorted(set(prompts) - set(names))
+        if bad:
+            raise ConfigError(f"unknown prompt name(s) {bad} {where}; allowed: {', '.join(names)}")
+        changes["prompts"] = replace(cfg.prompts, **prompts)  # validated by ZoomEyePrompts.__post_init__
+    return replace(cfg, **changes)
+
+
+def zoomeye_config_for(
+    adapter: MLLMAdapter, *, depth_limit: int | None = None, model_path: str | Path | None = None
+) -> ZoomEyeConfig:
+    """ZoomEye's settings for a loaded model: the backbone's (peers.md §1.8; unknown backbones get the defaults),
+    then the checkpoint's ``"zoomeye"`` section of ``focus_preset.json`` (:func:`apply_zoomeye_section`; folder
+    ``model_path``, else ``adapter.model_id``), with FOCUS's Stage-I settings of the same checkpoint as ``targets``.
+
+    The section exists for checkpoints that cannot read ZoomEye's official prompts; it changes what is asked, never
+    the search (tree, priority, thresholds, pass counts). The embedded card-world model
+    (``focus_tool/embedded/model``) has a closed vocabulary (MODEL_CARD.md, "Vocabulary"): it answers Yes/No only to
+    "Is there a {colour} card in the image?", and names targets only for FOCUS's Stage-I prompt, so its section is
+    ``cues: focus_extraction`` and that existence question for the existence, latent and answering prompts.
+    **Deviation, stated plainly:** the model can express existence only, so on it ZoomEye's latent confidence ("could
+    it be found by zooming further?") and answering confidence ("could you answer the question from this view?")
+    collapse to existence. The priority ``w e + (1 - w) l`` becomes ``e`` at every depth (the latent pass is still
+    paid, 2 passes per queued node as in ZoomEye), and the search stops at the first popped view whose existence
+    confidence reaches ``tau`` (the root included), not where the question becomes answerable: a view where the card
+    is seen but its dots are too small to read can stop the search.
+
+    Raises:
+        ConfigError: a malformed ``focus_preset.json`` or ``"zoomeye"`` section.
+    """
     cfg = ZOOMEYE_PRESETS.get(str(getattr(adapter, "preset_name", "")), ZoomEyeConfig())
+    # per-checkpoint data next to the weights, as for FOCUS's preset: no model is special-cased here
+    cfg = apply_zoomeye_section(cfg, method_section(adapter, "zoomeye", model_path))
+    cfg = replace(cfg, targets=config_for(adapter, model_path).targets)  # the same Stage I as FOCUS on this model
     return cfg if depth_limit is None else replace(cfg, depth_limit=depth_limit)
 
 
@@ -278,6 +436,24 @@ def parse_cues(reply: str, max_targets: int) -> list[str]:
         if cue not in cues:
             cues.append(cue)
     return cues[:max_targets]
+
+
+@dataclass(frozen=True)
+class VisualCue:
+    """One visual cue: ``text`` as extracted ("all cars" marks a type-2 cue), ``name`` the object the prompts are
+    filled with ("car"), ``all_instances`` True for type 2."""
+
+    text: str
+    name: str
+    all_instances: bool = False
+
+    @classmethod
+    def from_text(cls, text: str) -> VisualCue:
+        """ZoomEye's reading of a cue string: "all X" is type 2, with the plural "s" stripped naively (as upstream)."""
+        if text.lower().startswith("all "):
+            name = text[4:].strip()
+            return cls(text, name[:-1] if name.endswith("s") else name, True)
+        return cls(text, text)
 
 
 Box = tuple[int, int, int, int]
@@ -446,6 +622,7 @@ class ZoomEyeMethod:
         self.input_mode: InputMode = self.config.input_mode or (
             "global_local" if adapter.answer_mode == "multi" else "local"
         )
+        self._warned_no_cue = False
 
     # ------------------------------------------------------------------ model calls (all counted by the adapter)
 
@@ -454,29 +631,36 @@ class ZoomEyeMethod:
         image: Image.Image,
         nodes: Sequence[Node],
         kind: ConfidenceKind,
-        arg: str,
         *,
+        target: str,
+        question: str = "",
         colour: Literal["red", "blue"] = "red",
     ) -> list[float]:
-        """ZoomEye confidences of ``kind`` (prompt filled with ``arg``) for ``nodes``, in the configured input mode."""
+        """ZoomEye confidences of ``kind`` for ``nodes`` in the configured input mode; the prompt
+        (:meth:`ZoomEyePrompts.confidence_template`) is filled with the cue ``target`` and ``question``."""
         if not nodes:
             return []
+        prompts = self.config.prompts
+
+        def text(where: Literal["local", "root", "node"]) -> str:
+            return prompts.confidence_template(kind, where).format(target=target, question=question)
+
         with self.adapter.counter.in_phase("search"):
             if self.input_mode == "local":
                 crops = [self.node_crop(image, n) for n in nodes]
-                return confidence(self.adapter.yes_no_margins(crops, [LOCAL_PROMPTS[kind].format(arg)] * len(nodes)))
+                return confidence(self.adapter.yes_no_margins(crops, [text("local")] * len(nodes)))
             out: dict[int, float] = {}
             roots = [i for i, n in enumerate(nodes) if n.depth == 0]
             if roots:  # the root alone, at the adapter's own (anyres / native) resolution, "global" prompts
-                texts = [ROOT_PROMPTS[kind].format(arg)] * len(roots)
+                texts = [text("root")] * len(roots)
                 out.update(
                     zip(roots, confidence(self.adapter.yes_no_margins([image] * len(roots), texts)), strict=True)
                 )
             others = [i for i, n in enumerate(nodes) if n.depth > 0]
             if others:
-                text = NODE_PROMPTS[kind].format(arg)
-                prompts = [[*self.zoom_parts(image, [nodes[i]], colour=colour)[0], text] for i in others]
-                out.update(zip(others, confidence(self.adapter.yes_no_margins_interleaved(prompts)), strict=True))
+                node_text = text("node")
+                parts = [[*self.zoom_parts(image, [nodes[i]], colour=colour)[0], node_text] for i in others]
+                out.update(zip(others, confidence(self.adapter.yes_no_margins_interleaved(parts)), strict=True))
             return [out[i] for i in range(len(nodes))]
 
     def zoom_parts(
@@ -555,7 +739,9 @@ class ZoomEyeMethod:
             if force_no_root and node is root:
                 answering[id(node)] = -1.0
             else:
-                asked = answering[id(node)] = self._confidences(image, [node], "answering", question, colour=colour)[0]
+                asked = answering[id(node)] = self._confidences(
+                    image, [node], "answering", target=cue, question=question, colour=colour
+                )[0]
             event: Event = "pop"
             if asked is not None and asked >= tau:
                 candidates.append(node)
@@ -605,8 +791,8 @@ class ZoomEyeMethod:
         """Sort ``queue`` by priority, descending (stable); new nodes cost 2 passes each (existence + latent)."""
         new = [n for n in queue if id(n) not in priority]
         if new:
-            exist = self._confidences(image, new, "existence", cue, colour=colour)
-            latent = self._confidences(image, new, "latent", cue, colour=colour)
+            exist = self._confidences(image, new, "existence", target=cue, colour=colour)
+            latent = self._confidences(image, new, "latent", target=cue, colour=colour)
             for n, e, lat in zip(new, exist, latent, strict=True):
                 w = priority_weight(n.depth, max_depth, self.config.bias)
                 priority[id(n)] = w * e + (1 - w) * lat
@@ -621,7 +807,7 @@ class ZoomEyeMethod:
             if node.depth < self.config.type2_depth:
                 for child in node.children:
                     below = max(below, visit(child))
-            e = self._confidences(image, [node], "existence", cue, colour=colour)[0]
+            e = self._confidences(image, [node], "existence", target=cue, colour=colour)[0]
             if e >= max(below, self.config.visual_cue_threshold):
                 kept.append(node)
             return max(e, below)
@@ -629,31 +815,61 @@ class ZoomEyeMethod:
         visit(self.root(image.size))
         return kept
 
-    def root_filter(self, image: Image.Image, cues: Sequence[str]) -> bool:
+    def root_filter(self, image: Image.Image, cues: Sequence[VisualCue]) -> bool:
         """Global+Local, several cues: True when some ordinary cue is answerable at the root (search skipped).
 
-        One pass per ordinary cue: the answering confidence of "What is the appearance of the {cue}?" on the root's
-        small view (:func:`root_view`), compared with ``tau_upper``; "all X" cues are not asked.
+        One pass per ordinary cue: the answering confidence of the decomposed question ("What is the appearance of
+        the {cue}?") on the root's small view (:func:`root_view`), compared with ``tau_upper``; "all X" cues are not
+        asked.
         """
-        ordinary = [c for c in cues if not c.lower().startswith("all ")]
+        ordinary = [c for c in cues if not c.all_instances]
         if not ordinary:
             return False
         cfg = self.config
+        p = cfg.prompts
         view = root_view(image, main_px=self.patch_size, main_view=cfg.main_view, fill=cfg.pad_rgb)
-        texts = [ANSWERING.format(DECOMPOSED.format(c)) for c in ordinary]
+        texts = [p.answering.format(question=p.decomposed.format(target=c.name), target=c.name) for c in ordinary]
         with self.adapter.counter.in_phase("search"):
             conf = confidence(self.adapter.yes_no_margins([view] * len(ordinary), texts))
-        logger.debug("zoomeye root filter: %s", dict(zip(ordinary, conf, strict=True)))
+        logger.debug("zoomeye root filter: %s", dict(zip([c.text for c in ordinary], conf, strict=True)))
         return any(c >= cfg.answer_upper for c in conf)
 
-    def extract_cues(self, question: str) -> list[str]:
-        """One text-only greedy generate (aux phase) and the parsed visual cues."""
+    def extract_cues(self, question: str) -> list[VisualCue]:
+        """One text-only greedy generate (aux phase) and the parsed visual cues, from ``config.cues``:
+
+        - ``"prompt"`` (official): ZoomEye's cue prompt, parsed by :func:`parse_cues`;
+        - ``"focus_extraction"``: FOCUS's Stage-I prompt and :func:`~focus_tool.steps.targets.parse_targets` with
+          ``config.targets`` (the same call and parsing as FOCUS, counted as aux as FOCUS's is); a type-2 target
+          becomes the cue "all {phrase}" (already singular: no second plural strip).
+        """
+        cfg = self.config
         with self.adapter.counter.in_phase("aux"):
-            reply = self.adapter.generate(
-                None, CUE_PROMPT.format(question), max_new_tokens=self.config.cue_max_new_tokens
+            if cfg.cues == "focus_extraction":
+                prompt, max_new = extraction_prompt(question, cfg.targets), cfg.targets.max_new_tokens
+            else:
+                prompt, max_new = cfg.prompts.cue.format(question=question), cfg.cue_max_new_tokens
+            reply = self.adapter.generate(None, prompt, max_new_tokens=max_new)
+        if cfg.cues == "focus_extraction":
+            targets = parse_targets(reply, question, cfg.targets)
+            cues = [
+                VisualCue(f"all {t.phrase}" if t.all_instances else t.phrase, t.phrase, t.all_instances)
+                for t in targets
+            ][: cfg.max_targets]
+        else:
+            cues = [VisualCue.from_text(c) for c in parse_cues(reply, cfg.max_targets)]
+        logger.debug("zoomeye cues (%s): %r -> %s", cfg.cues, reply, [c.text for c in cues])
+        if not cues:
+            # peers.md documents no fallback; upstream get_zoom_eye_response then loops over no target and answers
+            # on the full image (its "direct answering" path): kept, and said
+            level = logging.WARNING if not self._warned_no_cue else logging.DEBUG
+            self._warned_no_cue = True
+            logger.log(
+                level,
+                "zoomeye: no visual cue parsed from the %s reply %r; no search, answering on the full image "
+                "(logged once per method at warning level)",
+                cfg.cues,
+                reply,
             )
-        cues = parse_cues(reply, self.config.max_targets)
-        logger.debug("zoomeye cues: %r -> %s", reply, cues)
         return cues
 
     # ------------------------------------------------------------------ the engine
@@ -668,10 +884,11 @@ class ZoomEyeMethod:
         suffix: str = "",
         cues: Sequence[str] | None = None,
     ) -> FocusResult:
-        """Cue extraction (unless ``cues``), the root filter (Global+Local), one search per cue, the answer."""
+        """Cue extraction (unless ``cues``, e.g. ``["red card", "all dogs"]``), the root filter (Global+Local), one
+        search per cue, the answer."""
         self.adapter.counter.reset()
         t0 = time.perf_counter()
-        cue_list = list(cues) if cues is not None else self.extract_cues(question)
+        cue_list = [VisualCue.from_text(c) for c in cues] if cues is not None else self.extract_cues(question)
         t1 = time.perf_counter()
         multi = len(cue_list) > 1
         local = self.input_mode == "local"
@@ -679,18 +896,16 @@ class ZoomEyeMethod:
         searched = [] if not local and multi and self.root_filter(image, cue_list) else cue_list
         found: list[tuple[str, Node, float | None]] = []
         for cue in searched:
-            if cue.lower().startswith("all "):
-                name = cue[4:].strip()
-                name = name[:-1] if name.endswith("s") else name  # naive plural strip, as in ZoomEye
-                found.extend((cue, n, None) for n in self.search_type2(image, name, colour=colour))
+            if cue.all_instances:
+                found.extend((cue.text, n, None) for n in self.search_type2(image, cue.name, colour=colour))
                 continue
-            q = DECOMPOSED.format(cue) if multi else question
+            q = self.config.prompts.decomposed.format(target=cue.name) if multi else question
             out = self.search_type1(
-                image, cue, q, force_visit_bottom=multi, force_no_root=multi and local, colour=colour
+                image, cue.name, q, force_visit_bottom=multi, force_no_root=multi and local, colour=colour
             )
             if out.node is not None:
                 last = [s.answering for s in out.trace if s.node == out.node.name and s.answering is not None]
-                found.append((cue, out.node, last[-1] if last else None))
+                found.append((cue.text, out.node, last[-1] if last else None))
         t2 = time.perf_counter()
         answer, view_kind, answer_boxes = self._final_answer(
             image,
@@ -721,8 +936,8 @@ class ZoomEyeMethod:
             image_wh=image.size,
             question=question,
             answer=answer,
-            targets=cue_list,
-            target_types=["all" if c.lower().startswith("all ") else "single" for c in cue_list],
+            targets=[c.text for c in cue_list],
+            target_types=["all" if c.all_instances else "single" for c in cue_list],
             regions=regions,
             answer_view=view_kind,
             answer_boxes=answer_boxes,

@@ -7,9 +7,16 @@ w(1) = 0.2 + 0.8 * (1/2)^2 = 0.4, w(2) = 1.0 (latent ignored at the leaves).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import logging
 import math
+import re
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,9 +27,13 @@ from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
 from focus_tool.baselines.common import answer_text
 from focus_tool.baselines.zoomeye import (
     ANSWERING,
+    CUE_PROMPT,
     DECOMPOSED,
+    EXISTENCE,
+    LATENT,
     ZoomEyeConfig,
     ZoomEyeMethod,
+    ZoomEyePrompts,
     merge_boxes,
     parse_cues,
     priority_weight,
@@ -32,7 +43,10 @@ from focus_tool.baselines.zoomeye import (
     zoom_views,
     zoomeye_config_for,
 )
+from focus_tool.config import TargetConfig
+from focus_tool.errors import ConfigError
 from focus_tool.grid import PatchGrid
+from focus_tool.steps.targets import extraction_prompt
 
 BOXES = {"0": (0, 0, 36, 36)}
 for k, (x, y) in enumerate([(0, 0), (18, 0), (0, 18), (18, 18)]):
@@ -410,7 +424,7 @@ def test_global_local_final_answer_gets_main_image_and_zoomed_view(scheme: str) 
 def test_global_local_root_filter_skips_the_search() -> None:
     """Two cues: the root filter asks each decomposed question on the 40 x 40 root view; "blue card" reaches 0.7 >=
     tau_upper, so nothing is searched and the full image alone is answered (2 search FPs)."""
-    decomposed_blue = ANSWERING.format(DECOMPOSED.format("blue card"))
+    decomposed_blue = ANSWERING.format(question=DECOMPOSED.format(target="blue card"))
     adapter = GlobalLocalAdapter(
         TABLE,
         by_text={decomposed_blue: 0.7},
@@ -520,3 +534,215 @@ def test_global_local_runs_on_tiny_multi_image_models(
     assert result.answer_view in ("multi", "full") and result.answer is not None
     if scheme == "logit":
         assert result.answer in options
+
+
+# ---------------------------------------------------------------------------------------------- per-checkpoint prompts
+#
+# A checkpoint's focus_preset.json "zoomeye" section (cue source, prompt templates) and what the model then receives.
+
+EMBEDDED = Path(__file__).resolve().parent.parent.parent / "focus_tool" / "embedded" / "model"
+EXIST_Q = "Is there a {target} in the image?"
+
+
+class PresetAdapter(ScriptedAdapter):
+    """ScriptedAdapter with a backbone preset and a checkpoint folder (``model_id``)."""
+
+    preset_name = "llava-1.5"
+
+    def __init__(self, model_id: str | Path) -> None:
+        super().__init__({})
+        self.model_id = str(model_id)
+
+
+def _checkpoint(tmp_path: Path, spec: dict[str, Any]) -> Path:
+    (tmp_path / "focus_preset.json").write_text(json.dumps(spec))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("section", "expected", "error"),
+    [
+        ({}, {"cues": "prompt"}, None),  # no section: the official setting
+        ({"cues": "focus_extraction"}, {"cues": "focus_extraction", "existence": EXISTENCE}, None),
+        ({"prompts": {"existence": EXIST_Q}}, {"cues": "prompt", "existence": EXIST_Q, "latent": LATENT}, None),
+        (  # the embedded model's mapping
+            {"cues": "focus_extraction", "prompts": dict.fromkeys(("existence", "latent", "answering"), EXIST_Q)},
+            {"cues": "focus_extraction", "existence": EXIST_Q, "latent": EXIST_Q, "answering": EXIST_Q},
+            None,
+        ),
+        ({"prompts": {"answering": "Can {question} be answered from {target}?"}}, {"latent": LATENT}, None),
+        ({"prompts": {"latent_node": "Zoom for {target}?", "cue": "Q: {question}"}}, {"cues": "prompt"}, None),
+        ({"cue": "focus_extraction"}, None, "unknown key(s) ['cue']"),  # typo of "cues"
+        ({"cues": "spacy"}, None, "must be one of prompt, focus_extraction"),
+        ({"cues": "prompt", "depth_limit": 2}, None, "unknown key(s) ['depth_limit']"),  # only cues and prompts
+        ({"prompts": {"existance": EXIST_Q}}, None, "unknown prompt name(s) ['existance']"),
+        ({"prompts": ["Is there a {target}?"]}, None, "must be an object of NAME: TEMPLATE"),
+        ({"prompts": {"existence": "Is there a {} in the image?"}}, None, "must use named fields"),  # positional
+        ({"prompts": {"existence": "Is there a {question}?"}}, None, "must use {target}"),  # wrong field
+        ({"prompts": {"existence": "Is there a card?"}}, None, "got none"),  # no field: same prompt for every cue
+        ({"prompts": {"answering": "Is it {target} or {colour}?"}}, None, "{question} and/or {target}"),
+        ({"prompts": {"latent": 3}}, None, "must be a string"),
+        ({"prompts": {"existence": "Is there a {target"}}, None, "not a valid template"),
+    ],
+)
+def test_zoomeye_section_table(
+    tmp_path: Path, section: dict[str, Any], expected: dict[str, str] | None, error: str | None
+) -> None:
+    adapter = PresetAdapter(_checkpoint(tmp_path, {"preset": "default", "zoomeye": section}))
+    with pytest.raises(ConfigError, match=re.escape(error)) if error else contextlib.nullcontext():
+        cfg = zoomeye_config_for(adapter)
+        assert expected is not None and cfg.cues == expected.get("cues", cfg.cues)
+        for name, template in expected.items():
+            assert name == "cues" or getattr(cfg.prompts, name) == template
+        assert cfg.input_mode == "local" and cfg.bias == 0.2  # the backbone's settings stay
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ({"preset": "default", "zoomEye": {"cues": "prompt"}}, "unknown key(s) ['zoomEye']"),
+        ({"preset": "default", "zoomeye": ["prompt"]}, "must be a JSON object"),
+        (["default"], "must hold a JSON object"),
+    ],
+)
+def test_malformed_preset_file_is_an_error(tmp_path: Path, spec: Any, error: str) -> None:
+    (tmp_path / "focus_preset.json").write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        zoomeye_config_for(PresetAdapter(tmp_path))
+
+
+def test_no_preset_file_keeps_the_official_config(tmp_path: Path) -> None:
+    cfg = zoomeye_config_for(PresetAdapter(tmp_path), depth_limit=2)
+    assert cfg.cues == "prompt" and cfg.prompts == ZoomEyePrompts() and cfg.depth_limit == 2
+    assert cfg.targets == TargetConfig()
+
+
+def test_shipped_embedded_preset() -> None:
+    """The embedded model's file: FOCUS keys untouched, ZoomEye asks it only its trained existence question, cues from
+    FOCUS's Stage I with FOCUS's own parsing settings (type 2 only on "all")."""
+    spec = json.loads((EMBEDDED / "focus_preset.json").read_text())
+    assert spec["preset"] == "default" and spec["overrides"]["relevance.layers"] == [0, 1]
+    cfg = zoomeye_config_for(PresetAdapter(EMBEDDED))
+    assert cfg.cues == "focus_extraction"
+    assert cfg.prompts.existence == cfg.prompts.latent == cfg.prompts.answering == EXIST_Q
+    assert cfg.prompts.cue == CUE_PROMPT and cfg.targets.type2_rule == "all_only"
+
+
+class RecordingAdapter(ScriptedAdapter):
+    """Records every prompt text; the confidence kind comes from the text's first word (E / L / A = existence /
+    latent / answering), the extraction reply from which extraction prompt was sent."""
+
+    def __init__(self, table: dict[str, tuple[float, float, float]], *, focus_reply: str = "", cue_reply: str = ""):
+        super().__init__(table)
+        self.texts: list[str] = []
+        self.generated: list[str] = []
+        self.focus_reply, self.cue_reply = focus_reply, cue_reply
+
+    def yes_no_margins(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        self.texts.extend(texts)
+        out = []
+        for im, text in zip(images, texts, strict=True):
+            i = "ELA".index(text[0]) if text[0] in "ELA" else 0  # the embedded mapping asks existence only
+            out.append(2 * math.atanh(self.table.get(self.node_of(im), (0.0, 0.0, 0.0))[i]))
+        self.counter.add(len(images), 10 * len(images))
+        return torch.tensor(out, dtype=torch.float64)
+
+    def generate(self, image: Image.Image | None, text: str, *, max_new_tokens: int) -> str:
+        self.counter.add(1, 10)
+        if image is not None:
+            return "A"
+        self.generated.append(text)
+        return self.focus_reply if text.startswith("Extract the objects") else self.cue_reply
+
+
+OVERRIDES = ZoomEyePrompts(
+    existence="E {target}?", latent="L {target}?", answering="A {question} | {target}?", decomposed="D {target}"
+)
+
+
+def test_override_prompts_are_what_the_model_receives() -> None:
+    """One cue, the hand trace of test_stop_at_threshold (root answer, 4 existence, 4 latent, 0.0 answer: stop),
+    every text from the override templates."""
+    table = dict(TABLE)
+    table["0.0"] = (0.2, 0.5, 0.7)
+    adapter = RecordingAdapter(table)
+    method = ZoomEyeMethod(adapter, ZoomEyeConfig(patch_size=10, prompts=OVERRIDES))
+    result = method.run(_image(), question="Q?", options=["a", "b"], cues=["red card"])
+    assert adapter.texts == ["A Q? | red card?"] + ["E red card?"] * 4 + ["L red card?"] * 4 + ["A Q? | red card?"]
+    assert result.forward_passes.search == 10 and result.regions[0].box == BOXES["0.0"]
+
+
+def test_override_prompts_with_several_cues_and_type2() -> None:
+    """Two cues: the answering prompt gets the decomposed override in {question}; an "all" cue asks existence only."""
+    adapter = RecordingAdapter(dict.fromkeys(BOXES, (0.0, 0.0, 0.7)))
+    method = ZoomEyeMethod(adapter, ZoomEyeConfig(patch_size=10, prompts=OVERRIDES))
+    method.run(_image(), question="Q?", options=["a", "b"], cues=["red card", "all dogs"])
+    answering = {t for t in adapter.texts if t.startswith("A")}
+    assert answering == {"A D red card | red card?"}
+    assert {t for t in adapter.texts if t.startswith("E")} == {"E red card?", "E dog?"}
+    assert sum(t == "E dog?" for t in adapter.texts) == 21  # type 2: 1 + 4 + 16
+
+
+def test_embedded_mapping_collapses_latent_and_answering_to_existence() -> None:
+    """With the shipped mapping every confidence is the existence question, so the trace is driven by existence:
+    root 0.1 < 0.6; children ranked by existence alone (0.1: 0.8 first although its latent is -0.9); 0.1 answers with
+    its existence 0.8 >= 0.6: stop. Still 2 passes per queued node (existence and latent asked separately)."""
+    table = {"0": (0.1, 0.9, 0.9), "0.0": (0.5, 0.9, 0.9), "0.1": (0.8, -0.9, -0.9), "0.2": (0.0, 0.9, 0.9)}
+    adapter = RecordingAdapter(table)
+    cfg = replace(zoomeye_config_for(PresetAdapter(EMBEDDED)), patch_size=10)
+    out = ZoomEyeMethod(adapter, cfg).search_type1(_image(), "red card", "How many dots are on the red card?")
+    assert [(s.node, s.answering, s.event) for s in out.trace] == [
+        ("0", pytest.approx(0.1), "pop"),
+        ("0.1", pytest.approx(0.8), "stop"),
+    ]
+    assert set(adapter.texts) == {"Is there a red card in the image?"} and len(adapter.texts) == 1 + 8 + 1
+
+
+@pytest.mark.parametrize(
+    ("targets", "reply", "question", "cues", "types"),
+    [
+        (TargetConfig(), "I need the info about red card.", "What is the color?", ["red card"], ["single"]),
+        (  # "all" marks type 2; parse_targets singularises, and the name is not stripped again ("card", not "car")
+            TargetConfig(),
+            "I need the info about red card and all blue cards.",
+            "Q?",
+            ["red card", "all blue card"],
+            ["single", "all"],
+        ),
+        (TargetConfig(), "I need the info about red card.", "How many dots?", ["all red card"], ["all"]),  # keyword
+        (
+            TargetConfig(type2_rule="all_only"),
+            "I need the info about red card.",
+            "How many dots?",
+            ["red card"],
+            ["single"],
+        ),
+        (TargetConfig(), "Yes", "Q?", [], []),  # nothing parses: no search
+    ],
+)
+def test_cues_from_focus_extraction(
+    targets: TargetConfig, reply: str, question: str, cues: list[str], types: list[str]
+) -> None:
+    adapter = RecordingAdapter(dict.fromkeys(BOXES, (0.0, 0.0, 0.7)), focus_reply=reply, cue_reply="(unused)")
+    method = ZoomEyeMethod(adapter, ZoomEyeConfig(patch_size=10, cues="focus_extraction", targets=targets))
+    result = method.run(_image(), question=question, options=["a", "b"])
+    assert adapter.generated == [extraction_prompt(question, targets)]  # FOCUS's Stage-I prompt, nothing else
+    assert result.targets == cues and result.target_types == types
+    assert result.forward_passes.aux == 1  # the extraction pass, counted as FOCUS counts it
+    names = {t.split(" ", 3)[3].removesuffix(" in the image? Answer Yes or No.") for t in adapter.texts if t[0] == "I"}
+    assert names == {c.removeprefix("all ") for c in cues}
+    assert (result.forward_passes.search == 0) == (not cues)
+
+
+@pytest.mark.parametrize("cues", ["prompt", "focus_extraction"])
+def test_no_cue_answers_on_the_full_image_and_warns(cues: str, caplog: pytest.LogCaptureFixture) -> None:
+    adapter = RecordingAdapter({}, focus_reply="No", cue_reply="")  # parse_cues takes any short reply as a cue
+    method = ZoomEyeMethod(adapter, ZoomEyeConfig(patch_size=10, cues=cues))  # type: ignore[arg-type]
+    with caplog.at_level(logging.DEBUG, logger="focus_tool.baselines.zoomeye"):
+        first = method.run(_image(), question="Q?", options=["a", "b"])
+        method.run(_image(), question="Q?", options=["a", "b"])
+    assert first.targets == [] and first.answer_view == "full" and first.answer_boxes == []
+    fp = first.forward_passes
+    assert (fp.aux, fp.search, fp.answer) == (1, 0, 1)
+    levels = [r.levelno for r in caplog.records if "no visual cue" in r.getMessage()]
+    assert levels == [logging.WARNING, logging.DEBUG]  # once per method at warning level

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from focus_tool.adapters.llava import LlavaAdapter
+from focus_tool.errors import ConfigError
 from focus_tool.eval import runner
 from focus_tool.eval.runner import EvalSpec, items_path, run_eval, tflops
 from tests.tiny_models import save_tiny_llava, tiny_llava
@@ -129,6 +130,21 @@ def test_focus_scheme_reaches_the_pipeline(adapter: LlavaAdapter) -> None:
     assert method.config.answer.scheme == "letter"  # the method's base config is not mutated
     with pytest.raises(ValueError, match="needs options"):
         method.run(image, question="What is the color?", options=None, scheme="logit")
+
+
+def test_build_method_reads_the_checkpoints_zoomeye_section(
+    tmp_path: Path, adapter: LlavaAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``"zoomeye"`` section of the checkpoint's focus_preset.json reaches the runner's ZoomEye; depth still set."""
+    spec = {"preset": "default", "zoomeye": {"cues": "focus_extraction", "prompts": {"latent": "Is there a {target}?"}}}
+    (tmp_path / "focus_preset.json").write_text(json.dumps(spec))
+    monkeypatch.setattr(adapter, "model_id", str(tmp_path))
+    method = runner.build_method("zoomeye", adapter, zoomeye_depth=2)
+    cfg = method.config  # type: ignore[attr-defined]
+    assert cfg.cues == "focus_extraction" and cfg.prompts.latent == "Is there a {target}?" and cfg.depth_limit == 2
+    (tmp_path / "focus_preset.json").write_text(json.dumps({"zoomeye": {"cues": "focus"}}))
+    with pytest.raises(ConfigError, match="cues"):
+        runner.build_method("zoomeye", adapter)
 
 
 class _AlwaysA:
