@@ -284,7 +284,9 @@ def hinge_alignment(proj: Any, labels: Any, words: Any, pos: float = 0.5, neg: f
     """
     import torch.nn.functional as F
 
-    cos = F.normalize(proj, dim=-1) @ F.normalize(words, dim=-1).T  # (n, P, K)
+    # the words are the fixed reference (detached): only the vision side moves. With trainable targets the four pip
+    # words drifted to a shared direction (cosine ~0.5 of a card patch with every pip word, pip colour at chance)
+    cos = F.normalize(proj, dim=-1) @ F.normalize(words.detach(), dim=-1).T  # (n, P, K)
     valid = (labels != IGNORE)[..., None].expand_as(cos)  # (n, P, K)
     onehot = F.one_hot(labels.clamp_min(0), words.shape[0] + 1)[..., 1:].bool()  # (n, P, K)
     is_pos, is_neg = onehot & valid, ~onehot & valid
