@@ -1,18 +1,20 @@
 """Train the embedded model from scratch on the synthetic world (CPU, seeded, resumable).
 
-``python -m focus_tool.embedded.train --out runs/embedded --steps 6000`` (or ``focus train-embedded``).
+``python -m focus_tool.embedded.train --out runs/embedded --steps 2000`` (or ``focus train-embedded``).
 
 What the model is taught (every example is an (image, prompt) -> answer pair in LLaVA-1.5's chat format):
 - existence: "Is there a {colour} card in the image?" -> Yes / No, on global views and on crops;
 - questions on views where the card is at least 8 px wide in the 96-px model input (as annotators only ask about
-  visible things): pip colour, pip count, left / right of two cards, as lettered multiple choice (80 %) or
-  one-word answers (20 %);
+  visible things): pip colour, pip count, left / right of two cards, as one-word answers (60 %, what V* logit
+  matching scores) or lettered multiple choice (40 %);
 - target naming: the default Stage-I extraction prompt (text only) -> "I need the info about red card."
 
 Losses: next-token cross-entropy on the answer tokens, plus an auxiliary loss on the VISION side only
 (``--aux``): each 8-px patch's projector output is classified by card colour and by pip colour.
-- ``hinge`` (default): margins instead of a softmax: a patch's projector output has cosine >= 0.5 with the input
-  embedding of its card colour, its pip colour and the word "card", and |cosine| <= 0.1 with every other of these words;
+- ``hinge`` (default): margins instead of a softmax: every patch of a card has a projector output with cosine >= 0.5
+  with the (detached) input embedding of its card colour, of the word "card" and, when its pips are visible in the
+  view, of its pip colour; |cosine| <= 0.1 with every other of these words; plus ``scale_match`` (projector output
+  RMS = word-embedding RMS);
   satisfied margins give no gradient, so background stays unrelated to the words instead of anti-aligned (a
   softmax over cosines drove background to cosine -0.6 with the colour words, which made the Fig. 7 row sums
   negative and flipped the sign of the V-V map);
@@ -491,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line of the training script."""
     ap = argparse.ArgumentParser(prog="focus train-embedded", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/embedded"), help="run folder (checkpoint, log, model/)")
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
