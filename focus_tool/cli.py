@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="evaluate a method (focus, zoomeye, vicrop, vanilla) on a benchmark",
         description="Run one method on a benchmark read from a local path (or the seeded synthetic split): "
-        "resumable per-item JSONL next to the report, JSON + Markdown report, PNG plot. Data-parallel with "
+        "resumable per-item JSONL next to the report (a rerun with another model or settings is refused), JSON + "
+        "Markdown report, PNG plot. Data-parallel with "
         "torchrun --nproc_per_node N -m focus_tool.cli eval ...",
     )
     e.add_argument("--method", required=True, choices=["focus", "zoomeye", "vicrop", "vanilla"])
@@ -278,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", type=Path, help="local benchmark file or folder (synthetic: where to write the split)")
     e.add_argument("--limit", type=int, default=None, help="first N items (synthetic: split size, default 200)")
     e.add_argument("--seed", type=int, default=0, help="synthetic split and option-shuffle seed")
-    e.add_argument("--report", type=Path, required=True, help="the JSON report (also .md, .png, .items.jsonl)")
+    e.add_argument(
+        "--report", type=Path, required=True, help="the JSON report (also .md, .png, .items.jsonl, .run.json)"
+    )
     e.add_argument(
         "--scheme",
         choices=["logit", "letter-strict", "letter-lenient", "mme-regex"],

@@ -18,11 +18,17 @@ scorer does (:func:`focus_tool.eval.scoring.accuracy_breakdown`).
 Data-parallel: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1) accelerate's ``PartialState`` (CPU: gloo)
 gives each rank the items ``rank::N``; ranks append to their own shard file, rank 0 merges the shards into
 ``<report>.items.jsonl`` in item order and writes the report, so the result equals a one-process run.
+
+Resume: items already in ``<report>.items.jsonl`` (or a rank shard) are skipped, keyed by (method, item id). Those
+keys say nothing about the model or settings that produced a record, so ``<report>.run.json`` stores the run
+signature (:func:`run_signature`) and a run whose signature differs from the stored one is refused instead of
+mixing its records with the old ones. Methods are not in the signature: adding a method to a report is a feature.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -246,6 +252,11 @@ def _shard_path(report: Path, rank: int) -> Path:
     return report.with_name(f"{report.stem}.items.rank{rank}.jsonl")
 
 
+def signature_path(report: Path) -> Path:
+    """The run signature sidecar next to the report."""
+    return report.with_name(report.stem + ".run.json")
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Records of a JSONL file (a torn last line from an interrupted run is skipped)."""
     if not path.is_file():
@@ -390,6 +401,104 @@ class EvalSpec:
     progress: bool = True
 
 
+# ---------------------------------------------------------------------------------------------------- run signature
+
+_EDGE_BYTES: Final[int] = 1 << 20
+
+
+def weights_fingerprint(folder: Path) -> str | None:
+    """sha256 over the weight files of a local checkpoint folder (None if it has none), cheap and clone-stable.
+
+    Per file: its name, size, first and last MiB (mtimes differ between clones, a full hash of a 15 GB checkpoint
+    costs minutes). A retrained checkpoint changes its tensors' bytes at both ends, so this catches it in practice;
+    an edit confined to the middle of a large file would go unnoticed. ``focus_preset.json`` is hashed whole: the
+    runner's FOCUS and ZoomEye read their settings from it.
+    """
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        size = f.stat().st_size
+        h.update(f"{f.name}\0{size}\0".encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(_EDGE_BYTES))
+            if size > _EDGE_BYTES:
+                fh.seek(max(_EDGE_BYTES, size - _EDGE_BYTES))
+                h.update(fh.read())
+    preset_file = folder / "focus_preset.json"
+    if preset_file.is_file():
+        h.update(b"focus_preset.json\0" + preset_file.read_bytes())
+    return h.hexdigest()
+
+
+def run_signature(spec: EvalSpec, scheme: str, adapter: MLLMAdapter | None = None) -> dict[str, Any]:
+    """What determines a per-item record besides the method and the item: the resume key of ``<report>.run.json``.
+
+    The model is named as given (``--model``), or by the adapter's ``model_id`` when an adapter is passed in; the
+    embedded model is called ``"embedded"`` and paths are not resolved, so a report resumes in another clone.
+    Left out on purpose: the methods (adding one is a feature), device and attention kernel (the default kernel
+    depends on the methods; numerics differ only in rounding), progress and the command line.
+    """
+    from focus_tool.adapters.registry import default_model_path
+
+    name = adapter.model_id if adapter is not None else spec.model
+    if name is None or Path(name) == default_model_path():
+        name, folder = "embedded", default_model_path()
+    else:
+        folder = Path(name).expanduser()
+    return {
+        "model": name,
+        "model_weights": weights_fingerprint(folder) if folder.is_dir() else None,
+        "benchmark": spec.benchmark,
+        "data": None if spec.data is None else str(spec.data),
+        "seed": spec.seed,
+        "limit": spec.limit,
+        "scheme": scheme,
+        "dtype": spec.dtype,
+        "zoomeye_depth": spec.zoomeye_depth,
+        "vicrop_variant": spec.vicrop_variant,
+        "vicrop_high": spec.vicrop_high,
+    }
+
+
+def check_signature(report: Path, signature: dict[str, Any]) -> bool:
+    """Whether item records of an earlier run exist; they must stem from ``signature``.
+
+    Raises:
+        FocusError: records exist and ``<report>.run.json`` is missing, unreadable or names other settings.
+    """
+    if not _done_keys(report):
+        return False
+    items, sidecar = items_path(report), signature_path(report)
+    fix = f"delete {items} (and any {report.stem}.items.rank*.jsonl) or use another --report path"
+    try:
+        stored = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        stored = None
+    if not isinstance(stored, dict):
+        raise FocusError(f"{items} holds results without a readable run signature {sidecar.name}; {fix}")
+
+    def shown(key: str, value: Any) -> str:  # a 64-digit hash would swamp the one-line message
+        return json.dumps(value[:12] if key == "model_weights" and isinstance(value, str) else value)
+
+    changed = [
+        f"{k} {shown(k, stored.get(k))} -> {shown(k, signature.get(k))}"
+        for k in sorted(set(stored) | set(signature))
+        if stored.get(k) != signature.get(k)
+    ]
+    if changed:
+        raise FocusError(f"{items} holds results of a different run (changed: {', '.join(changed)}); {fix}")
+    return True
+
+
+def _write_signature(report: Path, signature: dict[str, Any]) -> None:
+    # tmp + rename: another rank (or a crash) never sees a half-written sidecar
+    tmp = signature_path(report).with_suffix(".tmp")
+    tmp.write_text(json.dumps(signature, indent=1) + "\n")
+    tmp.replace(signature_path(report))
+
+
 def _distributed() -> tuple[int, int, Callable[[], None]]:
     """(rank, world size, barrier); accelerate's PartialState only when launched by torchrun / accelerate."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -412,6 +521,13 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
     scheme = spec.scheme or default_scheme(spec.benchmark)
     letter = scheme != "logit"
     spec.report.parent.mkdir(parents=True, exist_ok=True)
+    # Every rank checks, before the model is loaded and before any record is written (the files cannot change under
+    # the check), so all ranks refuse together instead of rank 0 alone leaving the others waiting at a barrier.
+    # Only rank 0 writes the sidecar, and only when no records exist: no rank reads it then.
+    signature = run_signature(spec, scheme, adapter)
+    resumed = check_signature(spec.report, signature)
+    if rank == 0 and not resumed:
+        _write_signature(spec.report, signature)
     work = Path(tempfile.gettempdir()) / "focus-eval-data"  # synthetic split without --data: never in the repo
     if spec.benchmark == "synthetic" and rank == 0:
         load_benchmark(
@@ -461,7 +577,9 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
     records = _merge(spec.report, {it.item_id: i for i, it in enumerate(items)})
     wanted = {it.item_id for it in items}
     records = [r for r in records if r["item_id"] in wanted]
-    previous = json.loads(spec.report.read_text()) if spec.report.is_file() else {}
+    # An earlier report's other methods are kept only when resuming under the same signature; after the items file
+    # was deleted they would be results of another run.
+    previous = json.loads(spec.report.read_text()) if resumed and spec.report.is_file() else {}
     methods = dict(previous.get("methods", {})) if previous.get("benchmark") == spec.benchmark else {}
     methods.update(summarize(records, benchmark=spec.benchmark, scheme=scheme))
     report = {

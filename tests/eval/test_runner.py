@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from focus_tool.adapters.llava import LlavaAdapter
-from focus_tool.errors import ConfigError
+from focus_tool.errors import ConfigError, FocusError
 from focus_tool.eval import runner
-from focus_tool.eval.runner import EvalSpec, items_path, run_eval, tflops
+from focus_tool.eval.runner import EvalSpec, items_path, run_eval, signature_path, tflops, weights_fingerprint
 from tests.tiny_models import save_tiny_llava, tiny_llava
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -84,6 +84,108 @@ def test_resume_skips_done_items(tmp_path: Path, adapter: LlavaAdapter, monkeypa
     calls.clear()
     run_eval(_spec(tmp_path, limit=3), adapter=adapter)
     assert calls == []
+
+
+def _count_items(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Patch ``run_item`` to log the method of every item actually run."""
+    calls: list[str] = []
+    real = runner.run_item
+
+    def counting(method: Any, item: Any, **kw: Any) -> dict[str, Any]:
+        calls.append(method.name)
+        return real(method, item, **kw)
+
+    monkeypatch.setattr(runner, "run_item", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("change", "runs"),
+    [
+        ({}, []),  # the same run again: everything is done
+        ({"methods": ("vanilla", "focus")}, ["focus"]),  # adding a method is not a change of run
+        ({"progress": True, "command": "focus eval ..."}, []),  # nor is how the run is shown
+    ],
+    ids=["same", "added-method", "display-only"],
+)
+def test_same_run_signature_resumes(
+    tmp_path: Path,
+    adapter: LlavaAdapter,
+    monkeypatch: pytest.MonkeyPatch,
+    change: dict[str, Any],
+    runs: list[str],
+) -> None:
+    calls = _count_items(monkeypatch)
+    run_eval(_spec(tmp_path, limit=1), adapter=adapter)
+    assert calls == ["vanilla"]
+    stored = json.loads(signature_path(tmp_path / "out" / "report.json").read_text())
+    assert stored["model"] == "llava" and stored["scheme"] == "letter-lenient" and stored["limit"] == 1
+    calls.clear()
+    report = run_eval(_spec(tmp_path, limit=1, **change), adapter=adapter)
+    assert calls == runs and report is not None
+    assert set(report["methods"]) == set(change.get("methods", ("vanilla",)))
+
+
+_REFUSED: list[tuple[dict[str, Any], str]] = [  # (what the rerun changes, the field the refusal names)
+    ({"scheme": "logit"}, "scheme"),
+    ({"seed": 1}, "seed"),
+    ({"limit": 2}, "limit"),
+    ({"model_id": "another-llava"}, "model"),
+    ({"data": "other-data"}, "data"),
+    ({"zoomeye_depth": 2}, "zoomeye_depth"),
+    ({"vicrop_variant": "grad-att"}, "vicrop_variant"),
+    ({"vicrop_high": True}, "vicrop_high"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), _REFUSED, ids=[field for _, field in _REFUSED])
+def test_changed_run_signature_is_refused(
+    tmp_path: Path, adapter: LlavaAdapter, monkeypatch: pytest.MonkeyPatch, change: dict[str, Any], field: str
+) -> None:
+    """Records of another model / settings are never mixed in; a fresh report path, or deleting the items, works."""
+    calls = _count_items(monkeypatch)
+    run_eval(_spec(tmp_path, limit=1), adapter=adapter)
+    report = tmp_path / "out" / "report.json"
+    before = items_path(report).read_text()
+    change = dict(change)
+    if "model_id" in change:
+        monkeypatch.setattr(adapter, "model_id", change.pop("model_id"))
+    if "data" in change:
+        change["data"] = tmp_path / change["data"]
+    calls.clear()
+    refused = rf"different run \(changed: {field} .* -> .*\); delete .*report\.items\.jsonl"
+    with pytest.raises(FocusError, match=refused):
+        run_eval(_spec(tmp_path, **{"limit": 1, **change}), adapter=adapter)
+    assert calls == [] and items_path(report).read_text() == before  # refused before anything ran
+    fresh = tmp_path / "fresh" / "report.json"
+    assert run_eval(_spec(tmp_path, **{"limit": 1, "report": fresh, **change}), adapter=adapter) is not None
+    items_path(report).unlink()  # the other way out the message names
+    assert run_eval(_spec(tmp_path, **{"limit": 1, **change}), adapter=adapter) is not None
+    assert json.loads(signature_path(report).read_text()) == json.loads(signature_path(fresh).read_text())
+
+
+def test_records_without_run_signature_are_refused(tmp_path: Path, adapter: LlavaAdapter) -> None:
+    """Items files of an older focus-tool (no sidecar) cannot be told apart from another run's: refused as well."""
+    run_eval(_spec(tmp_path, limit=1), adapter=adapter)
+    signature_path(tmp_path / "out" / "report.json").unlink()
+    with pytest.raises(FocusError, match=r"without a readable run signature report\.run\.json; delete "):
+        run_eval(_spec(tmp_path, limit=1), adapter=adapter)
+
+
+def test_weights_fingerprint_reads_content_not_paths(tmp_path: Path) -> None:
+    """Equal across clones (other folder, other mtime); changed by new bytes at either end or a new focus_preset."""
+    head, middle, tail = b"h" * 2**20, b"m" * 2**20, b"t" * 2**20
+    for clone in ("a", "b"):
+        (tmp_path / clone).mkdir()
+        (tmp_path / clone / "model.safetensors").write_bytes(head + middle + tail)
+    os.utime(tmp_path / "b" / "model.safetensors", (0, 0))
+    base = weights_fingerprint(tmp_path / "a")
+    assert base is not None and weights_fingerprint(tmp_path / "b") == base
+    assert weights_fingerprint(tmp_path) is None  # no weight files
+    (tmp_path / "b" / "model.safetensors").write_bytes(head + middle + b"T" + tail[1:])
+    assert weights_fingerprint(tmp_path / "b") != base
+    (tmp_path / "a" / "focus_preset.json").write_text('{"preset": "default"}')
+    assert weights_fingerprint(tmp_path / "a") != base
 
 
 def test_logit_scheme_on_vstar_fixture(tmp_path: Path, adapter: LlavaAdapter) -> None:
@@ -258,3 +360,15 @@ def test_two_process_torchrun_equals_one_process(tmp_path: Path) -> None:
     s1, s2 = _strip(r1), _strip(r2)
     s1.pop("data"), s2.pop("data")
     assert s1 == s2
+    # another seed on the 2-process report: every rank refuses up front (none is left waiting at a barrier)
+    common[common.index("--seed") + 1] = "4"
+    refused = subprocess.run(
+        [*torchrun, "-m", "focus_tool.cli", *common, "--report", str(two), "--data", str(tmp_path / "d2")],
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and refused.stderr.count("focus: error:") == 2
+    assert "different run (changed: seed 3 -> 4); delete " in refused.stderr
