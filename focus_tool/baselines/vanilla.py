@@ -35,9 +35,12 @@ class VanillaMethod:
     ) -> FocusResult:
         """Answer on the whole image."""
         if scheme == "letter":
+            # the caller's scheme wins over the checkpoint preset's ``answer.scheme`` (the embedded preset says "logit")
             cfg = self.config
+            answer_cfg = dataclasses.replace(cfg.answer, scheme="letter")
             if suffix:
-                cfg = dataclasses.replace(cfg, answer=dataclasses.replace(cfg.answer, answer_suffix=suffix))
+                answer_cfg = dataclasses.replace(answer_cfg, answer_suffix=suffix)
+            cfg = dataclasses.replace(cfg, answer=answer_cfg)
             return FocusPipeline(self.adapter, cfg).vanilla(image, question=question, options=options)
         self.adapter.counter.reset()
         t0 = time.perf_counter()
