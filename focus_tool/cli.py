@@ -137,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """focus demo: one synthetic fine-grained image, vanilla vs FOCUS."""
     from focus_tool.demo import run_demo
 
-    return run_demo(seed=args.seed, out_dir=args.out, model=args.model, write=_out)
+    return run_demo(seed=args.seed, out_dir=args.out, model=args.model, write=_out, tally=args.tally)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -250,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="which demo image (default 0)")
     d.add_argument("--out", type=Path, default=Path("focus-demo"), help="folder for the image and overlay")
     d.add_argument("--model", default=None, help="checkpoint folder (default: the embedded model)")
+    d.add_argument(
+        "--tally",
+        type=int,
+        default=10,
+        help="also answer the next N demo images and print how often each method was right (default 10; 0: off)",
+    )
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser(

@@ -10,8 +10,12 @@ import numpy as np
 from focus_tool.data import synthetic as syn
 
 
-def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[str], None]) -> int:
-    """Generate the demo image for ``seed``, run vanilla and FOCUS, print both, write image + overlay PNGs."""
+def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[str], None], tally: int = 0) -> int:
+    """Generate the demo image for ``seed``, run vanilla and FOCUS, print both, write image + overlay PNGs.
+
+    ``tally`` > 0 also answers the demo images ``seed + 1 .. seed + tally`` (no output files) and prints how often
+    each method was right: one image is an anecdote, and the first one may well be a miss.
+    """
     from focus_tool.adapters.registry import default_model_path, load_adapter
     from focus_tool.embedded.build import save_untrained
     from focus_tool.pipeline import FocusPipeline
@@ -71,4 +75,22 @@ def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[st
         conf = "-" if r.confidence is None else f"{r.confidence:.3f}"
         write(f"  {r.id:>3} box={list(r.box)} P(yes)={conf}{'  <- answered on this' if r.selected else ''}")
     write(f"overlay:  {ov_path}")
+    if tally > 0:
+        right = {"vanilla": 0, "FOCUS": 0}
+        for s in range(seed + 1, seed + 1 + tally):
+            it = syn.sample_bench_item(np.random.default_rng([syn.DEMO_STREAM, s]), "attribute", item_id=f"demo_{s}")
+            img = syn.render(it.scene)
+            opts = list(it.question.options)
+            np.random.default_rng(s).shuffle(opts)
+            ok = it.question.options[0] if scheme == "logit" else "ABCD"[opts.index(it.question.options[0])]
+            for name, res in (
+                ("vanilla", pipe.vanilla(img, question=it.question.text, options=opts)),
+                ("FOCUS", pipe.zoom(img, question=it.question.text, options=opts)),
+            ):
+                ans = res.answer or ""
+                right[name] += int(ans == ok if scheme == "logit" else ans.strip()[:1] == ok)
+        write(
+            f"tally:    on the next {tally} demo images (seeds {seed + 1}-{seed + tally}): vanilla right "
+            f"{right['vanilla']}/{tally}, FOCUS right {right['FOCUS']}/{tally} (chance {tally / 4:g})"
+        )
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -200,5 +201,12 @@ def test_demo_runs_on_the_shipped_model(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     for words in ("question:", "vanilla (whole image):", "FOCUS:", "search passes"):
         assert words in proc.stdout
+    assert re.search(
+        r"tally: +on the next 10 demo images \(seeds 1-10\): vanilla right \d+/10, FOCUS right \d+/10", proc.stdout
+    )
     assert (tmp_path / "demo_0.png").is_file() and (tmp_path / "demo_0_overlay.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "demo_0.png",
+        "demo_0_overlay.png",
+    ]  # the tally writes nothing
     assert "Traceback" not in proc.stderr
