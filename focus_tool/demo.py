@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from focus_tool.data import synthetic as syn
 
@@ -22,8 +23,7 @@ def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[st
     from focus_tool.presets import config_for
     from focus_tool.render import overlay
 
-    item = syn.sample_bench_item(np.random.default_rng([syn.DEMO_STREAM, seed]), "attribute", item_id=f"demo_{seed}")
-    image = syn.render(item.scene)
+    item, image, options = _demo_item(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     image_path = out_dir / f"{item.item_id}.png"
     image.save(image_path)
@@ -35,15 +35,11 @@ def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[st
     adapter = load_adapter(model)
     pipe = FocusPipeline(adapter, config_for(adapter, model))
     q = item.question
-    rng = np.random.default_rng(seed)
-    options = list(q.options)
-    rng.shuffle(options)
     correct = "ABCD"[options.index(q.options[0])]
-    scheme = pipe.config.answer.scheme  # "logit": the answer is the chosen option's text; "letter": its letter
+    scheme = pipe.config.answer.scheme
 
     def verdict(answer: str | None) -> str:
-        ok = answer == q.options[0] if scheme == "logit" else (answer or "").strip()[:1] == correct
-        return "right" if ok else "wrong"
+        return "right" if _is_right(answer, q.options[0], options, scheme) else "wrong"
 
     vanilla = pipe.vanilla(image, question=q.text, options=options)
     focus = pipe.zoom(image, question=q.text, options=options)
@@ -78,19 +74,29 @@ def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[st
     if tally > 0:
         right = {"vanilla": 0, "FOCUS": 0}
         for s in range(seed + 1, seed + 1 + tally):
-            it = syn.sample_bench_item(np.random.default_rng([syn.DEMO_STREAM, s]), "attribute", item_id=f"demo_{s}")
-            img = syn.render(it.scene)
-            opts = list(it.question.options)
-            np.random.default_rng(s).shuffle(opts)
-            ok = it.question.options[0] if scheme == "logit" else "ABCD"[opts.index(it.question.options[0])]
+            it, img, opts = _demo_item(s)
             for name, res in (
                 ("vanilla", pipe.vanilla(img, question=it.question.text, options=opts)),
                 ("FOCUS", pipe.zoom(img, question=it.question.text, options=opts)),
             ):
-                ans = res.answer or ""
-                right[name] += int(ans == ok if scheme == "logit" else ans.strip()[:1] == ok)
+                right[name] += int(_is_right(res.answer, it.question.options[0], opts, scheme))
         write(
             f"tally:    on the next {tally} demo images (seeds {seed + 1}-{seed + tally}): vanilla right "
             f"{right['vanilla']}/{tally}, FOCUS right {right['FOCUS']}/{tally} (chance {tally / 4:g})"
         )
     return 0
+
+
+def _demo_item(seed: int) -> tuple[syn.BenchItem, Image.Image, list[str]]:
+    """The demo question of ``seed``: the item, its rendered image and its options in shown (shuffled) order."""
+    item = syn.sample_bench_item(np.random.default_rng([syn.DEMO_STREAM, seed]), "attribute", item_id=f"demo_{seed}")
+    options = list(item.question.options)
+    np.random.default_rng(seed).shuffle(options)
+    return item, syn.render(item.scene), options
+
+
+def _is_right(answer: str | None, correct: str, options: list[str], scheme: str) -> bool:
+    """Whether ``answer`` is right: under "logit" it is the chosen option's text, under "letter" its letter first."""
+    if scheme == "logit":
+        return answer == correct
+    return (answer or "").strip()[:1] == "ABCD"[options.index(correct)]

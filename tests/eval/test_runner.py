@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -65,14 +66,7 @@ def test_report_fields_and_files(tmp_path: Path, adapter: LlavaAdapter) -> None:
 
 
 def test_resume_skips_done_items(tmp_path: Path, adapter: LlavaAdapter, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real = runner.run_item
-
-    def counting(method: Any, item: Any, **kw: Any) -> dict[str, Any]:
-        calls.append(item.item_id)
-        return real(method, item, **kw)
-
-    monkeypatch.setattr(runner, "run_item", counting)
+    calls = _count_items(monkeypatch, lambda _method, item: item.item_id)
     run_eval(_spec(tmp_path, limit=3), adapter=adapter)
     assert len(calls) == 3
     path = items_path(tmp_path / "out" / "report.json")
@@ -86,13 +80,15 @@ def test_resume_skips_done_items(tmp_path: Path, adapter: LlavaAdapter, monkeypa
     assert calls == []
 
 
-def _count_items(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Patch ``run_item`` to log the method of every item actually run."""
+def _count_items(
+    monkeypatch: pytest.MonkeyPatch, key: Callable[[Any, Any], str] = lambda method, _item: method.name
+) -> list[str]:
+    """Patch ``run_item`` to log ``key(method, item)`` (default: the method's name) of every item actually run."""
     calls: list[str] = []
     real = runner.run_item
 
     def counting(method: Any, item: Any, **kw: Any) -> dict[str, Any]:
-        calls.append(method.name)
+        calls.append(key(method, item))
         return real(method, item, **kw)
 
     monkeypatch.setattr(runner, "run_item", counting)
