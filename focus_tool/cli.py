@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the embedded LLaVA on the synthetic world; resumable from --out.",
     )
     t.add_argument("--out", type=Path, default=Path("runs/embedded"))
-    t.add_argument("--steps", type=int, default=2500)
+    t.add_argument("--steps", type=int, default=3500)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--aux", choices=["hinge", "tied", "tied-cls", "untied", "none"], default="hinge")
     t.add_argument("--threads", type=int, default=2)

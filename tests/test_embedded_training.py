@@ -9,7 +9,18 @@ import numpy as np
 import pytest
 
 from focus_tool.adapters.llava import LlavaAdapter
-from focus_tool.embedded.train import sample_example, train
+from focus_tool.data import synthetic as syn
+from focus_tool.embedded.train import (
+    CARD_CLASSES,
+    COUNT_CLASSES,
+    IGNORE,
+    PIP_CLASSES,
+    POS_MARGIN,
+    SIDE_CLASSES,
+    _patch_labels,
+    sample_example,
+    train,
+)
 from tests.tiny_models import TINY
 
 pytestmark = pytest.mark.slow
@@ -36,3 +47,49 @@ def test_data_stream_is_a_function_of_seed_and_step() -> None:
     assert (a.prompt, a.answer) == (b.prompt, b.answer)
     if a.image is not None:
         assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+
+
+def _two_card_scene(b_x0: float = 560.0) -> syn.Scene:
+    red = syn.Card((300.0, 450.0, 400.0, 550.0), "red", "cyan", 3)
+    blue = syn.Card((b_x0, 450.0, b_x0 + 100.0, 550.0), "blue", "black", 1)
+    return syn.Scene(size_wh=(2400, 2400), background=(220, 220, 220), cards=(red, blue))
+
+
+@pytest.mark.parametrize(
+    ("window", "b_x0", "want_red", "want_blue"),
+    [
+        # cards 16 px in the 96-px view, pips 3.5 px: every label, red in the left half, blue in the right
+        ((180.0, 300.0, 780.0, 900.0), 560.0, ("red", "cyan", "3", "left"), ("blue", "black", "1", "right")),
+        # the same pair framed the other way round
+        ((0.0, 300.0, 600.0, 900.0), 40.0, ("red", "cyan", "3", "right"), ("blue", "black", "1", "left")),
+        # cards 12 px, pips 2.6 px: pip colour still labelled, the count is not (unsure, ignored)
+        ((0.0, 0.0, 800.0, 800.0), 560.0, ("red", "cyan", None, "left"), ("blue", "black", None, "right")),
+        # a card centred on the view's midline is neither left nor right
+        ((50.0, 200.0, 650.0, 800.0), 560.0, ("red", "cyan", "3", None), ("blue", "black", "1", "right")),
+    ],
+)
+def test_patch_labels(
+    window: tuple[float, float, float, float],
+    b_x0: float,
+    want_red: tuple[str, str, str | None, str | None],
+    want_blue: tuple[str, str, str | None, str | None],
+) -> None:
+    scene = _two_card_scene(b_x0)
+    grid = 12
+    labels = [lab.reshape(grid, grid) for lab in _patch_labels(scene, window, grid, 96)]
+    side = max(window[2] - window[0], window[3] - window[1])
+    classes = (CARD_CLASSES, PIP_CLASSES, COUNT_CLASSES, SIDE_CLASSES)
+    for card, want in zip(scene.cards, (want_red, want_blue), strict=True):
+        cx, cy = card.center
+        col, row = int((cx - window[0]) / side * grid), int((cy - window[1]) / side * grid)  # the patch at the centre
+        got = tuple(
+            None if lab[row, col] == IGNORE else names[lab[row, col]]
+            for lab, names in zip(labels, classes, strict=True)
+        )
+        assert got == want
+    assert (labels[0] == 0).sum() > grid * grid // 2  # background stays "none"
+
+
+def test_hinge_margins_are_jointly_reachable() -> None:
+    # a patch must reach every labelled margin at once: with near-orthogonal words that needs sum(margin^2) < 1
+    assert sum(m * m for m in POS_MARGIN.values()) < 1.0
