@@ -256,13 +256,14 @@ def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) 
     prompt = answer = ""
     framed = pair and len(scene.cards) >= 2 and scene.cards[0] in unique and scene.cards[1] in unique
     if unique and rng.random() < 0.8:
-        # one third each: with half attribute, a quarter each count / relative (and relative falling back to attribute
-        # when the view has no second card) the 2000-step model answered count and left / right at chance
-        # countable cards are asked to be counted half the time: with count asked only where pips are >= 3.5 px and
-        # the kinds in thirds, 3 % of the examples were count questions
+        # otherwise one third each: with half attribute, a quarter each count / relative (and relative falling back
+        # to attribute when the view has no second card) the 2000-step model answered count and left / right at
+        # chance. Countable cards are asked to be counted half the time: with count asked only where pips are
+        # >= 3.5 px and the kinds in thirds, 3 % of the examples were count questions
         chosen = list(unique)
         rng.shuffle(chosen)
         countable = 2 * _PIP_RADIUS * px(chosen[0]) >= COUNT_MIN_PX
+        kind: syn.QuestionKind
         if framed and rng.random() < 0.8:
             kind = "relative"
             chosen = list(scene.cards[:2])
