@@ -38,6 +38,7 @@ def main(path: Path) -> None:
         batch.pop("card_labels", None)
         batch.pop("pip_labels", None)
         batch.pop("count_labels", None)
+        batch.pop("side_labels", None)
         with torch.no_grad():
             logits = model(**batch).logits
         labels = batch["labels"]
