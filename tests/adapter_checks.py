@@ -1,18 +1,32 @@
-"""Checks shared by the per-architecture adapter tests (OneVision, Qwen2.5-VL): hooks and the Fig. 7 reference."""
+"""Checks shared by the per-architecture adapter tests (LLaVA, OneVision, Qwen2.5-VL): hooks, the Fig. 7 reference,
+batching and attention-kernel parity, loading, the pipeline and the multi-image answer."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from focus_tool.config import FocusConfig, RelevanceConfig
+from focus_tool.pipeline import FocusPipeline
+from focus_tool.steps.relevance import relevance_map
+
 PROMPT = "Is there a red card in the image?"
 TARGET = "red card"
+QUESTION = "What is the color of the dots on the red card?"
 # (W, H): landscape, portrait, square, very wide, very tall, small odd sizes
 ASPECTS = [(120, 80), (80, 120), (96, 96), (1600, 200), (200, 1600), (37, 90), (127, 31)]
+CAPTIONS = [
+    "This is the full image; the outlined regions are the focus regions.",
+    "This is a zoomed-in view of focus region 1.",
+    "This is a zoomed-in view of focus region 2.",
+]
 
 
 def noise_image(seed: int = 0, wh: tuple[int, int] = (120, 80)) -> Image.Image:
@@ -51,6 +65,93 @@ def fig7_reference(values: list[torch.Tensor], tpos: list[int], vis: list[int]) 
         out = out * acc.clamp_min(0)
         out = out / out.sum()
     return out.numpy()
+
+
+def map_equal_to_fig7(adapter: Any, image: Image.Image) -> tuple[np.ndarray, Any]:
+    """The relevance map of layers [1, 3) from the adapter's cache, and its prefill, after checking the map.
+
+    The reference is :func:`fig7_reference` on the values recomputed by hooks (:func:`hook_values`).
+    """
+    pre = adapter.prefill(image, PROMPT, TARGET)
+    cfg = RelevanceConfig(layers=(1, 3))
+    ours = relevance_map(pre.layer_values[1:3], pre.target_positions, pre.visual_positions, cfg)
+    hooked, _ = hook_values(adapter, image)
+    np.testing.assert_allclose(ours, fig7_reference(hooked[1:3], pre.target_positions, pre.visual_positions), atol=1e-6)
+    return ours, pre
+
+
+def check_sdpa_equals_eager(make: Callable[[str], Any], image: Image.Image) -> None:
+    """The relevance map is the same under SDPA and eager attention; ``make(attn)`` builds the adapter."""
+    maps = {}
+    for attn in ("sdpa", "eager"):
+        a = make(attn)
+        assert a.attn_implementation == attn
+        pre = a.prefill(image, PROMPT, TARGET)
+        maps[attn] = relevance_map(pre.layer_values, pre.target_positions, pre.visual_positions, RelevanceConfig())
+    np.testing.assert_allclose(maps["sdpa"], maps["eager"], atol=1e-5)  # tolerance: float32 kernels differ ~1e-7
+
+
+def check_batched_yes_no(adapter: Any, crops: list[Image.Image] | None = None) -> None:
+    """yes_no_margins over a left-padded batch of 4 (crop, question) pairs equals one pair at a time.
+
+    ``crops``: 4 images; by default noise crops of 4 different sizes and aspects.
+    """
+    if crops is None:
+        crops = [noise_image(i, wh) for i, wh in enumerate([(40, 90), (100, 30), (64, 64), (128, 20)])]
+    texts = [PROMPT, "Is there a blue card in the image?", PROMPT, "Is there a green card in the image?"]
+    batched = adapter.yes_no_margins(crops, texts)
+    single = torch.cat([adapter.yes_no_margins([c], [t]) for c, t in zip(crops, texts, strict=True)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+def check_loaded_like_fresh(loaded: Any, fresh: Any, image: Image.Image) -> None:
+    """An adapter loaded from disk reads the "Yes" / "No" reply tokens and prefills ``image`` as ``fresh`` does.
+
+    ``fresh``: an adapter on the same tiny model, built in memory.
+    """
+    yes, no = loaded.yes_no_ids()
+    assert loaded.tokenizer.convert_ids_to_tokens([yes, no]) == ["Yes", "No"]
+    want = fresh.prefill(image, PROMPT, TARGET)
+    got = loaded.prefill(image, PROMPT, TARGET)
+    assert torch.equal(want.input_ids, got.input_ids)
+    torch.testing.assert_close(want.layer_values[-1], got.layer_values[-1])
+
+
+def zoom_with_boxes_inside(adapter: Any, cfg: FocusConfig, image: Image.Image) -> Any:
+    """The pipeline's result for :data:`QUESTION` on ``image``, after checking its boxes and pass counts."""
+    result = FocusPipeline(adapter, cfg).zoom(image, question=QUESTION, target=TARGET)
+    assert result.regions
+    w, h = image.size
+    for r in result.regions:
+        x0, y0, x1, y1 = r.box
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert result.forward_passes.search >= 2 and result.forward_passes.answer == 1
+    assert result.answer is not None
+    return result
+
+
+def interleaved_parts() -> list:
+    """1 context image + 2 crops of different sizes and aspects, each followed by its caption, then the question."""
+    images = [noise_image(10, (300, 180)), noise_image(11, (40, 90)), noise_image(12, (130, 50))]
+    return [images[0], CAPTIONS[0], images[1], CAPTIONS[1], images[2], CAPTIONS[2], PROMPT]
+
+
+def spy_image_features(adapter: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict], list[list[int]]]:
+    """Record each ``get_image_features`` call: its keyword arguments and its per-image feature lengths."""
+    calls: list[dict] = []
+    lengths: list[list[int]] = []
+    inner = adapter.model.model
+    original = inner.get_image_features
+
+    @functools.wraps(original)  # keeps the signature generate() inspects
+    def spy(*args, **kwargs):
+        calls.append(dict(kwargs))
+        out = original(*args, **kwargs)
+        lengths.append([int(f.shape[0]) for f in out.pooler_output])
+        return out
+
+    monkeypatch.setattr(inner, "get_image_features", spy)
+    return calls, lengths
 
 
 def assert_cells_tile_image(grid: Any, n_visual: int) -> None:

@@ -12,9 +12,8 @@ from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.config import ProposalConfig, RelevanceConfig
 from focus_tool.steps.proposals import propose_regions
 from focus_tool.steps.relevance import relevance_map, to_grid
+from tests.adapter_checks import PROMPT, check_batched_yes_no, check_sdpa_equals_eager, fig7_reference
 from tests.tiny_models import tiny_llava
-
-PROMPT = "Is there a red card in the image?"
 
 
 def _image(seed: int = 0, wh: tuple[int, int] = (320, 200)) -> Image.Image:
@@ -49,24 +48,6 @@ def _hook_values(adapter: LlavaAdapter, image: Image.Image) -> tuple[list[torch.
     return vals, vis, tpos
 
 
-def _fig7_reference(values: list[torch.Tensor], tpos: list[int], vis: list[int]) -> np.ndarray:
-    """The paper's Fig. 7 literally: N x N similarity, (S + I)/2, row-normalise, sum layers, token product."""
-    out = torch.ones(len(vis), dtype=torch.float64)
-    for t in tpos:
-        acc = torch.zeros(len(vis), dtype=torch.float64)
-        for v in values:
-            x = F.normalize(v.double(), dim=-1)  # (H, N, D)
-            x = x.transpose(0, 1).reshape(x.shape[1], -1)  # (N, H*D)
-            s = x @ x.T  # (N, N) = sum of per-head cosines
-            r = (s + torch.eye(s.shape[0], dtype=torch.float64)) / 2
-            r = r / r.sum(-1, keepdim=True)
-            acc += r[t, vis]
-        acc = acc / acc.sum()
-        out = out * acc.clamp_min(0)
-        out = out / out.sum()
-    return out.numpy()
-
-
 def test_cache_values_equal_value_projection(adapter: LlavaAdapter) -> None:
     image = _image()
     pre = adapter.prefill(image, PROMPT, "red card")
@@ -84,22 +65,14 @@ def test_map_from_cache_equals_independent_fig7(adapter: LlavaAdapter) -> None:
     cfg = RelevanceConfig(layers=(1, 3))
     ours = relevance_map(pre.layer_values[1:3], pre.target_positions, pre.visual_positions, cfg)
     hook_vals, vis, tpos = _hook_values(adapter, image)
-    ref = _fig7_reference(hook_vals[1:3], tpos, vis)
+    ref = fig7_reference(hook_vals[1:3], tpos, vis)
     assert len(tpos) == 2  # "red" and "card"
     np.testing.assert_allclose(ours, ref, atol=1e-6)
     assert ours.sum() == pytest.approx(1.0)
 
 
 def test_sdpa_and_eager_give_the_same_map() -> None:
-    image = _image(2)
-    maps = {}
-    for attn in ("sdpa", "eager"):
-        model, processor = tiny_llava(seed=3, attn=attn)
-        a = LlavaAdapter(model, processor)
-        assert a.attn_implementation == attn
-        pre = a.prefill(image, PROMPT, "red card")
-        maps[attn] = relevance_map(pre.layer_values, pre.target_positions, pre.visual_positions, RelevanceConfig())
-    np.testing.assert_allclose(maps["sdpa"], maps["eager"], atol=1e-5)  # tolerance: float32 kernels differ ~1e-7
+    check_sdpa_equals_eager(lambda attn: LlavaAdapter(*tiny_llava(seed=3, attn=attn)), _image(2))
 
 
 @pytest.mark.parametrize("planted_cell", [(0, 3), (2, 1), (3, 3)])
@@ -139,11 +112,7 @@ def test_planted_pattern_is_recovered_as_top_region(adapter: LlavaAdapter, plant
 
 
 def test_batched_yes_no_equals_one_at_a_time(adapter: LlavaAdapter) -> None:
-    crops = [_image(i, wh=(40 + 30 * i, 90)) for i in range(4)]
-    texts = [PROMPT, "Is there a blue card in the image?", PROMPT, "Is there a green card in the image?"]
-    batched = adapter.yes_no_margins(crops, texts)
-    single = torch.cat([adapter.yes_no_margins([c], [t]) for c, t in zip(crops, texts, strict=True)])
-    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    check_batched_yes_no(adapter, [_image(i, wh=(40 + 30 * i, 90)) for i in range(4)])
 
 
 def test_counter_matches_model_calls(adapter: LlavaAdapter) -> None:

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,18 +16,26 @@ from focus_tool.adapters.registry import load_adapter
 from focus_tool.config import RelevanceConfig
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.presets import config_for
-from focus_tool.steps.relevance import relevance_map, to_grid
+from focus_tool.steps.relevance import to_grid
 from tests.adapter_checks import (
     ASPECTS,
+    CAPTIONS,
     PROMPT,
+    QUESTION,
     TARGET,
     assert_cells_tile_image,
     capture_inputs_embeds,
+    check_batched_yes_no,
+    check_loaded_like_fresh,
     check_option_log_likelihoods,
+    check_sdpa_equals_eager,
     check_yes_no_margins_interleaved,
-    fig7_reference,
     hook_values,
+    interleaved_parts,
+    map_equal_to_fig7,
     noise_image,
+    spy_image_features,
+    zoom_with_boxes_inside,
 )
 from tests.tiny_models import OV_CHAT_TEMPLATE, save_tiny_onevision, tiny_onevision
 
@@ -112,34 +119,19 @@ def test_cache_values_equal_value_projection(adapter: LlavaOnevisionAdapter) -> 
 
 
 def test_map_from_cache_equals_independent_fig7(adapter: LlavaOnevisionAdapter) -> None:
-    image = noise_image(4, (100, 140))
-    pre = adapter.prefill(image, PROMPT, TARGET)
-    cfg = RelevanceConfig(layers=(1, 3))
-    ours = relevance_map(pre.layer_values[1:3], pre.target_positions, pre.visual_positions, cfg)
-    hooked, _ = hook_values(adapter, image)
-    ref = fig7_reference(hooked[1:3], pre.target_positions, pre.visual_positions)
-    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    ours, pre = map_equal_to_fig7(adapter, noise_image(4, (100, 140)))
     m, grid = to_grid(ours, pre.grid, RelevanceConfig(smooth_sigma=1.0, downsample=2))
     assert m.shape == (grid.rows, grid.cols) == (-(-pre.grid.rows // 2), -(-pre.grid.cols // 2))
 
 
 def test_sdpa_and_eager_give_the_same_map() -> None:
-    image = noise_image(5, (140, 60))
-    maps = {}
-    for attn in ("sdpa", "eager"):
-        a = LlavaOnevisionAdapter(*tiny_onevision(seed=3, attn=attn))
-        assert a.attn_implementation == attn
-        pre = a.prefill(image, PROMPT, TARGET)
-        maps[attn] = relevance_map(pre.layer_values, pre.target_positions, pre.visual_positions, RelevanceConfig())
-    np.testing.assert_allclose(maps["sdpa"], maps["eager"], atol=1e-5)
+    check_sdpa_equals_eager(
+        lambda attn: LlavaOnevisionAdapter(*tiny_onevision(seed=3, attn=attn)), noise_image(5, (140, 60))
+    )
 
 
 def test_batched_yes_no_equals_one_at_a_time(adapter: LlavaOnevisionAdapter) -> None:
-    crops = [noise_image(i, wh) for i, wh in enumerate([(40, 90), (100, 30), (64, 64), (128, 20)])]
-    texts = [PROMPT, "Is there a blue card in the image?", PROMPT, "Is there a green card in the image?"]
-    batched = adapter.yes_no_margins(crops, texts)
-    single = torch.cat([adapter.yes_no_margins([c], [t]) for c, t in zip(crops, texts, strict=True)])
-    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    check_batched_yes_no(adapter)
 
 
 def test_loads_from_the_hub_layout(saved: Path) -> None:
@@ -153,14 +145,7 @@ def test_loads_from_the_hub_layout(saved: Path) -> None:
     assert isinstance(adapter, LlavaOnevisionAdapter)
     assert adapter.chat_template == OV_CHAT_TEMPLATE  # read from chat_template.json
     assert adapter.chat_text("hi") == "<|im_start|>user <image>\nhi<|im_end|><|im_start|>assistant\n"
-    yes, no = adapter.yes_no_ids()
-    assert adapter.tokenizer.convert_ids_to_tokens([yes, no]) == ["Yes", "No"]
-    model, image_processor, tok = tiny_onevision(seed=0)
-    image = noise_image(6, (90, 60))
-    fresh = LlavaOnevisionAdapter(model, image_processor, tok).prefill(image, PROMPT, TARGET)
-    loaded = adapter.prefill(image, PROMPT, TARGET)
-    assert torch.equal(fresh.input_ids, loaded.input_ids)
-    torch.testing.assert_close(fresh.layer_values[-1], loaded.layer_values[-1])
+    check_loaded_like_fresh(adapter, LlavaOnevisionAdapter(*tiny_onevision(seed=0)), noise_image(6, (90, 60)))
 
 
 @pytest.mark.parametrize("wh", [(120, 90), (1600, 200)])
@@ -169,17 +154,8 @@ def test_zoom_end_to_end_returns_boxes_inside_the_image(saved: Path, wh: tuple[i
     cfg = config_for(adapter)
     assert cfg.relevance.layers is None  # [21, 28) exceeds 3 layers: [O//2, O)
     assert (cfg.relevance.smooth_sigma, cfg.relevance.downsample, cfg.proposal.s_max) == (1.0, 2, 9)
-    image = noise_image(7, wh)
-    result = FocusPipeline(adapter, cfg).zoom(
-        image, question="What is the color of the dots on the red card?", target="red card"
-    )
-    assert result.regions
-    for r in result.regions:
-        x0, y0, x1, y1 = r.box
-        assert 0 <= x0 < x1 <= wh[0] and 0 <= y0 < y1 <= wh[1]
+    result = zoom_with_boxes_inside(adapter, cfg, noise_image(7, wh))
     assert result.relevance_maps[0].rows == -(-adapter.grid_for(wh).rows // 2)
-    assert result.forward_passes.search >= 2 and result.forward_passes.answer == 1
-    assert result.answer is not None
 
 
 def test_loads_the_5x_layout_with_the_image_processor_inside_processor_config(tmp_path: Path) -> None:
@@ -199,22 +175,10 @@ def test_loads_the_5x_layout_with_the_image_processor_inside_processor_config(tm
 
 # ---------------------------------------------------------------------------------------------- multi-image answer
 
-CAPTIONS = [
-    "This is the full image; the outlined regions are the focus regions.",
-    "This is a zoomed-in view of focus region 1.",
-    "This is a zoomed-in view of focus region 2.",
-]
-
-
-def _interleaved_parts() -> list:
-    """1 context image + 2 crops of different sizes and aspects, each followed by its caption, then the question."""
-    images = [noise_image(10, (300, 180)), noise_image(11, (40, 90)), noise_image(12, (130, 50))]
-    return [images[0], CAPTIONS[0], images[1], CAPTIONS[1], images[2], CAPTIONS[2], PROMPT]
-
 
 def test_interleaved_prompt_follows_the_stock_template(adapter: LlavaOnevisionAdapter) -> None:
     """llava-hf's template renders every image first, then each text item on its own line (order kept)."""
-    parts = _interleaved_parts()
+    parts = interleaved_parts()
     content = [{"type": "image"} if not isinstance(p, str) else {"type": "text", "text": p} for p in parts]
     assert adapter._render(content) == (
         "<|im_start|>user <image><image><image>\n"
@@ -238,27 +202,16 @@ def test_generate_interleaved_gives_each_image_one_base_view(
     ``generate`` encodes the images before the prefill through ``get_image_features`` (its signature decides which
     inputs it gets), then the prefill forward scatters them into the image tokens: both are spied on.
     """
-    encoder_calls: list[dict] = []
-    feature_lens: list[list[int]] = []
+    encoder_calls, feature_lens = spy_image_features(adapter, monkeypatch)
     forwards: list[dict] = []
     tiles: list[int] = []
     inner = adapter.model.model
-    original = inner.get_image_features
-
-    @functools.wraps(original)  # keeps the signature generate() inspects
-    def spy(*args, **kwargs):
-        encoder_calls.append(dict(kwargs))
-        out = original(*args, **kwargs)
-        feature_lens.append([int(f.shape[0]) for f in out.pooler_output])
-        return out
-
-    monkeypatch.setattr(inner, "get_image_features", spy)
     h1 = adapter.model.register_forward_pre_hook(lambda _m, _a, kw: forwards.append(dict(kw)), with_kwargs=True)
     h2 = inner.vision_tower.register_forward_pre_hook(lambda _m, a: tiles.append(int(a[0].shape[0])))
     adapter.counter.reset()
     try:
         with adapter.counter.in_phase("answer"):
-            reply = adapter.generate_interleaved(_interleaved_parts(), max_new_tokens=3)
+            reply = adapter.generate_interleaved(interleaved_parts(), max_new_tokens=3)
     finally:
         h1.remove()
         h2.remove()
@@ -289,7 +242,7 @@ def test_zoom_answers_on_the_context_image_and_crops(saved: Path) -> None:
     assert adapter.answer_mode == "multi"
     image = noise_image(14, (240, 160))
     result = FocusPipeline(adapter, config_for(adapter)).zoom(
-        image, question="What is the color of the dots on the red card?", target=["red card", "blue card"]
+        image, question=QUESTION, target=["red card", "blue card"]
     )
     assert result.answer_view == "multi" and result.answer is not None
     assert result.forward_passes.answer == 1

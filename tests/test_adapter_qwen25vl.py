@@ -4,30 +4,35 @@ parity (GQA), Fig. 7 reference, SDPA = eager, batching, hub-layout loading and t
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from focus_tool.adapters.qwen2_5_vl import Qwen25VLAdapter
 from focus_tool.adapters.registry import load_adapter
-from focus_tool.config import ProposalConfig, RelevanceConfig
+from focus_tool.config import ProposalConfig
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.presets import config_for
-from focus_tool.steps.relevance import relevance_map
 from tests.adapter_checks import (
     ASPECTS,
+    CAPTIONS,
     PROMPT,
+    QUESTION,
     TARGET,
     assert_cells_tile_image,
+    check_batched_yes_no,
+    check_loaded_like_fresh,
     check_option_log_likelihoods,
+    check_sdpa_equals_eager,
     check_yes_no_margins_interleaved,
-    fig7_reference,
     hook_values,
+    interleaved_parts,
+    map_equal_to_fig7,
     noise_image,
+    spy_image_features,
+    zoom_with_boxes_inside,
 )
 from tests.tiny_models import (
     QWEN25VL_CHAT_TEMPLATE,
@@ -111,31 +116,15 @@ def test_cache_values_equal_value_projection(adapter: Qwen25VLAdapter) -> None:
 
 
 def test_map_from_cache_equals_independent_fig7(adapter: Qwen25VLAdapter) -> None:
-    image = noise_image(5, (100, 140))
-    pre = adapter.prefill(image, PROMPT, TARGET)
-    cfg = RelevanceConfig(layers=(1, 3))
-    ours = relevance_map(pre.layer_values[1:3], pre.target_positions, pre.visual_positions, cfg)
-    hooked, _ = hook_values(adapter, image)
-    np.testing.assert_allclose(ours, fig7_reference(hooked[1:3], pre.target_positions, pre.visual_positions), atol=1e-6)
+    map_equal_to_fig7(adapter, noise_image(5, (100, 140)))
 
 
 def test_sdpa_and_eager_give_the_same_map() -> None:
-    image = noise_image(6, (140, 60))
-    maps = {}
-    for attn in ("sdpa", "eager"):
-        a = Qwen25VLAdapter(*tiny_qwen25vl(seed=3, attn=attn))
-        assert a.attn_implementation == attn
-        pre = a.prefill(image, PROMPT, TARGET)
-        maps[attn] = relevance_map(pre.layer_values, pre.target_positions, pre.visual_positions, RelevanceConfig())
-    np.testing.assert_allclose(maps["sdpa"], maps["eager"], atol=1e-5)
+    check_sdpa_equals_eager(lambda attn: Qwen25VLAdapter(*tiny_qwen25vl(seed=3, attn=attn)), noise_image(6, (140, 60)))
 
 
 def test_batched_yes_no_equals_one_at_a_time(adapter: Qwen25VLAdapter) -> None:
-    crops = [noise_image(i, wh) for i, wh in enumerate([(40, 90), (100, 30), (64, 64), (128, 20)])]
-    texts = [PROMPT, "Is there a blue card in the image?", PROMPT, "Is there a green card in the image?"]
-    batched = adapter.yes_no_margins(crops, texts)
-    single = torch.cat([adapter.yes_no_margins([c], [t]) for c, t in zip(crops, texts, strict=True)])
-    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    check_batched_yes_no(adapter)
 
 
 def test_loads_from_the_hub_layout(saved: Path) -> None:
@@ -152,13 +141,7 @@ def test_loads_from_the_hub_layout(saved: Path) -> None:
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
         "<|vision_start|><|image_pad|><|vision_end|>hi<|im_end|>\n<|im_start|>assistant\n"
     )
-    yes, no = adapter.yes_no_ids()
-    assert adapter.tokenizer.convert_ids_to_tokens([yes, no]) == ["Yes", "No"]
-    image = noise_image(7, (90, 60))
-    fresh = Qwen25VLAdapter(*tiny_qwen25vl(seed=0)).prefill(image, PROMPT, TARGET)
-    loaded = adapter.prefill(image, PROMPT, TARGET)
-    assert torch.equal(fresh.input_ids, loaded.input_ids)
-    torch.testing.assert_close(fresh.layer_values[-1], loaded.layer_values[-1])
+    check_loaded_like_fresh(adapter, Qwen25VLAdapter(*tiny_qwen25vl(seed=0)), noise_image(7, (90, 60)))
 
 
 @pytest.mark.parametrize("wh", [(120, 90), (1600, 200)])
@@ -166,32 +149,12 @@ def test_zoom_end_to_end_returns_boxes_inside_the_image(saved: Path, wh: tuple[i
     adapter = load_adapter(saved)
     cfg = config_for(adapter)
     assert cfg.relevance.layers is None and (cfg.relevance.smooth_sigma, cfg.relevance.downsample) == (1.0, 2)
-    image = noise_image(8, wh)
-    result = FocusPipeline(adapter, cfg).zoom(
-        image, question="What is the color of the dots on the red card?", target="red card"
-    )
-    assert result.regions
-    for r in result.regions:
-        x0, y0, x1, y1 = r.box
-        assert 0 <= x0 < x1 <= wh[0] and 0 <= y0 < y1 <= wh[1]
-    assert result.forward_passes.search >= 2 and result.forward_passes.answer == 1
-    assert result.answer is not None
+    zoom_with_boxes_inside(adapter, cfg, noise_image(8, wh))
 
 
 # ---------------------------------------------------------------------------------------------- multi-image answer
 
-CAPTIONS = [
-    "This is the full image; the outlined regions are the focus regions.",
-    "This is a zoomed-in view of focus region 1.",
-    "This is a zoomed-in view of focus region 2.",
-]
 VISION = "<|vision_start|><|image_pad|><|vision_end|>"
-
-
-def _interleaved_parts() -> list:
-    """1 context image + 2 crops of different sizes and aspects, each followed by its caption, then the question."""
-    images = [noise_image(10, (300, 180)), noise_image(11, (40, 90)), noise_image(12, (130, 50))]
-    return [images[0], CAPTIONS[0], images[1], CAPTIONS[1], images[2], CAPTIONS[2], PROMPT]
 
 
 def test_interleaved_prompt_keeps_the_order(adapter: Qwen25VLAdapter, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,7 +162,7 @@ def test_interleaved_prompt_keeps_the_order(adapter: Qwen25VLAdapter, monkeypatc
     prompts: list[str] = []
     original = adapter._encode_interleaved
     monkeypatch.setattr(adapter, "_encode_interleaved", lambda ims, p: prompts.append(p) or original(ims, p))
-    adapter.generate_interleaved(_interleaved_parts(), max_new_tokens=1)
+    adapter.generate_interleaved(interleaved_parts(), max_new_tokens=1)
     body = f"{VISION}\n{CAPTIONS[0]}\n{VISION}\n{CAPTIONS[1]}\n{VISION}\n{CAPTIONS[2]}\n{PROMPT}"
     assert prompts == [
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
@@ -217,25 +180,13 @@ def test_generate_interleaved_gives_each_image_its_own_grid(
     adapter: Qwen25VLAdapter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One image_grid_thw row and one vision block per image; the model consumes exactly the tokens built."""
-    parts = _interleaved_parts()
+    parts = interleaved_parts()
     images = [p for p in parts if not isinstance(p, str)]
     expected_thw = adapter.image_processor(images=images, return_tensors="pt")["image_grid_thw"]
     counts = [int(t.prod()) // 4 for t in expected_thw]
     assert len(set(counts)) == 3  # different sizes: a wrong order or a shared count would show
-    encoder_calls: list[dict] = []
-    feature_lens: list[list[int]] = []
+    encoder_calls, feature_lens = spy_image_features(adapter, monkeypatch)
     forwards: list[dict] = []
-    inner = adapter.model.model
-    original = inner.get_image_features
-
-    @functools.wraps(original)  # keeps the signature generate() inspects
-    def spy(*args, **kwargs):
-        encoder_calls.append(dict(kwargs))
-        out = original(*args, **kwargs)
-        feature_lens.append([int(f.shape[0]) for f in out.pooler_output])
-        return out
-
-    monkeypatch.setattr(inner, "get_image_features", spy)
     hook = adapter.model.register_forward_pre_hook(lambda _m, _a, kw: forwards.append(dict(kw)), with_kwargs=True)
     adapter.counter.reset()
     try:
@@ -273,7 +224,7 @@ def test_zoom_answers_on_the_context_image_and_crops(saved: Path, type2: bool) -
             answer=dataclasses.replace(cfg.answer, max_crops=3, context_image="union"),
         )
     image = noise_image(14, (240, 160))
-    question = "How many red cards are there?" if type2 else "What is the color of the dots on the red card?"
+    question = "How many red cards are there?" if type2 else QUESTION
     target = "red card" if type2 else ["red card", "blue card"]
     result = FocusPipeline(adapter, cfg).zoom(image, question=question, target=target)
     assert result.target_types == (["all"] if type2 else ["single", "single"])

@@ -17,14 +17,15 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
-from focus_tool.errors import FocusError, ModelLoadError, TargetNotPlaced
+from focus_tool.adapters.base import Prefill
+from focus_tool.adapters.hf import TransformersAdapter
+from focus_tool.adapters.hf import cache_values as cache_values  # re-exported: its former home
+from focus_tool.errors import FocusError, TargetNotPlaced
 from focus_tool.grid import PatchGrid
 from focus_tool.ops.images import pad_to_square
 
@@ -33,68 +34,30 @@ _FALLBACK_TEMPLATE = "USER: {image}{text} ASSISTANT:"
 _PUNCT_OR_SPACE = re.compile(r"^[\W_▁Ġ]*$")
 
 
-def cache_values(cache: Any, layer: int) -> torch.Tensor:
-    """Values of ``layer`` from a transformers cache: (B, H_kv, N, D). Supports 5.x and older layouts."""
-    if hasattr(cache, "layers"):
-        return cache.layers[layer].values  # transformers 5.x DynamicCache
-    if hasattr(cache, "value_cache"):
-        return cache.value_cache[layer]  # transformers 4.4x
-    return cache[layer][1]  # legacy tuple of (keys, values)
-
-
-class LlavaAdapter(MLLMAdapter):
+class LlavaAdapter(TransformersAdapter):
     """Adapter for ``LlavaForConditionalGeneration`` checkpoints (llava-hf/llava-1.5-*-hf and compatible)."""
 
     preset_name = "llava-1.5"
     supports_image_cache = True  # text after the image: positions follow from the cache length
+    family = "LLaVA"
+    model_class_name = "LlavaForConditionalGeneration"
+    reply_separator = " "  # "... ASSISTANT:" then a space before the reply
 
     def __init__(self, model: Any, processor: Any, *, model_id: str = "llava") -> None:
-        self.model = model.eval()
+        super().__init__(model, processor.tokenizer, model_id=model_id)
         self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.tokenizer.padding_side = "left"
-        self.model_id = model_id
-        self.counter = ForwardCounter()
-        cfg = model.config
-        vision = cfg.vision_config
-        self.image_token_id: int = int(cfg.image_token_id)
+        vision = model.config.vision_config
         self.input_px: int = int(vision.image_size)
         self.side: int = int(vision.image_size // vision.patch_size)  # 24 for LLaVA-1.5-336
-        self.num_layers = int(cfg.text_config.num_hidden_layers)
-        self.num_kv_heads = int(getattr(cfg.text_config, "num_key_value_heads", cfg.text_config.num_attention_heads))
-        self._yes_no: tuple[int, int] | None = None
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        *,
-        device: str = "cpu",
-        dtype: torch.dtype | None = None,
-        attn_implementation: str = "sdpa",
-    ) -> LlavaAdapter:
-        """Load model + processor from a local folder in the hub layout or a hub id (cached locally)."""
-        from transformers import AutoProcessor, LlavaForConditionalGeneration
+    def _load_processors(cls, path: str) -> dict[str, Any]:
+        """The stock ``AutoProcessor`` (image processor, tokenizer and chat template in one)."""
+        from transformers import AutoProcessor
 
-        model: Any
-        try:
-            processor = AutoProcessor.from_pretrained(str(path))
-            model = LlavaForConditionalGeneration.from_pretrained(
-                str(path), dtype=dtype or torch.float32, attn_implementation=attn_implementation
-            )
-            model = model.to(device)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot load a LLaVA checkpoint from {path!s}: {e}".split("\n")[0]) from e
-        return cls(model, processor, model_id=str(path))
-
-    @property
-    def attn_implementation(self) -> str:
-        """The attention kernel the language model runs with."""
-        return str(getattr(self.model.config.text_config, "_attn_implementation", "sdpa"))
+        return {"processor": AutoProcessor.from_pretrained(path)}
 
     # ------------------------------------------------------------------ prompts and geometry
 
@@ -113,6 +76,10 @@ class LlavaAdapter(MLLMAdapter):
         image = self.processor.image_token + "\n" if with_image else ""
         return _FALLBACK_TEMPLATE.format(image=image, text=text)
 
+    def _text_prompt(self, text: str) -> str:
+        """The templated prompt of ``text`` without an image."""
+        return self.chat_text(text, with_image=False)
+
     def _inputs(self, images: Sequence[Image.Image] | None, texts: Sequence[str]) -> Any:
         padded = [pad_to_square(im.convert("RGB")) for im in images] if images else None
         enc = self.processor(images=padded, text=list(texts), return_tensors="pt", padding=True)
@@ -120,18 +87,6 @@ class LlavaAdapter(MLLMAdapter):
         if "pixel_values" in enc:
             enc["pixel_values"] = enc["pixel_values"].to(self.dtype)
         return enc
-
-    def yes_no_ids(self) -> tuple[int, int]:
-        """Token ids of the first token of the assistant reply "Yes" / "No" after the chat template."""
-        if self._yes_no is None:
-            prompt = self.chat_text("Is there a cat in the image?", with_image=False)
-            base = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            ids = []
-            for word in ("Yes", "No"):
-                full = self.tokenizer(prompt + " " + word, add_special_tokens=False)["input_ids"]
-                ids.append(int(full[len(base)]) if len(full) > len(base) else int(full[-1]))
-            self._yes_no = (ids[0], ids[1])
-        return self._yes_no
 
     def target_token_positions(self, prompt: str, target: str, input_ids: torch.Tensor) -> list[int]:
         """Sequence positions (in the image-expanded ``input_ids``) of the tokens overlapping ``target``.
@@ -178,64 +133,24 @@ class LlavaAdapter(MLLMAdapter):
         prompt = self.chat_text(text, with_image=True)
         enc = self._inputs([image], [prompt])
         input_ids = enc["input_ids"][0]
-        hooks, keys = [], []
-        if keys_norope:
-            for layer in self._decoder_layers():
-                hooks.append(layer.self_attn.k_proj.register_forward_hook(lambda _m, _i, o: keys.append(o)))
-        release = None
-        try:
-            if self.image_cache is not None and not keys_norope:
-                run = self.image_cache.run(self.model, enc, image, self.image_token_id)
-                out, release = run.out, run.release
-                if run.hit:
-                    self.counter.add_reuse(run.reused_tokens)
-            else:
-                out = self.model(**enc, use_cache=True, logits_to_keep=1)
-        finally:
-            for h in hooks:
-                h.remove()
-        self.counter.add(1, int(enc["attention_mask"].sum()))
-        n = input_ids.shape[0]
-        values = [cache_values(out.past_key_values, i)[0].float().clone() for i in range(self.num_layers)]  # (H, N, D)
-        if release is not None:
-            release()
-        if values[0].shape[-2] != n:
-            raise RuntimeError(f"cache holds {values[0].shape[-2]} positions, prompt has {n}: sliding-window layer?")
+        values, keys, margin = self._prefill_forward(enc, image, keys_norope=keys_norope)  # values: (H_kv, N, D)
         vis = torch.nonzero(input_ids == self.image_token_id).flatten().tolist()
         if len(vis) != self.side * self.side:
             raise RuntimeError(f"expected {self.side**2} image tokens, found {len(vis)}")
         tpos = self.target_token_positions(prompt, target, input_ids)
-        yes, no = self.yes_no_ids()
-        logits = out.logits[0, -1].float()
-        keys_out = None
-        if keys_norope:
-            d = values[0].shape[-1]
-            keys_out = [k[0].float().view(n, -1, d).transpose(0, 1) for k in keys]  # (H_kv, N, D)
-        return Prefill(
-            values, input_ids.cpu(), vis, tpos, self.grid_for(image.size), float(logits[yes] - logits[no]), keys_out
-        )
+        return Prefill(values, input_ids.cpu(), vis, tpos, self.grid_for(image.size), margin, keys)
 
     @torch.inference_mode()
     def yes_no_margins(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
         """l_Yes - l_No at the last position for each pair; one batched forward, counted as len(images)."""
-        prompts = [self.chat_text(t, with_image=True) for t in texts]
-        enc = self._inputs(images, prompts)
-        out = self.model(**enc, use_cache=False, logits_to_keep=1)
-        self.counter.add(len(images), int(enc["attention_mask"].sum()))
-        yes, no = self.yes_no_ids()
-        last = out.logits[:, -1].float()  # left padding: the last column is every row's last real token
-        return (last[:, yes] - last[:, no]).cpu()
+        enc = self._inputs(images, [self.chat_text(t, with_image=True) for t in texts])
+        return self._batch_margins(enc, len(images))
 
     @torch.inference_mode()
     def generate(self, image: Image.Image | None, text: str, *, max_new_tokens: int) -> str:
         """Greedy decoding; only the new tokens are decoded. Counts one pass."""
         prompt = self.chat_text(text, with_image=image is not None)
-        enc = self._inputs([image] if image is not None else None, [prompt])
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-        self.counter.add(1, int(enc["attention_mask"].sum()))
-        new = out[0, enc["input_ids"].shape[1] :]
-        return str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
+        return self._greedy(self._inputs([image] if image is not None else None, [prompt]), max_new_tokens)
 
     def _chat_text_images(self, text: str, n_images: int) -> str:
         """The chat prompt with ``n_images`` images (in order) before ``text``."""
@@ -253,11 +168,7 @@ class LlavaAdapter(MLLMAdapter):
     def generate_images(self, images: Sequence[Image.Image], text: str, *, max_new_tokens: int) -> str:
         """Greedy reply to several images then ``text`` in one prompt (ViCrop's "<image><image>\\n{q}"); one pass."""
         prompt = self._chat_text_images(text, len(images))
-        enc = self._inputs(list(images) or None, [prompt])
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-        self.counter.add(1, int(enc["attention_mask"].sum()))
-        return str(self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)).strip()
+        return self._greedy(self._inputs(list(images) or None, [prompt]), max_new_tokens)
 
     @torch.inference_mode()
     def option_log_likelihoods(self, images: Sequence[Image.Image], text: str, options: Sequence[str]) -> torch.Tensor:
@@ -333,7 +244,3 @@ class LlavaAdapter(MLLMAdapter):
                 raise RuntimeError(f"expected {self.side**2} image tokens, found {row.numel()}")
             maps.append(row.view(self.side, self.side))
         return torch.stack(maps).cpu()
-
-    def _decoder_layers(self) -> Any:
-        lm = self.model.model.language_model
-        return lm.layers

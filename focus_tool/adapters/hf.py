@@ -1,0 +1,371 @@
+"""Model-call plumbing shared by the adapters of transformers checkpoints (LLaVA-1.5, LLaVA-OneVision, Qwen2.5-VL).
+
+:class:`TransformersAdapter` holds what every adapter does the same way around a ``*ForConditionalGeneration`` model:
+loading (model class, dtype, attention kernel, the :class:`~focus_tool.errors.ModelLoadError` wrapping), the counted
+prefill forward (through the image-prefix cache when enabled) and the per-layer values read from its cache, Yes/No
+token ids, batched Yes/No margins and greedy decoding. :class:`ChatTemplateAdapter` adds what the adapters that load
+an image processor and a tokenizer and build their prompts themselves share (LLaVA-OneVision, Qwen2.5-VL): the chat
+template, the batch encoding, the prefill and the multi-image answer calls. Token layouts, geometry and prompt
+formats stay in each model's adapter, behind the hooks named here.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import torch
+from PIL import Image
+
+from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
+from focus_tool.adapters.common import (
+    expand_image_tokens,
+    load_chat_template,
+    reply_first_token,
+    reply_log_likelihoods,
+    target_positions,
+)
+from focus_tool.errors import ModelLoadError
+from focus_tool.grid import PatchGrid
+
+
+def cache_values(cache: Any, layer: int) -> torch.Tensor:
+    """Values of ``layer`` from a transformers cache: (B, H_kv, N, D). Supports 5.x and older layouts."""
+    if hasattr(cache, "layers"):
+        return cache.layers[layer].values  # transformers 5.x DynamicCache
+    if hasattr(cache, "value_cache"):
+        return cache.value_cache[layer]  # transformers 4.4x
+    return cache[layer][1]  # legacy tuple of (keys, values)
+
+
+class TransformersAdapter(MLLMAdapter):
+    """An adapter around one transformers ``*ForConditionalGeneration`` model and its tokenizer.
+
+    A subclass names its model class and family (:attr:`model_class_name`, :attr:`family`), loads its processors
+    (:meth:`_load_processors`), gives the text-only prompt the Yes/No ids are read after (:meth:`_text_prompt`) and
+    keeps everything model-specific: prompts, token layout, geometry.
+    """
+
+    family: ClassVar[str]  # in messages: "cannot load a {family} checkpoint from ..."
+    model_class_name: ClassVar[str]  # the transformers class, e.g. "LlavaForConditionalGeneration"
+    reply_separator: ClassVar[str] = ""  # what the prompt format writes between the generation prompt and a reply
+
+    def __init__(self, model: Any, tokenizer: Any, *, model_id: str) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"
+        self.model_id = model_id
+        self.counter = ForwardCounter()
+        cfg = model.config
+        self.image_token_id: int = int(cfg.image_token_id)
+        self.num_layers = int(cfg.text_config.num_hidden_layers)
+        self.num_kv_heads = int(getattr(cfg.text_config, "num_key_value_heads", cfg.text_config.num_attention_heads))
+        self._yes_no: tuple[int, int] | None = None
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
+        attn_implementation: str = "sdpa",
+    ) -> Self:
+        """Load the model and its processors from a local folder in the hub layout or a hub id (cached locally).
+
+        The processors come from :meth:`_load_processors`; the model loads at ``dtype`` (default float32) with
+        ``attn_implementation`` and moves to ``device``.
+
+        Raises:
+            ModelLoadError: if the checkpoint does not load (the first line of the cause).
+        """
+        import transformers
+
+        model_class = getattr(transformers, cls.model_class_name)
+        model: Any
+        try:
+            processors = cls._load_processors(str(path))
+            model = model_class.from_pretrained(
+                str(path), dtype=dtype or torch.float32, attn_implementation=attn_implementation
+            )
+            model = model.to(device)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot load a {cls.family} checkpoint from {path!s}: {e}".split("\n")[0]) from e
+        return cls(model, **processors, model_id=str(path))
+
+    @classmethod
+    @abstractmethod
+    def _load_processors(cls, path: str) -> dict[str, Any]:
+        """The processors of the checkpoint at ``path``, as keyword arguments of the constructor."""
+
+    @property
+    def attn_implementation(self) -> str:
+        """The attention kernel the language model runs with."""
+        return str(getattr(self.model.config.text_config, "_attn_implementation", "sdpa"))
+
+    # ------------------------------------------------------------------ prompts
+
+    @abstractmethod
+    def _text_prompt(self, text: str) -> str:
+        """The templated prompt of ``text`` alone (no image), ending with the generation prompt."""
+
+    def yes_no_ids(self) -> tuple[int, int]:
+        """Token ids of the first token of the assistant reply "Yes" / "No" after the chat template."""
+        if self._yes_no is None:
+            prompt = self._text_prompt("Is there a cat in the image?")
+            yes, no = (reply_first_token(self.tokenizer, prompt, self.reply_separator + w) for w in ("Yes", "No"))
+            self._yes_no = (yes, no)
+        return self._yes_no
+
+    # ------------------------------------------------------------------ model calls (counted here)
+
+    def _prefill_forward(
+        self, enc: Any, image: Image.Image, *, keys_norope: bool
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, float]:
+        """The counted prefill forward of ``enc`` (one sequence with ``image``), keeping the cache.
+
+        Runs through the image-prefix cache when the adapter supports it and it is enabled, except with
+        ``keys_norope`` (the k_proj hooks need the whole sequence). Returns per decoder layer the cached values
+        (H_kv, N, D); per layer the pre-RoPE keys (H_kv, N, D), the k_proj outputs (bias included where the model has
+        one), when ``keys_norope``, else None; and l_Yes - l_No at the last position.
+
+        Raises:
+            RuntimeError: if the cache holds fewer positions than the prompt (a sliding-window layer).
+        """
+        hooks, keys = [], []
+        if keys_norope:
+            for layer in self._decoder_layers():
+                hooks.append(layer.self_attn.k_proj.register_forward_hook(lambda _m, _i, o: keys.append(o)))
+        release = None
+        try:
+            if self.supports_image_cache and self.image_cache is not None and not keys_norope:
+                run = self.image_cache.run(self.model, enc, image, self.image_token_id)
+                out, release = run.out, run.release
+                if run.hit:
+                    self.counter.add_reuse(run.reused_tokens)
+            else:
+                out = self.model(**enc, use_cache=True, logits_to_keep=1)
+        finally:
+            for h in hooks:
+                h.remove()
+        self.counter.add(1, int(enc["attention_mask"].sum()))
+        n = enc["input_ids"].shape[1]
+        values = [cache_values(out.past_key_values, i)[0].float() for i in range(self.num_layers)]  # (H_kv, N, D)
+        if release is not None:
+            values = [v.clone() for v in values]  # copied out: the cache goes back to the image-prefix LRU
+            release()
+        if values[0].shape[-2] != n:
+            raise RuntimeError(f"cache holds {values[0].shape[-2]} positions, prompt has {n}: sliding-window layer?")
+        keys_out = None
+        if keys_norope:
+            d = values[0].shape[-1]
+            keys_out = [k[0].float().view(n, -1, d).transpose(0, 1) for k in keys]  # (H_kv, N, D)
+        yes, no = self.yes_no_ids()
+        logits = out.logits[0, -1].float()  # (V,)
+        return values, keys_out, float(logits[yes] - logits[no])
+
+    def _batch_margins(self, enc: Any, n_pairs: int) -> torch.Tensor:
+        """(B,) l_Yes - l_No at the last position of each row of the left-padded batch ``enc``; counts ``n_pairs``."""
+        out = self.model(**enc, use_cache=False, logits_to_keep=1)
+        self.counter.add(n_pairs, int(enc["attention_mask"].sum()))
+        yes, no = self.yes_no_ids()
+        last = out.logits[:, -1].float()  # (B, V); left padding: the last column is every row's last real token
+        return (last[:, yes] - last[:, no]).cpu()
+
+    def _greedy(self, enc: Any, max_new_tokens: int) -> str:
+        """Greedy ``generate`` on one encoded prompt; decodes only the new tokens and counts one pass."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        self.counter.add(1, int(enc["attention_mask"].sum()))
+        new = out[0, enc["input_ids"].shape[1] :]
+        return str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
+
+    def _decoder_layers(self) -> Any:
+        """The language model's decoder layers (each with its ``self_attn``)."""
+        return self.model.model.language_model.layers
+
+
+class ChatTemplateAdapter(TransformersAdapter):
+    """An adapter that loads an image processor and a tokenizer and builds its prompts itself (multi-image answer).
+
+    In transformers 5.x the stock processors of these models need a video processor (torchvision), so the adapter
+    renders the chat template and expands each image placeholder to the model's token count itself. The subclass
+    gives the pixel inputs and token counts (:meth:`_pixel_inputs`), any extra token inputs (:meth:`_token_inputs`),
+    the map tokens of a prefill (:meth:`_map_positions`), the interleaved layout (:meth:`_interleaved_prompt`,
+    :meth:`_encode_interleaved`) and the prompt without a chat template (:meth:`_fallback_prompt`).
+    """
+
+    image_count_source: ClassVar[str]  # in messages: "image tokens per prompt ... differ from {it} ..."
+
+    def __init__(
+        self, model: Any, image_processor: Any, tokenizer: Any, *, chat_template: str | None, model_id: str
+    ) -> None:
+        super().__init__(model, tokenizer, model_id=model_id)
+        self.image_processor = image_processor
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
+        self.image_token: str = str(tokenizer.convert_ids_to_tokens(self.image_token_id))
+
+    @classmethod
+    def _load_processors(cls, path: str) -> dict[str, Any]:
+        """``AutoImageProcessor`` (the PIL backend when torchvision is absent), ``AutoTokenizer``, the chat template."""
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        image_processor = AutoImageProcessor.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        chat_template = load_chat_template(path, tokenizer)
+        return {"image_processor": image_processor, "tokenizer": tokenizer, "chat_template": chat_template}
+
+    # ------------------------------------------------------------------ prompts
+
+    def chat_text(self, text: str, *, n_images: int = 1) -> str:
+        """The templated prompt with ``n_images`` image placeholders before the text and the generation prompt."""
+        content: list[dict[str, str]] = [{"type": "image"} for _ in range(n_images)]
+        content.append({"type": "text", "text": text})
+        return self._render(content)
+
+    def _text_prompt(self, text: str) -> str:
+        """The templated prompt of ``text`` without an image."""
+        return self.chat_text(text, n_images=0)
+
+    def _render(self, content: list[dict[str, str]]) -> str:
+        """One user turn of image / text items through the chat template, with the generation prompt.
+
+        Without a chat template: :meth:`_fallback_prompt`.
+        """
+        if self.chat_template:
+            return str(
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": content}],
+                    chat_template=self.chat_template,
+                    add_generation_prompt=True,
+                    tokenize=False,
+                )
+            )
+        return self._fallback_prompt(content)
+
+    @abstractmethod
+    def _fallback_prompt(self, content: list[dict[str, str]]) -> str:
+        """One user turn of image / text items in the model's prompt format, for a checkpoint without a template."""
+
+    @abstractmethod
+    def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
+        """The images of ``parts`` and the templated prompt of the turn (the layout of :meth:`generate_interleaved`)."""
+
+    # ------------------------------------------------------------------ encoding
+
+    @abstractmethod
+    def _pixel_inputs(self, images: Sequence[Image.Image]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """The model's pixel inputs of ``images`` (one per prompt, in the model dtype) and each image's token count."""
+
+    def _token_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model inputs derived from the token ids (B, N) besides ``input_ids`` / ``attention_mask``; none here."""
+        return {}
+
+    def _encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> tuple[Any, list[str]]:
+        """Tokenised batch (left padded) with pixel inputs; returns it and the image-expanded prompts.
+
+        One image per prompt (or none). Pixel inputs and token counts: :meth:`_pixel_inputs`; further inputs:
+        :meth:`_token_inputs`.
+        """
+        pixels: dict[str, torch.Tensor]
+        if images:
+            pixels, counts = self._pixel_inputs(images)
+            expanded = [expand_image_tokens(p, self.image_token, [n]) for p, n in zip(prompts, counts, strict=True)]
+        else:
+            pixels, counts = {}, [0] * len(prompts)
+            expanded = [expand_image_tokens(p, self.image_token, []) for p in prompts]
+        enc = self.tokenizer(expanded, return_tensors="pt", padding=True)
+        found = (enc["input_ids"] == self.image_token_id).sum(-1).tolist()
+        if found != counts:
+            raise RuntimeError(f"image tokens per prompt {found} differ from {self.image_count_source} {counts}")
+        enc.update(self._token_inputs(enc["input_ids"]))
+        enc.update(pixels)
+        return enc.to(self.device), expanded
+
+    @abstractmethod
+    def _encode_interleaved(self, images: Sequence[Image.Image], prompt: str) -> Any:
+        """One prompt holding ``len(images)`` image placeholders, in order, encoded with the images' pixel inputs."""
+
+    # ------------------------------------------------------------------ model calls (counted here)
+
+    @abstractmethod
+    def _map_positions(self, enc: Any, image_wh: tuple[int, int]) -> tuple[list[int], PatchGrid]:
+        """The sequence positions of the map's tokens in the encoded prefill ``enc``, row-major, and their grid."""
+
+    @torch.inference_mode()
+    def prefill(self, image: Image.Image, text: str, target: str, *, keys_norope: bool = False) -> Prefill:
+        """One forward pass over (image, text), keeping the cache; the map cells are those of :meth:`_map_positions`."""
+        enc, expanded = self._encode([image], [self.chat_text(text)])
+        input_ids = enc["input_ids"][0]
+        values, keys, margin = self._prefill_forward(enc, image, keys_norope=keys_norope)
+        vis, grid = self._map_positions(enc, image.size)
+        tpos = target_positions(self.tokenizer, expanded[0], target, input_ids.cpu())
+        return Prefill(values, input_ids.cpu(), vis, tpos, grid, margin, keys)
+
+    @torch.inference_mode()
+    def yes_no_margins(self, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+        """l_Yes - l_No at the last position for each pair; one batched forward, counted as len(images)."""
+        enc, _ = self._encode(images, [self.chat_text(t) for t in texts])
+        return self._batch_margins(enc, len(images))
+
+    @torch.inference_mode()
+    def generate(self, image: Image.Image | None, text: str, *, max_new_tokens: int) -> str:
+        """Greedy decoding; only the new tokens are decoded. Counts one pass."""
+        prompt = self.chat_text(text, n_images=0 if image is None else 1)
+        enc, _ = self._encode([image] if image is not None else None, [prompt])
+        return self._greedy(enc, max_new_tokens)
+
+    @torch.inference_mode()
+    def generate_interleaved(self, parts: Sequence[Image.Image | str], *, max_new_tokens: int) -> str:
+        """Greedy reply to one user turn of images and text lines; counts one pass.
+
+        The turn is laid out by :meth:`_interleaved_prompt` and its images encoded by :meth:`_encode_interleaved`.
+        """
+        images, prompt = self._interleaved_prompt(parts)
+        return self._greedy(self._encode_interleaved(images, prompt), max_new_tokens)
+
+    @torch.inference_mode()
+    def yes_no_margins_interleaved(self, prompts: Sequence[Sequence[Image.Image | str]]) -> torch.Tensor:
+        """(n,) l_Yes - l_No at the last position of each interleaved turn; one forward per prompt, n passes."""
+        yes, no = self.yes_no_ids()
+        margins = []
+        for parts in prompts:
+            images, prompt = self._interleaved_prompt(parts)
+            enc = self._encode_interleaved(images, prompt)
+            last = self.model(**enc, use_cache=False, logits_to_keep=1).logits[0, -1].float()  # (V,)
+            self.counter.add(1, int(enc["attention_mask"].sum()))
+            margins.append(last[yes] - last[no])
+        return torch.stack(margins).cpu() if margins else torch.zeros(0)
+
+    @torch.inference_mode()
+    def option_log_likelihoods(self, images: Sequence[Image.Image], text: str, options: Sequence[str]) -> torch.Tensor:
+        """(K,) mean log-probability of each option's tokens written as the assistant reply; one pass per option.
+
+        SEAL / ZoomEye logit matching, the contract of :meth:`LlavaAdapter.option_log_likelihoods`: ``images`` then
+        ``text`` in one user turn (:meth:`chat_text`), the option written right after the generation prompt
+        (ChatML: no space after ``assistant\n``); each (prompt + option) runs as one full sequence (K passes,
+        counted as K). The images are encoded as in :meth:`generate_interleaved` (:meth:`_encode_interleaved`).
+        """
+        return self._option_scores(list(images), self.chat_text(text, n_images=len(images)), options)
+
+    @torch.inference_mode()
+    def option_log_likelihoods_interleaved(
+        self, parts: Sequence[Image.Image | str], options: Sequence[str]
+    ) -> torch.Tensor:
+        """(K,) as :meth:`option_log_likelihoods` for a turn laid out as :meth:`generate_interleaved`; K passes."""
+        images, prompt = self._interleaved_prompt(parts)
+        return self._option_scores(images, prompt, options)
+
+    def _option_scores(self, images: list[Image.Image], prompt: str, options: Sequence[str]) -> torch.Tensor:
+        """(K,) option scores after ``prompt`` with ``images`` (:func:`reply_log_likelihoods`)."""
+
+        def encode(text: str) -> Any:
+            return self._encode_interleaved(images, text)
+
+        return reply_log_likelihoods(self.model, self.tokenizer, self.counter, encode, prompt, options)
