@@ -10,6 +10,7 @@ import pytest
 
 from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.data import synthetic as syn
+from focus_tool.embedded.build import EmbeddedArch
 from focus_tool.embedded.train import (
     CARD_CLASSES,
     COUNT_CLASSES,
@@ -93,3 +94,15 @@ def test_patch_labels(
 def test_hinge_margins_are_jointly_reachable() -> None:
     # a patch must reach every labelled margin at once: with near-orthogonal words that needs sum(margin^2) < 1
     assert sum(m * m for m in POS_MARGIN.values()) < 1.0
+
+
+def test_forced_relative_examples_frame_a_pair() -> None:
+    # the second stage's extra examples: left / right questions on views that frame a side-by-side pair (the
+    # embedded model's 96-px input: the questions are asked only about cards >= 8 px wide in it)
+    examples = [
+        sample_example(np.random.default_rng([3, 0, i]), warm=False, arch=EmbeddedArch(), force_relative=True)
+        for i in range(40)
+    ]
+    relative = [e for e in examples if "left or right" in e.prompt]
+    assert len(relative) >= 0.8 * len(examples)
+    assert {e.answer for e in relative} >= {"left", "right"} or {e.answer for e in relative} >= {"A", "B"}

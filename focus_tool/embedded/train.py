@@ -183,9 +183,12 @@ def _qa(rng: np.random.Generator, kind: syn.QuestionKind, cards: list[syn.Card])
     return format_options(q, opts, ANSWER_SUFFIX), LETTERS[opts.index(correct)]
 
 
-def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) -> Example:
-    """One training example. ``warm`` = the first curriculum stage (few, larger cards)."""
-    if rng.random() < 0.12:
+def sample_example(
+    rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch, force_relative: bool = False
+) -> Example:
+    """One training example. ``warm`` = the first curriculum stage (few, larger cards); ``force_relative``: a
+    left / right question on a view that frames a side-by-side pair (the second stage's extra examples)."""
+    if not force_relative and rng.random() < 0.12:
         return _extraction_example(rng)
     grid = arch.image_size // arch.patch_size
     long_side = int(rng.integers(768, 2049))
@@ -199,7 +202,7 @@ def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) 
     # a third of the scenes hold a side-by-side pair of uniquely coloured cards (the layout of the benchmark's
     # relative questions), most of their crops frame the pair: with crops around single cards only, a view held two
     # askable cards in ~4 % of the examples and the 2000-step model answered left / right at chance (54.7 %)
-    pair = rng.random() < 1 / 3
+    pair = force_relative or rng.random() < 1 / 3
     scene = syn.sample_scene(
         rng,
         size_wh=size_wh,
@@ -213,7 +216,7 @@ def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) 
     if not scene.cards:
         return _extraction_example(rng)
     w, h = size_wh
-    if rng.random() < 0.3:
+    if not force_relative and rng.random() < 0.3:
         window = (0.0, 0.0, float(w), float(h))
     else:
         anchor = scene.cards[int(rng.integers(0, len(scene.cards)))]
@@ -221,14 +224,15 @@ def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) 
         side = card_side * (rng.uniform(2.0, 5.0) if warm else float(np.exp(rng.uniform(np.log(2.0), np.log(10.0)))))
         cx, cy = anchor.center
         slack = max(side / 2 - card_side * 0.6, 0.0)
-        if pair and len(scene.cards) >= 2 and rng.random() < 0.7:  # frame the pair, 0.3-2.5 card sides of margin
+        # frame the pair (70 %; always for a forced left / right example)
+        if pair and len(scene.cards) >= 2 and (force_relative or rng.random() < 0.7):
             a, b = scene.cards[0].xyxy, scene.cards[1].xyxy
             ux0, uy0, ux1, uy1 = min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
             # up to 4.5 card sides of margin: the benchmark's oracle crop (pair union grown 3x) leaves 2.4-4
             side = max(ux1 - ux0, uy1 - uy0) + 2 * card_side * rng.uniform(0.3, 4.5)
             cx, cy = (ux0 + ux1) / 2, (uy0 + uy1) / 2
             slack = card_side * 0.3
-        if rng.random() < 0.15:
+        if not force_relative and rng.random() < 0.15:
             cx, cy = rng.uniform(0, w), rng.uniform(0, h)  # anywhere: negatives and partial cards
         else:
             cx, cy = cx + rng.uniform(-slack, slack), cy + rng.uniform(-slack, slack)
@@ -255,7 +259,7 @@ def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) 
     unique = [c for c in vis if counts[c.color] == 1 and c.color not in partial and px(c) >= 8]
     prompt = answer = ""
     framed = pair and len(scene.cards) >= 2 and scene.cards[0] in unique and scene.cards[1] in unique
-    if unique and rng.random() < 0.8:
+    if unique and (force_relative or rng.random() < 0.8):
         # otherwise one third each: with half attribute, a quarter each count / relative (and relative falling back
         # to attribute when the view has no second card) the 2000-step model answered count and left / right at
         # chance. Countable cards are asked to be counted half the time: with count asked only where pips are
@@ -264,7 +268,7 @@ def sample_example(rng: np.random.Generator, *, warm: bool, arch: EmbeddedArch) 
         rng.shuffle(chosen)
         countable = 2 * _PIP_RADIUS * px(chosen[0]) >= COUNT_MIN_PX
         kind: syn.QuestionKind
-        if framed and rng.random() < 0.8:
+        if framed and (force_relative or rng.random() < 0.8):
             kind = "relative"
             chosen = list(scene.cards[:2])
             rng.shuffle(chosen)
@@ -400,8 +404,16 @@ def train(
     ckpt_every: int = 250,
     arch: EmbeddedArch | None = None,
     progress: bool = True,
+    stage2_steps: int = 0,
+    stage2_relative: float = 0.5,
 ) -> Path:
-    """Train (or resume) and write the final checkpoint in the hub layout to ``out / "model"``."""
+    """Train (or resume) and write the final checkpoint in the hub layout to ``out / "model"``.
+
+    The last ``stage2_steps`` of ``steps`` are a second stage: a share ``stage2_relative`` of each batch are left /
+    right questions on views framing a pair, and the learning rate restarts at 0.3 ``lr`` with its own cosine. The
+    first stage (its schedule, curriculum and data) depends only on ``steps - stage2_steps``, so a run of N steps
+    resumed with ``--steps N+M --stage2-steps M`` is the same as a fresh run of that command.
+    """
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
@@ -436,12 +448,16 @@ def train(
     head = torch.nn.Linear(width, len(CARD_CLASSES) + len(PIP_CLASSES))
     params = list(model.parameters()) + list(aux_mod.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warmup = max(1, int(0.04 * steps))
+    main_steps = steps - stage2_steps
+    warmup = max(1, int(0.04 * main_steps))
 
     def lr_at(step: int) -> float:
+        if step >= main_steps:  # stage 2: restart at 0.3 lr, cosine down to 0.05 lr
+            t = (step - main_steps) / max(1, stage2_steps)
+            return lr * (0.05 + 0.25 * 0.5 * (1 + math.cos(math.pi * t)))
         if step < warmup:
             return lr * (step + 1) / warmup
-        t = (step - warmup) / max(1, steps - warmup)
+        t = (step - warmup) / max(1, main_steps - warmup)
         return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
     captured: dict[str, torch.Tensor] = {}
@@ -462,8 +478,13 @@ def train(
     t0 = time.time()
     for step in bar:
         rng = np.random.default_rng([syn.TRAIN_STREAM, seed, step])
-        warm = step < warm_frac * steps
-        batch = collate([sample_example(rng, warm=warm, arch=arch) for _ in range(batch_size)], processor)
+        warm = step < warm_frac * main_steps
+        stage2 = step >= main_steps
+        examples = [
+            sample_example(rng, warm=warm, arch=arch, force_relative=stage2 and rng.random() < stage2_relative)
+            for _ in range(batch_size)
+        ]
+        batch = collate(examples, processor)
         card_l = batch.pop("card_labels", None)
         pip_l = batch.pop("pip_labels", None)
         count_l = batch.pop("count_labels", None)
@@ -564,6 +585,8 @@ def train(
                 "aux_weight": aux_weight,
                 "warm_frac": warm_frac,
                 "threads": threads,
+                "stage2_steps": stage2_steps,
+                "stage2_relative": stage2_relative,
             },
             indent=1,
         )
@@ -581,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--aux", choices=["hinge", "tied", "tied-cls", "untied", "none"], default="hinge")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stage2-steps", type=int, default=0, help="last N steps: left / right-heavy second stage")
+    ap.add_argument("--stage2-relative", type=float, default=0.5, help="left / right share of stage-2 examples")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -593,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         aux=a.aux,
         threads=a.threads,
         progress=not a.no_progress,
+        stage2_steps=a.stage2_steps,
+        stage2_relative=a.stage2_relative,
     )
     logger.info("model written to %s", path)
     return 0
