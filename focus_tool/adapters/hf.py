@@ -27,6 +27,7 @@ from focus_tool.adapters.common import (
     reply_log_likelihoods,
     target_positions,
 )
+from focus_tool.adapters.prefix_cache import output_cache
 from focus_tool.errors import ModelLoadError
 from focus_tool.grid import PatchGrid
 
@@ -156,7 +157,7 @@ class TransformersAdapter(MLLMAdapter):
                 h.remove()
         self.counter.add(1, int(enc["attention_mask"].sum()))
         n = enc["input_ids"].shape[1]
-        values = [cache_values(out.past_key_values, i)[0].float() for i in range(self.num_layers)]  # (H_kv, N, D)
+        values = [cache_values(output_cache(out), i)[0].float() for i in range(self.num_layers)]  # (H_kv, N, D)
         if release is not None:
             values = [v.clone() for v in values]  # copied out: the cache goes back to the image-prefix LRU
             release()

@@ -14,6 +14,7 @@ opt in. Only the search prefill uses it; crops (existence checks) are new images
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -42,11 +43,24 @@ def _trim(cache: Any, length: int) -> None:
         cache.crop(length)
 
 
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The forward keyword that passes a KV cache to ``model``: ``cache`` from transformers 5.24 on, where
+    ``past_key_values`` is deprecated (announced for removal in 5.40), ``past_key_values`` before."""
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache of a model output: ``out.cache`` from transformers 5.24 on, ``out.past_key_values`` before."""
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else out.past_key_values
+
+
 @dataclass
 class PrefixRun:
     """One prefill run through the cache."""
 
-    out: Any  # the model output of the (suffix) forward; ``out.past_key_values`` holds prefix + suffix
+    out: Any  # the model output of the (suffix) forward; its cache (:func:`output_cache`) holds prefix + suffix
     hit: bool  # the image prefix came from the cache
     reused_tokens: int  # prefix tokens not recomputed (0 on a miss)
     release: Any  # call after reading the cache: trims it back to the prefix for the next use
@@ -94,12 +108,12 @@ class ImagePrefixCache:
         if cache is None:
             prefix = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
             pre = model(input_ids=ids[:, :cut], attention_mask=enc["attention_mask"][:, :cut], use_cache=True, **prefix)
-            cache = pre.past_key_values
+            cache = output_cache(pre)
         try:
             out = model(
                 input_ids=ids[:, cut:],
                 attention_mask=enc["attention_mask"],
-                past_key_values=cache,
+                **cache_kwargs(model, cache),
                 use_cache=True,
                 logits_to_keep=1,
             )
