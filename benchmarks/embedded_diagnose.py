@@ -20,7 +20,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.data import synthetic as syn
 from focus_tool.embedded.build import EmbeddedArch
-from focus_tool.embedded.train import IGNORE, collate, export_checkpoint, sample_example
+from focus_tool.embedded.train import IGNORE, PATCH_LABEL_KEYS, collate, export_checkpoint, sample_example
 
 
 def main(path: Path) -> None:
@@ -35,10 +35,8 @@ def main(path: Path) -> None:
             sample_example(np.random.default_rng([9, 9, b, i]), warm=False, arch=EmbeddedArch()) for i in range(32)
         ]
         batch = collate(examples, processor)
-        batch.pop("card_labels", None)
-        batch.pop("pip_labels", None)
-        batch.pop("count_labels", None)
-        batch.pop("side_labels", None)
+        for key in PATCH_LABEL_KEYS:
+            batch.pop(key, None)
         with torch.no_grad():
             logits = model(**batch).logits
         labels = batch["labels"]

@@ -23,8 +23,8 @@ from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.adapters.registry import load_adapter
 from focus_tool.data import synthetic as syn
 from focus_tool.embedded.build import EmbeddedArch
-from focus_tool.embedded.train import collate, sample_example
-from focus_tool.eval.synthetic import _vision_only_map
+from focus_tool.embedded.train import PATCH_LABEL_KEYS, collate, sample_example
+from focus_tool.eval.synthetic import _oracle_box, _vision_only_map
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.presets import config_for
 from focus_tool.steps.answer import crop
@@ -43,10 +43,7 @@ def test_split_probe(model: str, n: int = 40) -> Counter[tuple[float, str]]:
         gt = np.asarray(q.target_boxes_xyxy)
         correct = q.options[0]
         for grow in (3.0, 2.0, 1.4):
-            u = np.array([gt[:, 0].min(), gt[:, 1].min(), gt[:, 2].max(), gt[:, 3].max()])
-            c, half = (u[:2] + u[2:]) / 2, (u[2:] - u[:2]).max() * grow / 2
-            box = np.clip(np.concatenate([c - half, c + half]), 0, [*image.size, *image.size])
-            view = crop(image, box)
+            view = crop(image, _oracle_box(gt, image.size, grow=grow))
             answer = (pipe.vanilla(view, question=q.text, options=["left", "right"]).answer or "").strip()
             res[(grow, "answer right")] += answer == correct
             res[(grow, "answer is 'right'")] += answer == "right"
@@ -70,7 +67,7 @@ def training_view_probe(model: str, n: int = 40) -> tuple[float, float]:
             continue
         truth, ex.answer = ex.answer, "x"  # a one-token placeholder reply: read the logits before it
         batch = collate([ex], processor)
-        for k in ("labels", "card_labels", "pip_labels", "count_labels", "side_labels"):
+        for k in ("labels", *PATCH_LABEL_KEYS):
             batch.pop(k, None)
         with torch.no_grad():
             logits = lm(**batch).logits[0, -3]  # (V,) at the last prompt token (then "x", end of sequence)

@@ -13,6 +13,7 @@ opt in. Only the search prefill uses it; crops (existence checks) are new images
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import threading
@@ -43,11 +44,17 @@ def _trim(cache: Any, length: int) -> None:
         cache.crop(length)
 
 
+@functools.cache
+def _cache_kwarg_name(model_class: type) -> str:
+    forward = model_class.forward  # type: ignore[attr-defined]
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     """The forward keyword that passes a KV cache to ``model``: ``cache`` from transformers 5.24 on, where
-    ``past_key_values`` is deprecated (announced for removal in 5.40), ``past_key_values`` before."""
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    return {name: cache}
+    ``past_key_values`` is deprecated (announced for removal in 5.40), ``past_key_values`` before. Looked up once
+    per model class: this runs on every cached prefill."""
+    return {_cache_kwarg_name(type(model)): cache}  # type: ignore[arg-type]  # (mypy: classes are hashable)
 
 
 def output_cache(out: Any) -> Any:

@@ -59,6 +59,8 @@ CARD_CLASSES = ("none", *syn.CARD_COLORS)  # index 0 = no card
 PIP_CLASSES = ("none", *syn.PIP_COLORS)
 COUNT_CLASSES = ("none", *syn.COUNT_WORDS)
 SIDE_CLASSES = ("none", *syn.SIDES)
+# the per-patch label tensors :func:`collate` adds to a batch (the auxiliary loss's targets, not model inputs)
+PATCH_LABEL_KEYS = ("card_labels", "pip_labels", "count_labels", "side_labels")
 PIP_MIN_PX = 2.5  # pip diameter (px of the 96-px input) from which a card's pip colour is labelled
 # pip diameter from which a card's pip COUNT is labelled and asked: at 2.5 px the count was not resolvable (a probe of
 # the projector output picked the right digit 41 %, chance 25 %, while the LM was asked to count from 1.8-px pips)
@@ -123,6 +125,10 @@ def _patch_labels(
     side_l = np.zeros((grid, grid), dtype=np.int64)
     mid_x = (wx0 + wx1) / 2
 
+    def paint(labels: np.ndarray, frac: np.ndarray, label: int) -> None:
+        labels[frac >= 0.5] = label  # patches mostly on the card
+        labels[(frac > 0.05) & (frac < 0.5) & (labels == 0)] = IGNORE  # partly on it: unsure
+
     def cells_overlap(b: tuple[float, float, float, float]) -> np.ndarray:
         x0, y0 = b[0] - wx0 + padx, b[1] - wy0 + pady
         x1, y1 = b[2] - wx0 + padx, b[3] - wy0 + pady
@@ -134,29 +140,25 @@ def _patch_labels(
 
     for c in scene.cards:
         frac = cells_overlap(c.xyxy)
-        card[frac >= 0.5] = CARD_CLASSES.index(c.color)
-        card[(frac > 0.05) & (frac < 0.5) & (card == 0)] = IGNORE
+        paint(card, frac, CARD_CLASSES.index(c.color))
         # the card's pip colour on EVERY patch of the card (an object-level attribute, as the card colour is), when
         # its pips are big enough to see in this view; unsure (IGNORE) when they are not. Labelling only the patches
         # under a pip left the pip colour weakly encoded (image-level accuracy 46-71 % on 24-38 px cards) and the
         # LM never learned to read it: the card's patches the question's colour word finds did not carry it.
         pip_px = 2 * _PIP_RADIUS * (c.xyxy[2] - c.xyxy[0]) / side * view_px
         label = PIP_CLASSES.index(c.pip_color) if pip_px >= PIP_MIN_PX else IGNORE
-        pip[frac >= 0.5] = label
-        pip[(frac > 0.05) & (frac < 0.5) & (pip == 0)] = IGNORE
+        paint(pip, frac, label)
         # the pip count likewise (an object-level attribute on every patch of the card, same visibility rule): with
         # questions alone the 2000-step model counted at chance even on the oracle crop (26.7 %, 45 test questions)
         label = COUNT_CLASSES.index(str(c.n_pips)) if pip_px >= COUNT_MIN_PX else IGNORE
-        count[frac >= 0.5] = label
-        count[(frac > 0.05) & (frac < 0.5) & (count == 0)] = IGNORE
+        paint(count, frac, label)
         # which half of the view the card lies in, on every patch of the card: on a view that frames two cards (the
         # oracle crop, FOCUS's union region) this is the answer to "is A on the left or right side of B?" for A, so
         # the LM can answer by reading it off the first-named card's tokens as it reads the pip colour. Without it
         # the model answered left / right at chance even on the oracle crop (49.3 %). Unsure near the midline.
         off = (c.center[0] - mid_x) / (c.xyxy[2] - c.xyxy[0])
         label = IGNORE if abs(off) < SIDE_MIN_OFFSET else SIDE_CLASSES.index("left" if off < 0 else "right")
-        side_l[frac >= 0.5] = label
-        side_l[(frac > 0.05) & (frac < 0.5) & (side_l == 0)] = IGNORE
+        paint(side_l, frac, label)
     return card.reshape(-1), pip.reshape(-1), count.reshape(-1), side_l.reshape(-1)
 
 
@@ -279,7 +281,7 @@ def sample_example(
         if kind == "relative":
             ok = len(chosen) >= 2 and abs(chosen[0].center[0] - chosen[1].center[0]) >= 0.5 * card_side
             kind = kind if ok else "attribute"
-        if kind == "count" and 2 * _PIP_RADIUS * px(chosen[0]) < COUNT_MIN_PX:
+        if kind == "count" and not countable:
             kind = "attribute"  # only ask to count pips that can be counted in this view
         prompt, answer = _qa(rng, kind, chosen[:2] if kind == "relative" else chosen[:1])
     if not prompt:
@@ -485,10 +487,7 @@ def train(
             for _ in range(batch_size)
         ]
         batch = collate(examples, processor)
-        card_l = batch.pop("card_labels", None)
-        pip_l = batch.pop("pip_labels", None)
-        count_l = batch.pop("count_labels", None)
-        side_l = batch.pop("side_labels", None)
+        card_l, pip_l, count_l, side_l = (batch.pop(k, None) for k in PATCH_LABEL_KEYS)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         labels = batch.pop("labels")

@@ -61,9 +61,10 @@ def _points_at(m: np.ndarray, grid: PatchGrid, gt: np.ndarray) -> bool:
     return bool((box_intersection(touch, gt) > 0).any())
 
 
-def _oracle_box(gt: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
+def _oracle_box(gt: np.ndarray, wh: tuple[int, int], grow: float = 3.0) -> np.ndarray:
+    """The oracle crop: a square of ``grow`` times the long side of the boxes' union, about its centre."""
     u = np.array([gt[:, 0].min(), gt[:, 1].min(), gt[:, 2].max(), gt[:, 3].max()])
-    c, half = (u[:2] + u[2:]) / 2, (u[2:] - u[:2]).max() * 1.5
+    c, half = (u[:2] + u[2:]) / 2, (u[2:] - u[:2]).max() * grow / 2
     return np.clip(np.concatenate([c - half, c + half]), 0, [wh[0], wh[1], wh[0], wh[1]])
 
 
