@@ -260,11 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train-embedded",
-        help="train the embedded demo model from scratch (CPU, ~1 h)",
+        help="train the embedded demo model from scratch (CPU, ~80 min)",
         description="Train the embedded LLaVA on the synthetic world; resumable from --out.",
     )
     t.add_argument("--out", type=Path, default=Path("runs/embedded"))
-    t.add_argument("--steps", type=int, default=3500)
+    t.add_argument("--steps", type=int, default=4500, help="all steps, the last 1000 the second stage")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--aux", choices=["hinge", "tied", "tied-cls", "untied", "none"], default="hinge")
     t.add_argument("--threads", type=int, default=2)

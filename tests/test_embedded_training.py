@@ -19,6 +19,7 @@ from focus_tool.embedded.train import (
     POS_MARGIN,
     SIDE_CLASSES,
     _patch_labels,
+    main,
     sample_example,
     train,
 )
@@ -28,18 +29,26 @@ pytestmark = pytest.mark.slow
 
 
 def test_training_smoke_and_resume(tmp_path: Path) -> None:
-    out = train(tmp_path, steps=3, batch_size=4, threads=1, progress=False, ckpt_every=2, arch=TINY)
+    # the last step is a second-stage step (binding and side examples)
+    out = train(tmp_path, steps=3, stage2_steps=1, batch_size=4, threads=1, progress=False, ckpt_every=2, arch=TINY)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert log[0]["step"] == 0 and np.isfinite(log[0]["loss"])
     adapter = LlavaAdapter.from_pretrained(out)
     assert adapter.side == TINY.image_size // TINY.patch_size
     # a rerun with more steps resumes at step 3 instead of starting over
-    train(tmp_path, steps=4, batch_size=4, threads=1, progress=False, ckpt_every=2, arch=TINY)
+    train(tmp_path, steps=4, stage2_steps=2, batch_size=4, threads=1, progress=False, ckpt_every=2, arch=TINY)
     steps = [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert steps == [0]  # step 3 is not a multiple of 10: nothing new logged, and step 0 was not redone
     import torch
 
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 4
+
+
+def test_second_stage_longer_than_the_run_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="stage2_steps"):
+        train(tmp_path, steps=10, stage2_steps=10, threads=1, progress=False, arch=TINY)
+    with pytest.raises(SystemExit):  # argparse: a message, not a traceback
+        main(["--out", str(tmp_path), "--steps", "100", "--stage2-steps", "200"])
 
 
 def test_data_stream_is_a_function_of_seed_and_step() -> None:
@@ -96,13 +105,19 @@ def test_hinge_margins_are_jointly_reachable() -> None:
     assert sum(m * m for m in POS_MARGIN.values()) < 1.0
 
 
-def test_forced_relative_examples_frame_a_pair() -> None:
-    # the second stage's extra examples: left / right questions on views that frame a side-by-side pair (the
-    # embedded model's 96-px input: the questions are asked only about cards >= 8 px wide in it)
+def test_binding_examples_ask_about_one_card_of_a_framed_pair() -> None:
+    # the second stage's examples: a view framing a side-by-side pair and a question about one of its two cards
+    # (its pip colour or count, the half of the view it lies in, or left / right of the other card)
     examples = [
-        sample_example(np.random.default_rng([3, 0, i]), warm=False, arch=EmbeddedArch(), force_relative=True)
-        for i in range(40)
+        sample_example(np.random.default_rng([3, 0, i]), warm=False, arch=EmbeddedArch(), force_pair=True)
+        for i in range(80)
     ]
-    relative = [e for e in examples if "left or right" in e.prompt]
-    assert len(relative) >= 0.8 * len(examples)
-    assert {e.answer for e in relative} >= {"left", "right"} or {e.answer for e in relative} >= {"A", "B"}
+    side = [e for e in examples if e.prompt.startswith("Is the") and "on the left or right side?" in e.prompt]
+    relative = [e for e in examples if "on the left or right side of the" in e.prompt]
+    attribute = [e for e in examples if "color of the dots" in e.prompt]
+    assert len(side) + len(relative) + len(attribute) >= 0.8 * len(examples)
+    assert min(len(side), len(relative), len(attribute)) >= 0.1 * len(examples)
+    for group in (side, relative):
+        answers = {e.answer for e in group}
+        assert answers >= {"left", "right"} or answers >= {"A", "B"}
+        assert all(e.image is not None and e.side_labels is not None for e in group)
