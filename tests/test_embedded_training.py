@@ -18,6 +18,7 @@ from focus_tool.embedded.train import (
     PIP_CLASSES,
     POS_MARGIN,
     SIDE_CLASSES,
+    _clutter_leanings,
     _patch_labels,
     main,
     sample_example,
@@ -121,3 +122,25 @@ def test_binding_examples_ask_about_one_card_of_a_framed_pair() -> None:
         answers = {e.answer for e in group}
         assert answers >= {"left", "right"} or answers >= {"A", "B"}
         assert all(e.image is not None and e.side_labels is not None for e in group)
+
+
+def test_clutter_leanings_name_the_card_colour_a_grey_shape_is_tinted_toward() -> None:
+    window = (0.0, 0.0, 400.0, 400.0)
+    shapes = (
+        syn.Clutter((10.0, 10.0, 60.0, 60.0), (118, 142, 124), True),  # greenish grey
+        syn.Clutter((100.0, 100.0, 150.0, 150.0), (150, 150, 150), False),  # plain grey: leans to nothing
+        syn.Clutter((500.0, 500.0, 550.0, 550.0), (160, 120, 125), True),  # reddish, outside the window
+    )
+    scene = syn.Scene((800, 800), (235, 235, 235), (), shapes)
+    assert _clutter_leanings(scene, window) == ["green"]
+
+
+def test_hard_existence_examples_ask_yes_no_with_slivers_and_tinted_clutter_as_no() -> None:
+    examples = [
+        sample_example(np.random.default_rng([5, 0, i]), warm=False, arch=EmbeddedArch(), force_exist=True)
+        for i in range(60)
+    ]
+    asked = [e for e in examples if e.prompt.startswith("Is there a")]
+    assert len(asked) >= 0.9 * len(examples)
+    assert {e.answer for e in asked} == {"Yes", "No"}
+    assert all(e.image is not None for e in asked)
