@@ -14,19 +14,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from focus_tool.adapters.registry import load_adapter
 from focus_tool.data import synthetic as syn
+from focus_tool.ops.boxes import box_coverage
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.presets import config_for
-
-
-def _inside(box: tuple[float, ...], gt: tuple[float, ...]) -> float:
-    """Share of ``gt``'s area inside ``box`` (both xyxy)."""
-    w = max(0.0, min(box[2], gt[2]) - max(box[0], gt[0]))
-    h = max(0.0, min(box[3], gt[3]) - max(box[1], gt[1]))
-    return w * h / ((gt[2] - gt[0]) * (gt[3] - gt[1]))
 
 
 def main(items_path: str, model: str) -> None:
@@ -53,7 +48,8 @@ def main(items_path: str, model: str) -> None:
             for target, gt in zip(q.targets, q.target_boxes_xyxy, strict=True):
                 for r in (r for r in picked if r.target == target):
                     conf = "-" if r.confidence is None else f"{r.confidence:.4f}"
-                    parts.append(f"{target}: P(Yes) {conf}, GT inside {_inside(r.box, gt):.0%}")
+                    inside = float(box_coverage(np.array([r.box], float), np.array([gt], float))[0, 0])
+                    parts.append(f"{target}: P(Yes) {conf}, GT inside {inside:.0%}")
             ok = "right" if res.answer == q.options[0] else "wrong"
             print(f"item {i:3d} {q.kind:9s} {name:10s} {ok}  " + "; ".join(parts))
 

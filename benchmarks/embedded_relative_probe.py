@@ -19,6 +19,7 @@ Single thread, about two minutes.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import Counter
 from typing import Any
@@ -73,12 +74,8 @@ def training_view_probe(model: str, n: int = 40) -> tuple[float, float]:
         ex = sample_example(np.random.default_rng([7, 7, i]), warm=False, arch=EmbeddedArch())
         if "left or right" not in ex.prompt or ex.answer not in ("left", "right"):
             continue
-        truth, ex.answer = ex.answer, "x"  # a one-token placeholder reply: read the logits before it
-        batch = collate([ex], processor)
-        for k in ("labels", *PATCH_LABEL_KEYS):
-            batch.pop(k, None)
-        with torch.no_grad():
-            logits = lm(**batch).logits[0, -3]  # (V,) at the last prompt token (then "x", end of sequence)
+        truth = ex.answer
+        logits = _next_logits(lm, processor, ex)
         pred = "left" if float(logits[left_id]) > float(logits[right_id]) else "right"
         ok.append(pred == truth)
         said_left.append(pred == "left")
@@ -87,15 +84,21 @@ def training_view_probe(model: str, n: int = 40) -> tuple[float, float]:
     return float(np.mean(ok)), float(np.mean(said_left))
 
 
-def _logits(lm: Any, processor: Any, image: Any, prompt: str, scene: syn.Scene, window: Any) -> torch.Tensor:
-    """Next-token logits after ``prompt`` on ``image`` (the training chat format), (V,)."""
-    labels = _patch_labels(scene, window, EmbeddedArch().image_size // EmbeddedArch().patch_size, 96)
-    ex = Example(prompt=prompt, answer="x", image=image, **dict(zip(PATCH_LABEL_KEYS, labels, strict=True)))
+def _next_logits(lm: Any, processor: Any, ex: Example) -> torch.Tensor:
+    """(V,) next-token logits at the last prompt token of ``ex`` (training chat format; its answer is not read)."""
+    ex = dataclasses.replace(ex, answer="x")  # a one-token placeholder reply: read the logits before it
     batch = collate([ex], processor)
     for k in ("labels", *PATCH_LABEL_KEYS):
         batch.pop(k, None)
     with torch.no_grad():
         return lm(**batch).logits[0, -3]  # at the last prompt token (then "x", end of sequence)
+
+
+def _logits(lm: Any, processor: Any, image: Any, prompt: str, scene: syn.Scene, window: Any) -> torch.Tensor:
+    """Next-token logits after ``prompt`` on ``image`` (the training chat format), (V,)."""
+    labels = _patch_labels(scene, window, EmbeddedArch().image_size // EmbeddedArch().patch_size, 96)
+    ex = Example(prompt=prompt, answer="x", image=image, **dict(zip(PATCH_LABEL_KEYS, labels, strict=True)))
+    return _next_logits(lm, processor, ex)
 
 
 def pair_probe(model: str, n: int = 40) -> dict[str, float]:

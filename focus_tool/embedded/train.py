@@ -474,6 +474,14 @@ def scale_match(proj: Any, words: Any) -> Any:
     return (0.5 * (torch.log(ms_proj) - torch.log(ms_word))).pow(2).mean()
 
 
+def check_stage2(steps: int, stage2_steps: int, forced_share: float) -> None:
+    """Refuse a second stage that is not shorter than the run, or forced shares that sum over 1 (ValueError)."""
+    if not 0 <= stage2_steps < steps:
+        raise ValueError(f"stage2_steps must be at least 0 and below steps ({steps}); got {stage2_steps}")
+    if forced_share > 1:
+        raise ValueError("the stage-2 pair + side + exist shares must sum to at most 1")
+
+
 def train(
     out: Path,
     *,
@@ -503,8 +511,7 @@ def train(
     data) depends only on ``steps - stage2_steps``, so a run of N steps resumed with ``--steps N+M --stage2-steps M``
     is the same as a fresh run of that command.
     """
-    if not 0 <= stage2_steps < steps:
-        raise ValueError(f"stage2_steps must be in [0, steps): got {stage2_steps} of {steps}")
+    check_stage2(steps, stage2_steps, stage2_pair + stage2_side + stage2_exist)
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
@@ -710,10 +717,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage2-lr", type=float, default=0.5, help="stage 2 restarts at this multiple of --lr")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    if a.stage2_pair + a.stage2_side + a.stage2_exist > 1:
-        ap.error("--stage2-pair + --stage2-side + --stage2-exist must be at most 1")
-    if not 0 <= a.stage2_steps < a.steps:
-        ap.error(f"--stage2-steps must be at least 0 and below --steps ({a.steps}); got {a.stage2_steps}")
+    try:
+        check_stage2(a.steps, a.stage2_steps, a.stage2_pair + a.stage2_side + a.stage2_exist)
+    except ValueError as e:
+        ap.error(str(e))
     logging.basicConfig(level=logging.INFO)
     path = train(
         a.out,
