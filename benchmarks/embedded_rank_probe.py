@@ -4,7 +4,11 @@
 
 Reads the per-item ablation results (``python -m focus_tool.eval.synthetic --ablations``), takes the test questions
 on which full FOCUS and "no ranking" (n_steps = 1) disagree, reruns both and prints, per target, the region each one
-answered on, its P(Yes) (FOCUS only) and the share of the ground-truth box inside it. Single thread, ~10 s.
+answered on, its P(Yes) (FOCUS only) and the share of the ground-truth box inside it. Then, on the first 60 attribute
+questions, P(Yes) of the existence prompt on square windows the size of the preset's regions (3 of the 12 grid cells,
+a quarter of the image's long side) placed so that a given share of the asked card's width is inside (the card cut by
+the window's left border; share 1 = the window centred on the card): can the ranking tell a sliver from the whole
+card? Single thread, ~40 s.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.adapters.registry import load_adapter
 from focus_tool.data import synthetic as syn
 from focus_tool.ops.boxes import box_coverage
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.presets import config_for
+from focus_tool.steps.answer import crop
 
 
 def main(items_path: str, model: str) -> None:
@@ -29,6 +35,8 @@ def main(items_path: str, model: str) -> None:
     rows = [json.loads(line) for line in Path(items_path).read_text().splitlines()]
     differ = [i for i, r in enumerate(rows) if r["focus"] != r["abl_no_ranking"]]
     adapter = load_adapter(model)
+    if not isinstance(adapter, LlavaAdapter):
+        raise SystemExit("the probe needs a LLaVA-family checkpoint (the embedded model)")
     cfg = config_for(adapter, model)
     pipes = {
         "FOCUS": FocusPipeline(adapter, cfg),
@@ -52,6 +60,28 @@ def main(items_path: str, model: str) -> None:
                     parts.append(f"{target}: P(Yes) {conf}, GT inside {inside:.0%}")
             ok = "right" if res.answer == q.options[0] else "wrong"
             print(f"item {i:3d} {q.kind:9s} {name:10s} {ok}  " + "; ".join(parts))
+    sliver_table(adapter, items)
+
+
+SHARES = (0.0, 0.1, 0.2, 0.35, 0.5, 1.0)
+
+
+def sliver_table(adapter: LlavaAdapter, items: list[syn.BenchItem], n: int = 60) -> None:
+    """P(Yes) against the share of the asked card's width inside a region-sized window."""
+    probs: dict[float, list[float]] = {s: [] for s in SHARES}
+    for it in [it for it in items if it.question.kind == "attribute"][:n]:
+        image = syn.render(it.scene)
+        x0, y0, x1, y1 = it.question.target_boxes_xyxy[0]
+        side, cy = max(image.size) / 4, (y0 + y1) / 2
+        prompt = syn.existence_question(it.question.targets[0])
+        for share in SHARES:
+            left = x1 - share * (x1 - x0) if share < 1 else (x0 + x1 - side) / 2
+            view = crop(image, np.array([left, cy - side / 2, left + side, cy + side / 2]))
+            probs[share].append(float(torch.sigmoid(adapter.yes_no_margins([view], [prompt])[0])))
+    print(f"P(Yes) against the share of the asked card inside the window ({n} attribute questions):")
+    for share, p in probs.items():
+        a = np.array(p)
+        print(f"  share {share:4.2f}: median P(Yes) {np.median(a):.3f}, P(Yes) > 0.5 on {np.mean(a > 0.5):.1%}")
 
 
 if __name__ == "__main__":
