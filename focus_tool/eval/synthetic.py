@@ -13,7 +13,9 @@ scheme (``--scheme`` overrides): ``letter`` = lettered options, first letter of 
 - coverage: the selected region covers >= 50 % of the ground-truth box;
 - existence AUROC: P(Yes) on crops (the size FOCUS uses) with vs without the target.
 With ``--ablations``: n_steps = 1 without overrun, random map, K-K without RoPE, every single layer,
-and an exhaustive sliding-window search ranked by P(Yes) with no map.
+and an exhaustive sliding-window search ranked by P(Yes) with no map; the random map without ranking and, when the
+preset clamps negative similarities, the unclamped map with and without ranking (what the ranking adds on maps
+whose first region is often wrong).
 Results go to ``OUT/report.json`` and ``OUT/report.md``; per-item records to ``OUT/items.jsonl``.
 """
 
@@ -139,6 +141,18 @@ def evaluate(
         variants["random_map"] = dataclasses.replace(
             cfg, relevance=dataclasses.replace(cfg.relevance, map_source="random")
         )
+        # what the ranking is worth depends on how often the map's first region is already right: the same
+        # n_steps = 1 cut on a random map (and, when the preset clamps, on the unclamped map of the paper's formula)
+        variants["random_map_no_ranking"] = dataclasses.replace(
+            variants["random_map"], rank=variants["no_ranking"].rank
+        )
+        if cfg.relevance.clamp_similarity:
+            variants["unclamped_map"] = dataclasses.replace(
+                cfg, relevance=dataclasses.replace(cfg.relevance, clamp_similarity=False)
+            )
+            variants["unclamped_map_no_ranking"] = dataclasses.replace(
+                variants["unclamped_map"], rank=variants["no_ranking"].rank
+            )
         variants["kk_norope"] = dataclasses.replace(
             cfg, relevance=dataclasses.replace(cfg.relevance, feature="key_norope")
         )
