@@ -50,6 +50,26 @@ def test_second_stage_longer_than_the_run_is_refused(tmp_path: Path) -> None:
         train(tmp_path, steps=10, stage2_steps=10, threads=1, progress=False, arch=TINY)
     with pytest.raises(SystemExit):  # argparse: a message, not a traceback
         main(["--out", str(tmp_path), "--steps", "100", "--stage2-steps", "200"])
+    with pytest.raises(ValueError, match="stage3_steps"):
+        train(tmp_path, steps=10, stage2_steps=5, stage3_steps=5, threads=1, progress=False, arch=TINY)
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--steps", "100", "--stage2-steps", "50", "--stage3-exist", "1.5"])
+
+
+def test_third_stage_runs_after_the_second(tmp_path: Path) -> None:
+    # step 2 is stage 2, step 3 stage 3 (only existence questions with stage3_exist = 1)
+    out = train(
+        tmp_path,
+        steps=4,
+        stage2_steps=1,
+        stage3_steps=1,
+        stage3_exist=1.0,
+        batch_size=4,
+        threads=1,
+        progress=False,
+        arch=TINY,
+    )
+    assert (out / "model.safetensors").exists()
 
 
 def test_data_stream_is_a_function_of_seed_and_step() -> None:

@@ -497,12 +497,19 @@ def scale_match(proj: Any, words: Any) -> Any:
     return (0.5 * (torch.log(ms_proj) - torch.log(ms_word))).pow(2).mean()
 
 
-def check_stage2(steps: int, stage2_steps: int, forced_share: float) -> None:
-    """Refuse a second stage that is not shorter than the run, or forced shares that sum over 1 (ValueError)."""
-    if not 0 <= stage2_steps < steps:
-        raise ValueError(f"stage2_steps must be at least 0 and below steps ({steps}); got {stage2_steps}")
+def check_stage2(
+    steps: int, stage2_steps: int, forced_share: float, stage3_steps: int = 0, stage3_exist: float = 0.0
+) -> None:
+    """Refuse later stages that are not shorter than the run, or shares outside [0, 1] (ValueError)."""
+    if stage2_steps < 0 or stage3_steps < 0 or stage2_steps + stage3_steps >= steps:
+        raise ValueError(
+            f"stage2_steps and stage3_steps must be at least 0 and together below steps ({steps}); "
+            f"got {stage2_steps} and {stage3_steps}"
+        )
     if forced_share > 1:
         raise ValueError("the stage-2 pair + side + exist shares must sum to at most 1")
+    if not 0 <= stage3_exist <= 1:
+        raise ValueError(f"stage3_exist must be in [0, 1]; got {stage3_exist}")
 
 
 def train(
@@ -524,6 +531,9 @@ def train(
     stage2_side: float = 0.25,
     stage2_exist: float = 0.0,
     stage2_lr: float = 0.5,
+    stage3_steps: int = 0,
+    stage3_exist: float = 0.25,
+    stage3_lr: float = 0.2,
 ) -> Path:
     """Train (or resume) and write the final checkpoint in the hub layout to ``out / "model"``.
 
@@ -533,8 +543,13 @@ def train(
     rate restarts at ``stage2_lr`` times ``lr`` with its own cosine. The first stage (its schedule, curriculum and
     data) depends only on ``steps - stage2_steps``, so a run of N steps resumed with ``--steps N+M --stage2-steps M``
     is the same as a fresh run of that command.
+
+    ``stage3_steps`` (0: none) more steps follow the second stage (``steps`` counts them too): a share ``stage3_exist``
+    of each batch are existence questions with hard negatives, the rest drawn as in the second stage, the learning
+    rate restarted at ``stage3_lr`` times ``lr``. The stages before it are unchanged by it, so a finished run of N
+    steps resumed with ``--steps N+M --stage3-steps M`` (and the same stage-2 settings) is a fresh run of that command.
     """
-    check_stage2(steps, stage2_steps, stage2_pair + stage2_side + stage2_exist)
+    check_stage2(steps, stage2_steps, stage2_pair + stage2_side + stage2_exist, stage3_steps, stage3_exist)
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
@@ -569,10 +584,14 @@ def train(
     head = torch.nn.Linear(width, len(CARD_CLASSES) + len(PIP_CLASSES))
     params = list(model.parameters()) + list(aux_mod.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    main_steps = steps - stage2_steps
+    main_steps = steps - stage2_steps - stage3_steps
+    stage3_start = steps - stage3_steps
     warmup = max(1, int(0.04 * main_steps))
 
     def lr_at(step: int) -> float:
+        if step >= stage3_start:  # stage 3: restart at stage3_lr * lr, cosine down to 0.05 lr
+            t = (step - stage3_start) / max(1, stage3_steps)
+            return lr * (0.05 + (stage3_lr - 0.05) * 0.5 * (1 + math.cos(math.pi * t)))
         if step >= main_steps:  # stage 2: restart at stage2_lr * lr, cosine down to 0.05 lr
             t = (step - main_steps) / max(1, stage2_steps)
             return lr * (0.05 + (stage2_lr - 0.05) * 0.5 * (1 + math.cos(math.pi * t)))
@@ -602,10 +621,13 @@ def train(
         warm = step < warm_frac * main_steps
         stage2 = step >= main_steps
         examples = []
+        stage3 = step >= stage3_start
         for _ in range(batch_size):
             r = rng.random() if stage2 else 1.0
-            force_pair, force_side = r < stage2_pair, stage2_pair <= r < stage2_pair + stage2_side
-            force_exist = stage2_pair + stage2_side <= r < stage2_pair + stage2_side + stage2_exist
+            if stage3:  # a share stage3_exist of existence questions, the rest drawn as in stage 2
+                r = -1.0 if r < stage3_exist else (r - stage3_exist) / (1 - stage3_exist)
+            force_pair, force_side = 0 <= r < stage2_pair, stage2_pair <= r < stage2_pair + stage2_side
+            force_exist = r < 0 or stage2_pair + stage2_side <= r < stage2_pair + stage2_side + stage2_exist
             examples.append(
                 sample_example(
                     rng, warm=warm, arch=arch, force_pair=force_pair, force_side=force_side, force_exist=force_exist
@@ -738,10 +760,15 @@ def main(argv: list[str] | None = None) -> int:
         "--stage2-exist", type=float, default=0.0, help="share of existence questions with hard negatives in stage 2"
     )
     ap.add_argument("--stage2-lr", type=float, default=0.5, help="stage 2 restarts at this multiple of --lr")
+    ap.add_argument("--stage3-steps", type=int, default=0, help="N more steps after stage 2 (counted in --steps)")
+    ap.add_argument("--stage3-exist", type=float, default=0.25, help="share of existence questions in stage 3")
+    ap.add_argument("--stage3-lr", type=float, default=0.2, help="stage 3 restarts at this multiple of --lr")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
-        check_stage2(a.steps, a.stage2_steps, a.stage2_pair + a.stage2_side + a.stage2_exist)
+        check_stage2(
+            a.steps, a.stage2_steps, a.stage2_pair + a.stage2_side + a.stage2_exist, a.stage3_steps, a.stage3_exist
+        )
     except ValueError as e:
         ap.error(str(e))
     logging.basicConfig(level=logging.INFO)
@@ -759,6 +786,9 @@ def main(argv: list[str] | None = None) -> int:
         stage2_side=a.stage2_side,
         stage2_exist=a.stage2_exist,
         stage2_lr=a.stage2_lr,
+        stage3_steps=a.stage3_steps,
+        stage3_exist=a.stage3_exist,
+        stage3_lr=a.stage3_lr,
     )
     logger.info("model written to %s", path)
     return 0
