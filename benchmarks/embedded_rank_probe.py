@@ -60,19 +60,19 @@ def main(items_path: str, model: str) -> None:
                     parts.append(f"{target}: P(Yes) {conf}, GT inside {inside:.0%}")
             ok = "right" if res.answer == q.options[0] else "wrong"
             print(f"item {i:3d} {q.kind:9s} {name:10s} {ok}  " + "; ".join(parts))
-    sliver_table(adapter, items)
+    sliver_table(adapter, items, cfg.proposal.s_min)
 
 
 SHARES = (0.0, 0.1, 0.2, 0.35, 0.5, 1.0)
 
 
-def sliver_table(adapter: LlavaAdapter, items: list[syn.BenchItem], n: int = 60) -> None:
-    """P(Yes) against the share of the asked card's width inside a region-sized window."""
+def sliver_table(adapter: LlavaAdapter, items: list[syn.BenchItem], cells: int, n: int = 60) -> None:
+    """P(Yes) against the share of the asked card's width inside a window ``cells`` grid cells wide (a region)."""
     probs: dict[float, list[float]] = {s: [] for s in SHARES}
     for it in [it for it in items if it.question.kind == "attribute"][:n]:
         image = syn.render(it.scene)
         x0, y0, x1, y1 = it.question.target_boxes_xyxy[0]
-        side, cy = max(image.size) / 4, (y0 + y1) / 2
+        side, cy = cells * max(image.size) / adapter.side, (y0 + y1) / 2  # the grid spans the padded long side
         prompt = syn.existence_question(it.question.targets[0])
         for share in SHARES:
             left = x1 - share * (x1 - x0) if share < 1 else (x0 + x1 - side) / 2

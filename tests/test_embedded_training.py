@@ -70,6 +70,8 @@ def test_third_stage_runs_after_the_second(tmp_path: Path) -> None:
         arch=TINY,
     )
     assert (out / "model.safetensors").exists()
+    recorded = json.loads((out / "training_args.json").read_text())
+    assert (recorded["stage3_steps"], recorded["stage3_exist"]) == (1, 1.0)
 
 
 def test_data_stream_is_a_function_of_seed_and_step() -> None:

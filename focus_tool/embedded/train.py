@@ -497,7 +497,7 @@ def scale_match(proj: Any, words: Any) -> Any:
     return (0.5 * (torch.log(ms_proj) - torch.log(ms_word))).pow(2).mean()
 
 
-def check_stage2(
+def check_stages(
     steps: int, stage2_steps: int, forced_share: float, stage3_steps: int = 0, stage3_exist: float = 0.0
 ) -> None:
     """Refuse later stages that are not shorter than the run, or shares outside [0, 1] (ValueError)."""
@@ -549,7 +549,7 @@ def train(
     rate restarted at ``stage3_lr`` times ``lr``. The stages before it are unchanged by it, so a finished run of N
     steps resumed with ``--steps N+M --stage3-steps M`` (and the same stage-2 settings) is a fresh run of that command.
     """
-    check_stage2(steps, stage2_steps, stage2_pair + stage2_side + stage2_exist, stage3_steps, stage3_exist)
+    check_stages(steps, stage2_steps, stage2_pair + stage2_side + stage2_exist, stage3_steps, stage3_exist)
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
@@ -588,17 +588,17 @@ def train(
     stage3_start = steps - stage3_steps
     warmup = max(1, int(0.04 * main_steps))
 
+    def cosine(t: float, peak: float) -> float:  # from peak * lr at t = 0 down to 0.05 * lr at t = 1
+        return lr * (0.05 + (peak - 0.05) * 0.5 * (1 + math.cos(math.pi * t)))
+
     def lr_at(step: int) -> float:
-        if step >= stage3_start:  # stage 3: restart at stage3_lr * lr, cosine down to 0.05 lr
-            t = (step - stage3_start) / max(1, stage3_steps)
-            return lr * (0.05 + (stage3_lr - 0.05) * 0.5 * (1 + math.cos(math.pi * t)))
-        if step >= main_steps:  # stage 2: restart at stage2_lr * lr, cosine down to 0.05 lr
-            t = (step - main_steps) / max(1, stage2_steps)
-            return lr * (0.05 + (stage2_lr - 0.05) * 0.5 * (1 + math.cos(math.pi * t)))
+        if step >= stage3_start:  # stage 3: restart at stage3_lr * lr
+            return cosine((step - stage3_start) / max(1, stage3_steps), stage3_lr)
+        if step >= main_steps:  # stage 2: restart at stage2_lr * lr
+            return cosine((step - main_steps) / max(1, stage2_steps), stage2_lr)
         if step < warmup:
             return lr * (step + 1) / warmup
-        t = (step - warmup) / max(1, main_steps - warmup)
-        return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+        return cosine((step - warmup) / max(1, main_steps - warmup), 1.0)
 
     captured: dict[str, torch.Tensor] = {}
     model.model.multi_modal_projector.register_forward_hook(lambda _m, _i, o: captured.__setitem__("proj", o))
@@ -619,9 +619,8 @@ def train(
     for step in bar:
         rng = np.random.default_rng([syn.TRAIN_STREAM, seed, step])
         warm = step < warm_frac * main_steps
-        stage2 = step >= main_steps
+        stage2, stage3 = step >= main_steps, step >= stage3_start
         examples = []
-        stage3 = step >= stage3_start
         for _ in range(batch_size):
             r = rng.random() if stage2 else 1.0
             if stage3:  # a share stage3_exist of existence questions, the rest drawn as in stage 2
@@ -736,6 +735,9 @@ def train(
                 "stage2_side": stage2_side,
                 "stage2_exist": stage2_exist,
                 "stage2_lr": stage2_lr,
+                "stage3_steps": stage3_steps,
+                "stage3_exist": stage3_exist,
+                "stage3_lr": stage3_lr,
             },
             indent=1,
         )
@@ -766,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
-        check_stage2(
+        check_stages(
             a.steps, a.stage2_steps, a.stage2_pair + a.stage2_side + a.stage2_exist, a.stage3_steps, a.stage3_exist
         )
     except ValueError as e:
