@@ -21,3 +21,17 @@ class ConfigError(FocusError, ValueError):
 
 class TargetNotPlaced(InputRejected):
     """The tokenizer produced no token for the target phrase inside the prompt."""
+
+
+def quote_text(text: object, limit: int = 80) -> str:
+    """Quote caller text for a one-line error message.
+
+    The text is quoted repr-style (newlines, tabs, control and other non-printable characters escaped, so a
+    message never spans two lines nor carries a forged one) and cut to ``limit`` characters of the original
+    with an ellipsis and the full length: ``'abc...' (100000 chars)``.
+    """
+    text = text if isinstance(text, str) else str(text)
+    if len(text) <= limit:
+        return repr(text)
+    head = repr(text[: max(limit, 1)])
+    return f"{head[:-1]}...{head[-1]} ({len(text)} chars)"
