@@ -40,6 +40,18 @@ PRESETS: dict[str, FocusConfig] = {
         proposal=ProposalConfig(k=30, s_min=3, s_max=9, s_dist=2.0),
         rank=RankConfig(n_steps=4, overrun=True, t_type2=0.5),
     ),
+    # InternVL3 (1B/2B/8B-hf): not in the paper; global-local like OV, so the OV/Qwen column [spec Sec. 6, inferred].
+    # Map: the stitched 448-px tiles, 16 x 16 tokens each (28 x 28 px of a tile per token after pixel shuffle, as a
+    # Qwen2.5-VL merged cell); the thumbnail's tokens are not cells. Layers [21, 28): the last quarter of the 28-layer
+    # Qwen2.5 LMs of the 2B / 8B (the 1B's 24 layers fall back to [O//2, O) in config_for); values read per KV head.
+    # Gaussian sigma 1 cell then 2 x 2 pooling as OV. s_max 5 by the App. A.3 rule: a V*-sized image (2246 x 1582)
+    # gets 3 x 2 tiles, 48 x 32 cells, ~94 px per pooled cell; 5 x 94 = 470 px ~ 1.05 x the 448-px tile (7 would be
+    # 1.47 x, still in the 1-2 x band; 9 would exceed it). k 30, s_min 3, s_dist 2, t_type2 0.5 (OV); answer: multi.
+    "internvl": FocusConfig(
+        relevance=RelevanceConfig(layers=(21, 28), smooth_sigma=1.0, downsample=2),
+        proposal=ProposalConfig(k=30, s_min=3, s_max=5, s_dist=2.0),
+        rank=RankConfig(n_steps=4, overrun=True, t_type2=0.5),
+    ),
     # generic fallback: layers [O//2, O) [spec Sec. 4.3], the LLaVA-1.5 box settings
     "default": FocusConfig(),
 }

@@ -1,0 +1,270 @@
+"""InternVL3 adapter (``InternVLForConditionalGeneration``, e.g. OpenGVLab/InternVL3-8B-hf).
+
+Loading without torchvision: the stock ``InternVLProcessor`` needs a video processor (torchvision) in transformers
+5.x, so this adapter loads ``AutoImageProcessor`` (``GotOcr2ImageProcessorPil`` when torchvision is absent; the hub
+config names ``GotOcr2ImageProcessorFast``) and ``AutoTokenizer`` and does the processor's jobs itself: it tiles with
+``crop_to_patches=True`` (the processor's default images kwarg; the hub ``preprocessor_config.json`` says ``false``)
+and replaces each ``<IMG_CONTEXT>`` the chat template writes by ``<img>`` + ``image_seq_length * num_patches``
+``<IMG_CONTEXT>`` + ``</img>`` [hf: ``InternVLProcessor.replace_image_token``].
+
+Token layout of one image [hf: ``GotOcr2ImageProcessorPil.crop_image_to_patches``, ``InternVLModel``]::
+
+    <img> [tile (0, 0)] [tile (0, 1)] ... [tile (rows-1, cols-1)] [thumbnail] </img>
+
+- **Tile grid.** ``get_optimal_tiled_canvas`` picks (cols, rows) with min_patches <= cols * rows <= max_patches
+  (1..12) whose aspect ratio is closest to the image's; the whole image is **resized (stretched) to
+  cols*448 x rows*448** and cut into 448-px tiles, row-major. With more than one tile a thumbnail (the whole image
+  resized to 448 x 448) is appended last; a 1 x 1 grid has no thumbnail.
+- **Per tile.** InternViT sees 32 x 32 patches of 14 px (+ a CLS token, dropped: ``vision_feature_select_strategy
+  = "default"``); ``pixel_shuffle(0.5)`` folds each 2 x 2 block of patches into one feature, so a tile gives 16 x 16
+  = 256 tokens, row-major, each covering 28 x 28 px of the tile (checked against the model's own ``pixel_shuffle`` in
+  the tests). The MLP projector maps each feature to one ``<IMG_CONTEXT>`` embedding.
+
+Geometry: every view is a :class:`~focus_tool.grid.PatchGrid` (:meth:`InternVLAdapter.views`): tile (r, c) spans
+image pixels [c W / cols, (c + 1) W / cols) x [r H / rows, (r + 1) H / rows) (the stretch is exact at tile borders),
+the thumbnail spans the whole image. The relevance map is the tiles stitched together, (rows * 16) x (cols * 16)
+cells over the whole image (``PatchGrid.stretched``); the thumbnail's tokens are not map cells (like OneVision's base
+view, paper §3.2) but stay in the similarity row sums. :meth:`InternVLAdapter.token_boxes` gives every image token's
+pixel box, thumbnail included.
+
+Cached values: the language model is Qwen2.5 (1-D RoPE on queries and keys only, GQA), so the cached values of the
+image tokens are ``v_proj`` of their layer input, per KV head, with no position term; the map reads them per KV head
+as stored (spec Sec. 4.3). The encoded-image prefix cache is reused (``supports_image_cache``): positions of the text
+after ``</img>`` follow from the cache length, and the prefix up to the last ``<IMG_CONTEXT>`` depends only on the
+image and the template.
+
+Answer step (spec Sec. 7, ``answer_mode = "multi"``): the checkpoint's template renders content items in order
+(image -> ``<IMG_CONTEXT>\\n``); each image of a several-image turn is tiled on its own, as the stock processor does,
+and ``pixel_values`` holds all tiles of all images in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image
+
+from focus_tool.adapters.common import expand_image_tokens
+from focus_tool.adapters.hf import ChatTemplateAdapter
+from focus_tool.errors import ModelLoadError
+from focus_tool.grid import PatchGrid
+
+_FALLBACK_OPEN, _FALLBACK_CLOSE = "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"  # the hf template
+
+
+@dataclass(frozen=True)
+class TileView:
+    """One view of an image: a tile of the resized image or the thumbnail, and where its tokens sit.
+
+    Attributes:
+        kind: "tile" or "thumbnail".
+        row, col: the tile's place in the tile grid ((0, 0) for the thumbnail).
+        token_start: index of the view's first token within the image's ``<IMG_CONTEXT>`` run.
+        grid: the view's ``side x side`` token grid over its box of image pixels.
+    """
+
+    kind: Literal["tile", "thumbnail"]
+    row: int
+    col: int
+    token_start: int
+    grid: PatchGrid
+
+
+class InternVLAdapter(ChatTemplateAdapter):
+    """Adapter for ``InternVLForConditionalGeneration`` checkpoints (dynamic 448-px tiles; multi-image answer)."""
+
+    preset_name = "internvl"
+    answer_mode = "multi"
+    supports_image_cache = True  # 1-D RoPE: positions of the text after the image follow from the cache length
+    family = "InternVL"
+    model_class_name = "InternVLForConditionalGeneration"
+    image_count_source = "the processor's num_patches x image_seq_length"
+
+    def __init__(
+        self,
+        model: Any,
+        image_processor: Any,
+        tokenizer: Any,
+        *,
+        chat_template: str | None = None,
+        model_id: str = "internvl",
+    ) -> None:
+        super().__init__(model, image_processor, tokenizer, chat_template=chat_template, model_id=model_id)
+        cfg = model.config
+        vision = cfg.vision_config
+        size = dict(image_processor.size)
+        self.tile_px: int = int(size.get("height") or 0)  # 448
+        self.patch_px: int = int(_first(vision.patch_size))  # 14
+        self.shuffle: int = round(1 / float(cfg.downsample_ratio))  # 2: pixel shuffle 0.5 folds 2 x 2 patches
+        self.side: int = self.tile_px // self.patch_px // self.shuffle  # 16 tokens per tile side
+        self.min_patches: int = int(image_processor.min_patches)  # 1
+        self.max_patches: int = int(image_processor.max_patches)  # 12
+        self.start_token: str = str(getattr(tokenizer, "start_image_token", None) or "<img>")
+        self.end_token: str = str(getattr(tokenizer, "end_image_token", None) or "</img>")
+        self._check_consistency(size, _first(vision.image_size))
+
+    def _check_consistency(self, size: dict[str, Any], vision_px: int) -> None:
+        """The image processor must tile at the vision tower's resolution and the token counts must agree."""
+        cfg = self.model.config
+        if size.get("width") != self.tile_px or self.tile_px != vision_px:
+            raise ModelLoadError(
+                f"the image processor tiles at {size.get('width')} x {size.get('height')} px but the vision tower "
+                f"takes {vision_px} px; use the checkpoint's own preprocessor_config.json"
+            )
+        if cfg.vision_feature_select_strategy != "default":
+            raise ModelLoadError(
+                f"vision_feature_select_strategy={cfg.vision_feature_select_strategy!r} is not supported; InternViT "
+                "has a CLS token, so the checkpoint must use 'default'"
+            )
+        if (self.tile_px // self.patch_px) % self.shuffle or self.side < 1:
+            raise ModelLoadError(f"{self.tile_px}-px tiles of {self.patch_px}-px patches cannot be pixel-shuffled")
+        if self.side**2 != int(cfg.image_seq_length):
+            raise ModelLoadError(
+                f"image_seq_length {cfg.image_seq_length} in config.json differs from the {self.side**2} tokens a "
+                f"{self.tile_px}-px tile gives"
+            )
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        for token in (self.start_token, self.end_token):
+            tid = self.tokenizer.convert_tokens_to_ids(token)
+            if tid is None or tid == unk:
+                raise ModelLoadError(f"the tokenizer has no {token!r} token; use the checkpoint's own tokenizer")
+
+    # ------------------------------------------------------------------ geometry
+
+    def tile_grid(self, image_wh: tuple[int, int]) -> tuple[int, int]:
+        """(cols, rows) of the tile grid the processor picks for an image of ``image_wh`` (its own helper)."""
+        from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
+
+        if self.max_patches <= 1:  # the processor does not tile at all
+            return 1, 1
+        w, h = image_wh
+        tile = (self.tile_px, self.tile_px)
+        cols, rows = get_optimal_tiled_canvas((h, w), tile, self.min_patches, self.max_patches)
+        return int(cols), int(rows)
+
+    def views(self, image_wh: tuple[int, int]) -> list[TileView]:
+        """Every view of the image in token order: the tiles row-major, then the thumbnail (if more than one tile)."""
+        cols, rows = self.tile_grid(image_wh)
+        w, h = image_wh
+        n = self.side**2
+        out = []
+        for i in range(cols * rows):
+            r, c = divmod(i, cols)
+            box = (c * w / cols, r * h / rows, (c + 1) * w / cols, (r + 1) * h / rows)
+            grid = PatchGrid(image_wh, box, self.side, self.side, (self.tile_px, self.tile_px))
+            out.append(TileView("tile", r, c, i * n, grid))
+        if cols * rows > 1:
+            thumb = PatchGrid.stretched(image_wh, self.side, self.side, (self.tile_px, self.tile_px))
+            out.append(TileView("thumbnail", 0, 0, cols * rows * n, thumb))
+        return out
+
+    def num_image_tokens(self, image_wh: tuple[int, int]) -> int:
+        """``<IMG_CONTEXT>`` tokens of one image: 256 per view (tiles + thumbnail), without ``<img>`` / ``</img>``."""
+        return len(self.views(image_wh)) * self.side**2
+
+    def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
+        """The tiles stitched together: (rows * side) x (cols * side) cells over the whole image (no thumbnail)."""
+        cols, rows = self.tile_grid(image_wh)
+        return PatchGrid.stretched(
+            image_wh, rows * self.side, cols * self.side, (cols * self.tile_px, rows * self.tile_px)
+        )
+
+    def map_token_indices(self, image_wh: tuple[int, int]) -> npt.NDArray[np.int64]:
+        """(rows * side, cols * side) index into the image's ``<IMG_CONTEXT>`` run of each stitched map cell."""
+        cols, rows = self.tile_grid(image_wh)
+        s = self.side
+        out = np.zeros((rows * s, cols * s), dtype=np.int64)
+        local = np.arange(s * s, dtype=np.int64).reshape(s, s)  # row-major within a tile (pixel-shuffle order)
+        for v in self.views(image_wh):
+            if v.kind == "tile":
+                out[v.row * s : (v.row + 1) * s, v.col * s : (v.col + 1) * s] = v.token_start + local
+        return out
+
+    def token_boxes(self, image_wh: tuple[int, int]) -> npt.NDArray[np.float64]:
+        """(n_tokens, 4) float ``xyxy`` image-pixel box of every ``<IMG_CONTEXT>`` token of one image, in order."""
+        s = self.side
+        r, c = np.divmod(np.arange(s * s), s)
+        cells = np.stack([c, r, c + 1, r + 1], axis=1).astype(np.float64)  # (s*s, 4) in token order
+        return np.concatenate([v.grid.cells_to_image_xyxy(cells) for v in self.views(image_wh)])
+
+    # ------------------------------------------------------------------ prompts
+
+    def _render(self, content: list[dict[str, str]]) -> str:
+        """The templated turn with each ``<IMG_CONTEXT>`` wrapped in ``<img>`` ... ``</img>`` (as the processor does;
+        the run is expanded to the image's token count later)."""
+        prompt = super()._render(content)
+        return prompt.replace(self.image_token, self.start_token + self.image_token + self.end_token)
+
+    def _fallback_prompt(self, content: list[dict[str, str]]) -> str:
+        """The hf template's ChatML layout, items in order: an image as ``<IMG_CONTEXT>\\n``, text as is."""
+        body = "".join(self.image_token + "\n" if c["type"] == "image" else c["text"] for c in content)
+        return _FALLBACK_OPEN + body + _FALLBACK_CLOSE
+
+    def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
+        """The images of ``parts`` and the templated turn, in order: each image is followed by a line break (the
+        template's), a text line is preceded by one when it follows text and followed by one when an image comes
+        next, so ``[img, "a", img, "b", "q"]`` renders as ``<img>..</img>\\na\\n<img>..</img>\\nb\\nq``."""
+        images = [p for p in parts if isinstance(p, Image.Image)]
+        content: list[dict[str, str]] = []
+        for i, part in enumerate(parts):
+            if isinstance(part, Image.Image):
+                content.append({"type": "image"})
+                continue
+            after_text = i > 0 and isinstance(parts[i - 1], str)
+            before_image = i + 1 < len(parts) and isinstance(parts[i + 1], Image.Image)
+            content.append(
+                {"type": "text", "text": ("\n" if after_text else "") + part + ("\n" if before_image else "")}
+            )
+        return images, self._render(content)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _pixel_inputs(self, images: Sequence[Image.Image]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """All tiles of ``images`` (each tiled on its own) and each image's ``<IMG_CONTEXT>`` count.
+
+        ``pixel_values``: (sum_i num_patches_i, 3, tile, tile), image by image, tiles row-major then the thumbnail.
+        """
+        rgb = [im.convert("RGB") for im in images]
+        pix = self.image_processor(images=rgb, crop_to_patches=True, return_tensors="pt")
+        num_patches = [int(n) for n in pix["num_patches"]]
+        expected = [len(self.views(im.size)) for im in rgb]
+        if num_patches != expected:
+            raise RuntimeError(f"the processor made {num_patches} tiles per image, the tile grid says {expected}")
+        counts = [n * self.side**2 for n in num_patches]
+        return {"pixel_values": pix["pixel_values"].to(self.dtype)}, counts
+
+    def _encode_interleaved(self, images: Sequence[Image.Image], prompt: str) -> Any:
+        """One prompt holding ``len(images)`` ``<img>`` blocks, in order; each block gets its own image's count."""
+        pixels: dict[str, torch.Tensor]
+        pixels, counts = self._pixel_inputs(images) if images else ({}, [])
+        enc = self.tokenizer([expand_image_tokens(prompt, self.image_token, counts)], return_tensors="pt")
+        ids = enc["input_ids"][0]
+        starts = torch.nonzero(ids == self.tokenizer.convert_tokens_to_ids(self.start_token)).flatten().tolist()
+        ends = torch.nonzero(ids == self.tokenizer.convert_tokens_to_ids(self.end_token)).flatten().tolist()
+        blocks = [int((ids[a:b] == self.image_token_id).sum()) for a, b in zip(starts, ends, strict=False)]
+        if blocks != counts or int((ids == self.image_token_id).sum()) != sum(counts):
+            raise RuntimeError(f"<img> blocks of {blocks} image tokens differ from the processor's counts {counts}")
+        enc.update(pixels)
+        return enc.to(self.device)
+
+    # ------------------------------------------------------------------ token layout of a prefill
+
+    def _map_positions(self, enc: Any, image_wh: tuple[int, int]) -> tuple[list[int], PatchGrid]:
+        """The tiles' tokens in stitched row-major order over the whole image, and that grid (no thumbnail)."""
+        grid = self.grid_for(image_wh)
+        image_pos = torch.nonzero(enc["input_ids"][0] == self.image_token_id).flatten()
+        n = self.num_image_tokens(image_wh)
+        if len(image_pos) != n:
+            raise RuntimeError(f"expected {n} image tokens ({len(self.views(image_wh))} views), found {len(image_pos)}")
+        index = torch.from_numpy(self.map_token_indices(image_wh)).flatten()
+        return image_pos.cpu()[index].tolist(), grid
+
+
+def _first(value: Any) -> int:
+    """The first entry of a (height, width) pair, or the value itself (InternVL configs store both forms)."""
+    return int(value[0]) if isinstance(value, (list, tuple)) else int(value)
