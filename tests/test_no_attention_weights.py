@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from focus_tool.adapters.base import MLLMAdapter
+from focus_tool.adapters.internvl import InternVLAdapter
 from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.adapters.llava_onevision import LlavaOnevisionAdapter
 from focus_tool.adapters.qwen2_5_vl import Qwen25VLAdapter
 from tests.adapter_checks import PROMPT, TARGET, noise_image
+from tests.tiny_internvl import tiny_internvl
 from tests.tiny_models import tiny_llava, tiny_onevision, tiny_qwen25vl
 
 PACKAGE = Path(__file__).resolve().parent.parent / "focus_tool"
@@ -63,7 +65,13 @@ def _qwen() -> MLLMAdapter:
     return Qwen25VLAdapter(*tiny_qwen25vl(seed=0))
 
 
-@pytest.mark.parametrize("build", [_llava, _onevision, _qwen], ids=["llava", "onevision", "qwen2.5-vl"])
+def _internvl() -> MLLMAdapter:
+    return InternVLAdapter(*tiny_internvl(seed=0))
+
+
+@pytest.mark.parametrize(
+    "build", [_llava, _onevision, _qwen, _internvl], ids=["llava", "onevision", "qwen2.5-vl", "internvl"]
+)
 def test_model_calls_never_pass_output_attentions(build: Callable[[], MLLMAdapter]) -> None:
     adapter = build()
     model: Any = adapter.model  # type: ignore[attr-defined]
