@@ -330,3 +330,28 @@ def test_yes_no_margins_interleaved_equal_manual_margins(adapter: InternVLAdapte
     torch.testing.assert_close(
         adapter.yes_no_margins_interleaved([[image, PROMPT]]), adapter.yes_no_margins([image], [PROMPT])
     )
+
+
+@pytest.mark.parametrize("wh", [(2246, 1582), (1800, 600), (600, 1800)])
+def test_real_tile_size_gives_256_tokens_per_tile(wh: tuple[int, int]) -> None:
+    """At the checkpoints' 448-px tiles: 32 x 32 patches -> 16 x 16 = 256 tokens per view, the V*-sized image gets
+    3 x 2 tiles + thumbnail (7 x 256 tokens, a 32 x 48 map), and a marker lights the token whose box holds it."""
+    adapter = InternVLAdapter(*tiny_internvl(seed=0, tile_px=448))
+    assert (adapter.side, adapter.model.config.image_seq_length) == (16, 256)
+    cols, rows = adapter.tile_grid(wh)
+    meta = adapter.image_processor(images=[noise_image(11, wh)], crop_to_patches=True, return_tensors="pt")
+    assert int(meta["num_patches"][0]) == len(adapter.views(wh)) == cols * rows + 1
+    if wh == (2246, 1582):
+        assert (cols, rows) == (3, 2) and adapter.num_image_tokens(wh) == 7 * 256
+    grid = adapter.grid_for(wh)
+    assert (grid.rows, grid.cols) == (16 * rows, 16 * cols)
+    cw, ch = grid.cell_wh
+    r, c = grid.rows - 3, 5
+    centre = ((c + 0.5) * cw, (r + 0.5) * ch)
+    bright = _token_brightness(adapter, _marker_image(wh, centre, (0.3 * cw, 0.3 * ch)))
+    tile = adapter.views(wh)[(r // 16) * cols + c // 16]
+    k = tile.token_start // 256
+    tr, tc = np.unravel_index(int(bright[k].argmax()), bright[k].shape)
+    x0, y0, x1, y1 = adapter.token_boxes(wh)[tile.token_start + int(tr) * 16 + int(tc)]
+    assert x0 <= centre[0] < x1 and y0 <= centre[1] < y1
+    assert adapter.map_token_indices(wh)[r, c] == tile.token_start + int(tr) * 16 + int(tc)

@@ -51,13 +51,14 @@ IVL_TOKENS_PER_TILE = (IVL_TILE_PX // IVL_PATCH_PX // 2) ** 2  # real: 256
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def tiny_internvl(seed: int = 0, attn: str = "sdpa"):
+def tiny_internvl(seed: int = 0, attn: str = "sdpa", tile_px: int = IVL_TILE_PX):
     """(model, image_processor, tokenizer) shaped like InternVL3-1B-hf, widths and depths scaled down.
 
-    Same processor settings (GotOcr2 tiling, min 1 / max 12 tiles, thumbnail, ImageNet mean/std, bicubic; tiles at
-    112 px instead of 448), same special tokens (``<img>``, ``</img>``, ``<IMG_CONTEXT>`` with the tokenizer's named
-    extra tokens) and chat template; InternViT-style tower with CLS token, qkv bias and layer scale, pixel shuffle
-    0.5, MLP projector; Qwen2 LM with hidden 32, 3 layers, GQA 4 heads / 2 KV heads, tied embeddings (as the 1B).
+    Same processor settings (GotOcr2 tiling, min 1 / max 12 tiles, thumbnail, ImageNet mean/std, bicubic; tiles of
+    ``tile_px``, 112 px by default, 448 on the real checkpoints), same special tokens (``<img>``, ``</img>``,
+    ``<IMG_CONTEXT>`` with the tokenizer's named extra tokens) and chat template; InternViT-style tower with CLS
+    token, qkv bias and layer scale, pixel shuffle 0.5, MLP projector; Qwen2 LM with hidden 32, 3 layers, GQA 4
+    heads / 2 KV heads, tied embeddings (as the 1B).
     """
     from transformers import InternVLConfig, InternVLForConditionalGeneration
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
@@ -70,7 +71,7 @@ def tiny_internvl(seed: int = 0, attn: str = "sdpa"):
     tok.add_special_tokens({"additional_special_tokens": INTERNVL_SPECIALS[1:]})
     tok.chat_template = INTERNVL_CHAT_TEMPLATE
     image_processor = GotOcr2ImageProcessorPil(
-        size={"height": IVL_TILE_PX, "width": IVL_TILE_PX},
+        size={"height": tile_px, "width": tile_px},
         image_mean=IMAGENET_MEAN,
         image_std=IMAGENET_STD,
         min_patches=1,
@@ -83,7 +84,7 @@ def tiny_internvl(seed: int = 0, attn: str = "sdpa"):
             "intermediate_size": 64,
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
-            "image_size": [IVL_TILE_PX, IVL_TILE_PX],
+            "image_size": [tile_px, tile_px],
             "patch_size": [IVL_PATCH_PX, IVL_PATCH_PX],
             "attention_bias": True,  # InternViT-300M: qkv_bias
             "use_qk_norm": False,
@@ -108,7 +109,7 @@ def tiny_internvl(seed: int = 0, attn: str = "sdpa"):
             "tie_word_embeddings": True,
         },
         image_token_id=ids["<IMG_CONTEXT>"],
-        image_seq_length=IVL_TOKENS_PER_TILE,
+        image_seq_length=(tile_px // IVL_PATCH_PX // 2) ** 2,
         downsample_ratio=0.5,
         projector_hidden_act="gelu",
         vision_feature_layer=-1,
