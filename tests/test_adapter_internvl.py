@@ -265,6 +265,14 @@ def test_a_processor_at_another_tile_size_is_refused() -> None:
         InternVLAdapter(model, ip, tok)
 
 
+def test_an_image_processor_without_tiling_is_refused() -> None:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    model, _, tok = tiny_internvl(seed=0)
+    with pytest.raises(ModelLoadError, match="not the GotOcr2 tiling image processor"):
+        InternVLAdapter(model, Qwen2VLImageProcessorPil(), tok)
+
+
 def test_zoom_cli_end_to_end(saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`focus zoom IMG -t ... --model TINYDIR --json`: boxes inside the image, search passes counted."""
     wh = (300, 100)  # 3:1

@@ -95,6 +95,11 @@ class InternVLAdapter(ChatTemplateAdapter):
         model_id: str = "internvl",
     ) -> None:
         super().__init__(model, image_processor, tokenizer, chat_template=chat_template, model_id=model_id)
+        if not all(hasattr(image_processor, k) for k in ("crop_to_patches", "min_patches", "max_patches")):
+            raise ModelLoadError(
+                f"{type(image_processor).__name__} is not the GotOcr2 tiling image processor InternVL3 uses; "
+                "use a checkpoint whose preprocessor_config.json names GotOcr2ImageProcessor(Fast)"
+            )
         cfg = model.config
         vision = cfg.vision_config
         size = dict(image_processor.size)
