@@ -1,66 +1,229 @@
-"""Safe image loading and input validation: every rejection is an :class:`InputRejected` naming the fix."""
+"""The one image decoder and text check of every surface (CLI, Python API, LangChain tool, MCP server).
+
+Every rejection is one :class:`InputRejected` line saying what is wrong and what to do; caller text (paths) is
+quoted and truncated by :func:`focus_tool.errors.quote_text`. :func:`load_image` (paths, bytes, PIL images) and
+:func:`decode_image_bytes` (what the server calls) apply one :class:`InputPolicy`:
+
+- formats: :data:`SAFE_FORMATS` only (never EPS, whose decoder runs Ghostscript), tried from the bytes, not the name;
+- size from the header, before any pixel is decoded: both sides >= ``min_side_px``, W * H <= ``max_pixels``, the long
+  side <= ``max_long_side_px`` and long / short <= ``max_aspect``; Pillow's decompression-bomb error is caught;
+- PNG metadata bombs (zTXt / iTXt / iCCP chunks that inflate past Pillow's ``PngImagePlugin.MAX_TEXT_CHUNK`` or
+  ``MAX_TEXT_MEMORY``) are refused in one line;
+- pixels: the first frame, EXIF-oriented (the frame every returned box uses), 16-bit greyscale scaled to 8 bits
+  (``>> 8``; Pillow's own conversion clips it to white), transparency composited over ``background_rgb`` (a
+  neutral mid grey by default) instead of analysing what lies under the alpha, then RGB.
+
+Why the long side and the aspect are capped although the pixel count is: a model view pads the image to a square of
+its long side before resizing, so a 1.5 kB 20000 x 50 PNG (1 MP) became a 400 MP canvas (+5.5 GB).
+:func:`focus_tool.ops.images.pad_to_square` now shrinks such images before padding; the caps bound what is left
+(the decoded image itself) and keep every backbone's resizer in range (Qwen2.5-VL's ``smart_resize`` refuses
+aspects above 200). Defaults: long side 16384 px and aspect 64 (a 16384 x 256 strip, a 2048 x 32 one): wider than
+any panorama or receipt a crop is asked about; beyond them resize or split the image.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
+import os
+import stat
 import warnings
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from focus_tool.errors import InputRejected
+from focus_tool.errors import InputRejected, quote_text
+
+SAFE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # never EPS (Ghostscript)
+NEUTRAL_GREY: tuple[int, int, int] = (128, 128, 128)
+PATH_QUOTE_CHARS = 200  # paths are quoted longer than other caller text: the file name is at their end
 
 
 @dataclass(frozen=True, kw_only=True)
 class InputPolicy:
-    """Limits on what an engine accepts."""
+    """Limits on what an engine accepts (the same defaults on every surface; the server may lower the byte caps).
 
-    min_side_px: int = 32  # smaller images have nothing to zoom into
-    max_pixels: int = 100_000_000  # Pillow's decompression-bomb guard is set to this
+    Attributes:
+        min_side_px: smaller images have nothing to zoom into.
+        max_pixels: largest W * H decoded, checked from the header.
+        max_long_side_px: largest width or height (a view pads to a square of this side before resizing).
+        max_aspect: largest long side / short side.
+        max_file_bytes: largest image file read from disk.
+        max_question_chars: longest question or target.
+        background_rgb: colour transparent pixels are composited over.
+    """
+
+    min_side_px: int = 32
+    max_pixels: int = 40_000_000
+    max_long_side_px: int = 16_384
+    max_aspect: float = 64.0
+    max_file_bytes: int = 20_000_000
     max_question_chars: int = 2000
+    background_rgb: tuple[int, int, int] = NEUTRAL_GREY
+
+    def __post_init__(self) -> None:
+        for name in ("min_side_px", "max_pixels", "max_long_side_px", "max_file_bytes", "max_question_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.max_aspect >= 1.0:
+            raise ValueError(f"max_aspect must be >= 1, got {self.max_aspect}")
 
 
-def load_image(source: str | Path | Image.Image, policy: InputPolicy | None = None) -> Image.Image:
-    """Open, EXIF-transpose, convert to RGB and check the size of an image; raises InputRejected."""
+def check_size(size: tuple[int, int], policy: InputPolicy, what: str = "the image") -> None:
+    """Refuse an image size outside the policy (called on the header's size, before decoding)."""
+    w, h = size
+    fix = "resize it (or crop the part you ask about)"
+    if min(w, h) < policy.min_side_px:
+        raise InputRejected(f"{what} is {w}x{h} px; both sides must be at least {policy.min_side_px} px; upscale it")
+    if w * h > policy.max_pixels:
+        raise InputRejected(f"{what} is {w}x{h} = {w * h:,} px; the limit is {policy.max_pixels:,} px; {fix}")
+    if max(w, h) > policy.max_long_side_px:
+        raise InputRejected(f"{what} is {w}x{h} px; the long side may be at most {policy.max_long_side_px} px; {fix}")
+    if max(w, h) > policy.max_aspect * min(w, h):
+        raise InputRejected(
+            f"{what} is {w}x{h} px, an aspect of 1:{max(w, h) / min(w, h):.0f}; the limit is "
+            f"1:{policy.max_aspect:g}; crop or split it"
+        )
+
+
+def _chunk_bomb(e: Exception) -> bool:
+    text = str(e)
+    return "MAX_TEXT_CHUNK" in text or "Too much memory used in text chunks" in text
+
+
+@contextlib.contextmanager
+def _decoding(policy: InputPolicy, what: str) -> Iterator[None]:
+    """Turn every decoder failure inside the block into one InputRejected line."""
+    with warnings.catch_warnings():
+        # our own cap (checked from the header) is below Pillow's warning threshold; its >2x error is caught
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        except InputRejected:
+            raise
+        except Image.DecompressionBombError:
+            raise InputRejected(
+                f"{what} declares too many pixels to decode safely (the limit is {policy.max_pixels:,} px); resize it"
+            ) from None
+        except UnidentifiedImageError:
+            raise InputRejected(
+                f"{what} is not a supported image; allowed formats: {', '.join(SAFE_FORMATS)}; "
+                "convert it to PNG or JPEG"
+            ) from None
+        except (ValueError, SyntaxError, OSError, EOFError, IndexError, TypeError, zlib.error) as e:
+            if _chunk_bomb(e):
+                raise InputRejected(
+                    f"{what} has PNG metadata (zTXt/iTXt/iCCP chunks) that inflates past Pillow's safety limit of "
+                    f"{PngImagePlugin.MAX_TEXT_CHUNK:,} bytes per chunk; re-save the image without metadata"
+                ) from None
+            raise InputRejected(
+                f"{what} cannot be decoded ({type(e).__name__}); the file may be truncated or corrupt; re-save it"
+            ) from None
+
+
+def check_image_header(data: bytes, policy: InputPolicy | None = None, *, what: str = "the image") -> tuple[int, int]:
+    """Parse only the header (and a PNG's chunks before its pixels) and check format and size; returns (W, H).
+
+    Cheap (no pixel is decoded): the server runs it before a caller queues for the model.
+    """
+    policy = policy or InputPolicy()
+    with _decoding(policy, what), Image.open(io.BytesIO(data), formats=list(SAFE_FORMATS)) as im:
+        check_size(im.size, policy, what)
+        return im.size
+    raise AssertionError("unreachable")  # pragma: no cover  (mypy: the context manager may swallow)
+
+
+def decode_image_bytes(data: bytes, policy: InputPolicy | None = None, *, what: str = "the image") -> Image.Image:
+    """Decode image bytes under ``policy``: allowed formats, caps from the header, then :func:`normalize_image`.
+
+    Args:
+        data: the encoded file.
+        what: how messages name the image (already quoted where it is caller text).
+
+    Returns:
+        An RGB image in the EXIF-transposed frame.
+    """
+    policy = policy or InputPolicy()
+    with _decoding(policy, what):
+        im = Image.open(io.BytesIO(data), formats=list(SAFE_FORMATS))  # parses the header (and early chunks)
+        check_size(im.size, policy, what)
+        im.load()  # the first frame: open() leaves a multi-frame file (GIF, APNG, TIFF) on frame 0
+        return normalize_image(im, policy, what=what)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def normalize_image(image: Image.Image, policy: InputPolicy | None = None, *, what: str = "the image") -> Image.Image:
+    """EXIF-orient, scale 16-bit greyscale, composite transparency over ``policy.background_rgb``, convert to RGB.
+
+    ``image`` may be modified in place (EXIF orientation); the result may be ``image`` itself when it is RGB already.
+    """
+    policy = policy or InputPolicy()
+    check_size(image.size, policy, what)
+    with contextlib.suppress(ValueError, SyntaxError, OSError, KeyError, TypeError):  # unreadable EXIF: as stored
+        ImageOps.exif_transpose(image, in_place=True)  # no copy; the transposed frame is the one boxes use
+    mode = image.mode
+    if mode.startswith("I;16"):
+        image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8), mode="L")  # (H, W)
+    elif mode == "I":  # 32-bit integers: read as 16-bit samples (how PNG / TIFF 16-bit greyscale may come)
+        image = Image.fromarray((np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8), mode="L")
+    elif mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (*policy.background_rgb, 255))
+        background.alpha_composite(rgba)
+        del rgba
+        return background.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def read_image_file(path: str | Path, policy: InputPolicy | None = None) -> bytes:
+    """The bytes of an image file, refusing (one line) a missing, unreadable, oversized or non-regular file."""
+    policy = policy or InputPolicy()
+    shown = quote_text(str(path), PATH_QUOTE_CHARS)
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise InputRejected(f"{shown} is not a regular file; give the path of an image file")
+            if info.st_size > policy.max_file_bytes:
+                raise InputRejected(
+                    f"{shown} is {info.st_size:,} bytes; the limit is {policy.max_file_bytes:,}; "
+                    "resize or recompress it"
+                )
+            data = f.read(policy.max_file_bytes + 1)
+    except FileNotFoundError:
+        raise InputRejected(f"image file not found: {shown}; check the path") from None
+    except IsADirectoryError:
+        raise InputRejected(f"{shown} is not a file (a directory); give the path of an image file") from None
+    except PermissionError:
+        raise InputRejected(f"cannot read {shown}: permission denied; check the file's permissions") from None
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise InputRejected(
+                f"cannot open {shown}: the file name is too long for the file system; rename the file"
+            ) from None
+        raise InputRejected(f"cannot read {shown} ({e.strerror or type(e).__name__}); check the path") from None
+    if len(data) > policy.max_file_bytes:  # the file grew after the stat
+        raise InputRejected(f"{shown} is larger than {policy.max_file_bytes:,} bytes; resize or recompress it")
+    return data
+
+
+def load_image(source: str | Path | bytes | Image.Image, policy: InputPolicy | None = None) -> Image.Image:
+    """The one image loader: a path, encoded bytes or a PIL image -> a checked RGB image; raises InputRejected."""
     policy = policy or InputPolicy()
     if isinstance(source, Image.Image):
-        image = source
-    else:
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise InputRejected(f"image file not found: {path}; check the path")
-        if not path.is_file():
-            raise InputRejected(f"{path} is not a file; give the path of an image file")
-        old = Image.MAX_IMAGE_PIXELS
-        try:
-            Image.MAX_IMAGE_PIXELS = policy.max_pixels
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as im:
-                    _check_pixels(im.size, policy)
-                    im.load()
-                    image = im.copy()
-        except UnidentifiedImageError:
-            raise InputRejected(f"{path} is not an image Pillow can read; give a PNG, JPEG, WebP or similar") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputRejected(f"{path} has more than {policy.max_pixels:,} pixels; downscale it first") from None
-        except PermissionError:
-            raise InputRejected(f"cannot read {path}: permission denied") from None
-        except OSError as e:
-            raise InputRejected(f"cannot read {path}: {e}; the file may be truncated or corrupt") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
-    image = ImageOps.exif_transpose(image) or image
-    _check_pixels(image.size, policy)
-    return image.convert("RGB")
-
-
-def _check_pixels(size: tuple[int, int], policy: InputPolicy) -> None:
-    w, h = size
-    if min(w, h) < policy.min_side_px:
-        raise InputRejected(f"image is {w}x{h} px; both sides must be at least {policy.min_side_px} px")
-    if w * h > policy.max_pixels:
-        raise InputRejected(f"image is {w}x{h} = {w * h:,} px, above the cap of {policy.max_pixels:,}; downscale it")
+        check_size(source.size, policy)
+        return normalize_image(source.copy(), policy)  # a copy: normalize_image may orient in place
+    if isinstance(source, bytes):
+        return decode_image_bytes(source, policy)
+    path = Path(source).expanduser() if str(source).startswith("~") else Path(source)
+    return decode_image_bytes(read_image_file(path, policy), policy, what=quote_text(str(source), PATH_QUOTE_CHARS))
 
 
 def check_text(text: str | None, what: str, policy: InputPolicy | None = None) -> str:

@@ -38,28 +38,27 @@ import re
 import stat
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, Field
 
-from focus_tool.errors import FocusError, InputRejected
+from focus_tool.errors import FocusError, InputRejected, quote_text
 from focus_tool.fetch import fetch_image_bytes
 from focus_tool.grid import PatchGrid
-from focus_tool.inputs import InputPolicy, check_text
+from focus_tool.inputs import PATH_QUOTE_CHARS, InputPolicy, check_image_header, check_text, decode_image_bytes
+from focus_tool.inputs import SAFE_FORMATS as SAFE_FORMATS  # re-exported: the one format list
 from focus_tool.ops.boxes import expand_to_min_size
 from focus_tool.result import FocusResult, Region, RelevanceMapOut
 
 logger = logging.getLogger(__name__)
 
-SAFE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # never EPS (Ghostscript)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 ProgressFn = Callable[[str, float], None]
@@ -106,10 +105,12 @@ class AgentPolicy:
     url_max_redirects: int = 3
     url_allow_private: bool = False
     image: InputPolicy = field(default_factory=InputPolicy)
+    _given_roots: tuple[Path, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
-        roots = tuple(Path(os.path.abspath(os.path.expanduser(r))).resolve() for r in self.allowed_roots)
-        object.__setattr__(self, "allowed_roots", roots)
+        given = tuple(Path(os.path.abspath(os.path.expanduser(r))) for r in self.allowed_roots)
+        object.__setattr__(self, "_given_roots", given)
+        object.__setattr__(self, "allowed_roots", tuple(r.resolve() for r in given))
         for name in ("max_file_bytes", "max_base64_bytes", "max_pixels", "max_crops", "max_output_side_px"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -120,6 +121,15 @@ class AgentPolicy:
         if self.url_max_redirects < 0:
             raise ValueError(f"url_max_redirects must be >= 0, got {self.url_max_redirects}")
 
+    @property
+    def given_roots(self) -> tuple[Path, ...]:
+        """The roots as given (absolute, ``..`` collapsed, symlinks not followed) for the textual root check."""
+        return self._given_roots
+
+    def input_policy(self) -> InputPolicy:
+        """The decoder policy: :attr:`image` with this policy's pixel and file-size caps."""
+        return replace(self.image, max_pixels=self.max_pixels, max_file_bytes=self.max_file_bytes)
+
     def roots_text(self) -> str:
         """The allowed roots for error messages."""
         return ", ".join(str(r) for r in self.allowed_roots) or "(none configured)"
@@ -128,13 +138,26 @@ class AgentPolicy:
 # ---------------------------------------------------------------------------------------------------- input checks
 
 
+def _under(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
 def check_path(raw: str, policy: AgentPolicy) -> Path:
     """Validate a caller-given image path: absolute, under an allowed root after resolving symlinks, a regular file.
+
+    The root check comes first and never touches the file system outside the roots: the normalised absolute path
+    (``..`` collapsed as text) must lie under an allowed root, then the path resolved as far as it exists (symlinks
+    followed) must still lie under one; only then is the file looked at. So every path outside (existing or not,
+    reached by ``..`` or by a symlink) gets the same refusal, and nothing can be learnt about files outside.
 
     Raises:
         InputRejected: with the rule that failed and how to fix it (never file contents).
     """
     allowed = policy.roots_text()
+    shown = quote_text(raw, PATH_QUOTE_CHARS)
+    outside = InputRejected(
+        f"image_path {shown} is outside the allowed folders ({allowed}); copy the image into one of them"
+    )
     if "\x00" in raw:
         raise InputRejected("image_path contains a NUL byte; pass a plain absolute path")
     if _URL.match(raw):
@@ -143,22 +166,28 @@ def check_path(raw: str, policy: AgentPolicy) -> Path:
             f"{allowed}, or send the bytes as image_base64"
         )
     if not os.path.isabs(raw):
-        raise InputRejected(f"image_path must be an absolute path under one of: {allowed}; got {raw!r}")
+        raise InputRejected(f"image_path must be an absolute path under one of: {allowed}; got {shown}")
     if not policy.allowed_roots:
         raise InputRejected("no allowed image folders are configured on this server; send the image as image_base64")
+    lexical = Path(os.path.normpath(raw))
+    if not _under(lexical, (*policy.allowed_roots, *policy.given_roots)):
+        raise outside
     try:
-        path = Path(raw).resolve(strict=True)  # follows symlinks
-    except (FileNotFoundError, NotADirectoryError):
-        raise InputRejected(f"no such file: {raw}; check the path (allowed folders: {allowed})") from None
+        path = lexical.resolve(strict=False)  # symlinks followed as far as the path exists
     except (OSError, RuntimeError):
-        raise InputRejected(f"cannot resolve {raw}; pass a plain absolute path under one of: {allowed}") from None
-    if not any(path.is_relative_to(root) for root in policy.allowed_roots):
-        raise InputRejected(f"{raw} is outside the allowed folders ({allowed}); copy the image into one of them")
-    info = path.stat()
+        raise InputRejected(f"cannot resolve {shown}; pass a plain absolute path under one of: {allowed}") from None
+    if not _under(path, policy.allowed_roots):
+        raise outside
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputRejected(f"no such file: {shown}; check the path (allowed folders: {allowed})") from None
+    except OSError as e:
+        raise InputRejected(f"cannot read {shown} ({e.strerror or type(e).__name__}); check the path") from None
     if not stat.S_ISREG(info.st_mode):
-        raise InputRejected(f"{raw} is not a regular file; pass the path of an image file")
+        raise InputRejected(f"{shown} is not a regular file; pass the path of an image file")
     if info.st_size > policy.max_file_bytes:
-        raise InputRejected(f"{raw} is {info.st_size:,} bytes; the limit is {policy.max_file_bytes:,}; downscale it")
+        raise InputRejected(f"{shown} is {info.st_size:,} bytes; the limit is {policy.max_file_bytes:,}; downscale it")
     return path
 
 
@@ -180,36 +209,19 @@ def decode_base64(text: str, policy: AgentPolicy) -> bytes:
 
 
 def decode_image(data: bytes, policy: AgentPolicy, *, what: str = "the image") -> Image.Image:
-    """Decode image bytes safely: allowed formats only, pixel cap from the header, first frame, EXIF-oriented RGB.
+    """:func:`focus_tool.inputs.decode_image_bytes` under the agent policy's caps (one decoder for every surface)."""
+    return decode_image_bytes(data, policy.input_policy(), what=what)
 
-    Returns:
-        An RGB image in the EXIF-transposed frame (the frame every returned box uses).
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data), formats=list(SAFE_FORMATS)) as im:  # reads the header only
-                w, h = im.size
-                if w * h > policy.max_pixels:
-                    raise InputRejected(
-                        f"{what} is {w}x{h} = {w * h:,} px; the limit is {policy.max_pixels:,} px; downscale it"
-                    )
-                im.seek(0)
-                im.load()
-                oriented = ImageOps.exif_transpose(im) or im
-                image = oriented.convert("RGB")
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputRejected(f"{what} declares too many pixels to decode safely; downscale it") from None
-        except UnidentifiedImageError:
-            raise InputRejected(
-                f"{what} is not a supported image; allowed formats: {', '.join(SAFE_FORMATS)}"
-            ) from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise InputRejected(f"{what} cannot be decoded ({type(e).__name__}); the file may be truncated") from None
-    side = policy.image.min_side_px
-    if min(image.size) < side:
-        raise InputRejected(f"{what} is {image.width}x{image.height} px; both sides must be at least {side} px")
-    return image
+
+@dataclass(frozen=True)
+class ImageSource:
+    """The checked bytes of a caller's image (header parsed, no pixel decoded) and their SHA-256 (the cache key)."""
+
+    data: bytes
+    sha256: str
+    source: str  # "path", "url" or "base64", for logs
+    what: str  # how messages name it
+    size: tuple[int, int]  # (W, H) from the header (before EXIF orientation)
 
 
 @dataclass(frozen=True)
@@ -221,8 +233,11 @@ class LoadedImage:
     source: str  # "path", "url" or "base64", for logs
 
 
-def open_image(policy: AgentPolicy, *, image_path: str = "", image_base64: str = "") -> LoadedImage:
-    """Open exactly one of ``image_path`` (a path, or a URL if allowed) / ``image_base64``; raises InputRejected."""
+def read_source(policy: AgentPolicy, *, image_path: str = "", image_base64: str = "") -> ImageSource:
+    """Read exactly one of ``image_path`` (a path, or a URL if allowed) / ``image_base64`` and check its header.
+
+    Cheap: bytes are read and the header parsed (format, size caps, PNG chunk bombs), no pixel is decoded.
+    """
     if bool(image_path) == bool(image_base64):
         raise InputRejected(
             "give exactly one of image_path (absolute path under an allowed folder) or image_base64 (encoded bytes)"
@@ -235,20 +250,29 @@ def open_image(policy: AgentPolicy, *, image_path: str = "", image_base64: str =
             max_redirects=policy.url_max_redirects,
             allow_private=policy.url_allow_private,
         )
-        return LoadedImage(
-            decode_image(data, policy, what="the image at the URL"), hashlib.sha256(data).hexdigest(), "url"
-        )
-    if image_path:
+        source, what = "url", "the image at the URL"
+    elif image_path:
         path = check_path(image_path, policy)
+        what = quote_text(image_path, PATH_QUOTE_CHARS)
         try:
-            data = path.read_bytes()
+            with path.open("rb") as f:
+                data = f.read(policy.max_file_bytes + 1)
         except OSError as e:
-            raise InputRejected(f"cannot read {image_path} ({e.strerror or type(e).__name__})") from None
+            raise InputRejected(f"cannot read {what} ({e.strerror or type(e).__name__})") from None
         if len(data) > policy.max_file_bytes:  # the file grew after the stat
-            raise InputRejected(f"{image_path} is larger than {policy.max_file_bytes:,} bytes; downscale it")
-        return LoadedImage(decode_image(data, policy, what=image_path), hashlib.sha256(data).hexdigest(), "path")
-    data = decode_base64(image_base64, policy)
-    return LoadedImage(decode_image(data, policy, what="image_base64"), hashlib.sha256(data).hexdigest(), "base64")
+            raise InputRejected(f"{what} is larger than {policy.max_file_bytes:,} bytes; downscale it")
+        source = "path"
+    else:
+        data = decode_base64(image_base64, policy)
+        source, what = "base64", "image_base64"
+    size = check_image_header(data, policy.input_policy(), what=what)
+    return ImageSource(data, hashlib.sha256(data).hexdigest(), source, what, size)
+
+
+def open_image(policy: AgentPolicy, *, image_path: str = "", image_base64: str = "") -> LoadedImage:
+    """Read and decode exactly one of ``image_path`` / ``image_base64``; raises InputRejected."""
+    src = read_source(policy, image_path=image_path, image_base64=image_base64)
+    return LoadedImage(decode_image(src.data, policy, what=src.what), src.sha256, src.source)
 
 
 # ---------------------------------------------------------------------------------------------------- results
@@ -284,10 +308,13 @@ class AgentResult(FocusResult):
 
 @dataclass(frozen=True)
 class ZoomOutcome:
-    """What a surface formats: the result, the decoded image and the JPEG crops of the top regions."""
+    """What a surface formats: the result, the image size and the JPEG crops of the top regions.
+
+    The decoded image is not kept: it lives only inside the service's queue slot (one decoded image at a time).
+    """
 
     result: AgentResult
-    image: Image.Image
+    image_wh: tuple[int, int]
     top_regions: list[Region]
     crops_jpeg: list[bytes]
 
@@ -402,10 +429,10 @@ class SessionCache:
             known = ", ".join(list(entry.regions)[:20]) if entry else ""
         if not known:
             raise InputRejected(
-                f"region_id {region_id!r} is unknown: no earlier result for this image is remembered; "
+                f"region_id {quote_text(region_id)} is unknown: no earlier result for this image is remembered; "
                 "call without region_id first, then pass one of the returned region ids"
             )
-        raise InputRejected(f"region_id {region_id!r} is unknown for this image; known ids: {known}")
+        raise InputRejected(f"region_id {quote_text(region_id)} is unknown for this image; known ids: {known}")
 
     def store(self, sha: str, key: tuple[str, str, str], result: FocusResult) -> list[str]:
         """Remember a result and its regions; returns the region ids now known for this image."""
@@ -559,41 +586,54 @@ class FocusService:
         q = check_text(question, "question", self.policy.image) if question.strip() else ""
         t = check_text(target, "target", self.policy.image) if target.strip() else ""
         rid = region_id.strip()
-        loaded = open_image(self.policy, image_path=image_path, image_base64=image_base64)
+        src = read_source(self.policy, image_path=image_path, image_base64=image_base64)  # bytes + header only
+        if rid:
+            self.cache.region_box(src.sha256, rid)  # an unknown region id is refused before queueing
         key = (q, t, rid)
-
-        cached = self.cache.lookup(loaded.sha256, key) if self.reuse_results else None
-        if cached is not None:
-            fp = cached.forward_passes
-            info = SessionInfo(
-                image_sha256=loaded.sha256,
-                cache_hit=True,
-                reuse="result",
-                forward_passes_saved=fp.search + fp.answer + fp.aux,
-                parent_region_id=rid or None,
-                parent_box=self.cache.region_box(loaded.sha256, rid) if rid else None,
-                known_region_ids=self.cache.known_ids(loaded.sha256),
-            )
-            result = AgentResult(**cached.model_dump(), session=info)
-        else:
-            result = self._compute(loaded, q, t, rid, progress)
-        regions = top_regions(result, max_crops)
-        crops = crop_jpegs(loaded.image, regions, self.policy) if return_images else []
-        return ZoomOutcome(result=result, image=loaded.image, top_regions=regions, crops_jpeg=crops)
+        t0 = time.perf_counter()
+        with self.gate.slot():  # decode inside the slot: concurrent callers never hold several decoded images
+            waited = time.perf_counter() - t0
+            image = decode_image(src.data, self.policy, what=src.what)
+            loaded = LoadedImage(image, src.sha256, src.source)
+            cached = self.cache.lookup(loaded.sha256, key) if self.reuse_results else None
+            if cached is not None:
+                fp = cached.forward_passes
+                info = SessionInfo(
+                    image_sha256=loaded.sha256,
+                    cache_hit=True,
+                    reuse="result",
+                    forward_passes_saved=fp.search + fp.answer + fp.aux,
+                    parent_region_id=rid or None,
+                    parent_box=self.cache.region_box(loaded.sha256, rid) if rid else None,
+                    known_region_ids=self.cache.known_ids(loaded.sha256),
+                )
+                result = AgentResult(**cached.model_dump(), session=info)
+            else:
+                result = self._compute(loaded, q, t, rid, progress, waited)
+            regions = top_regions(result, max_crops)
+            crops = crop_jpegs(image, regions, self.policy) if return_images else []
+            image_wh = image.size
+            del image, loaded
+        return ZoomOutcome(result=result, image_wh=image_wh, top_regions=regions, crops_jpeg=crops)
 
     def _compute(
-        self, loaded: LoadedImage, question: str, target: str, region_id: str, progress: ProgressFn | None
+        self,
+        loaded: LoadedImage,
+        question: str,
+        target: str,
+        region_id: str,
+        progress: ProgressFn | None,
+        waited: float,
     ) -> AgentResult:
+        """Run the pipeline (the caller holds the gate's slot) and store the result in the session cache."""
         image, parent_box = loaded.image, None
         if region_id:
             box = self.cache.region_box(loaded.sha256, region_id)
             grown = expand_to_min_size(np.asarray(box, dtype=np.float64), self.policy.image.min_side_px, image.size)[0]
             parent_box = (int(grown[0]), int(grown[1]), int(np.ceil(grown[2])), int(np.ceil(grown[3])))
             image = image.crop(parent_box)
-        t0 = time.perf_counter()
-        with self.gate.slot():
-            waited = time.perf_counter() - t0
-            raw = self.pipeline.zoom(image, question=question or None, target=target or None, progress=progress)
+        raw = self.pipeline.zoom(image, question=question or None, target=target or None, progress=progress)
+        del image
         if parent_box is not None:
             raw = shift_result(raw, origin_xy=parent_box[:2], image_wh=loaded.image.size, prefix=region_id)
         raw = raw.model_copy(update={"timings_s": {**raw.timings_s, "queue": round(waited, 4)}})

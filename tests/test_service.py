@@ -333,3 +333,77 @@ def test_image_cache_can_be_left_off(root: Path, policy: AgentPolicy) -> None:
     adapter = LlavaAdapter(*tiny_llava(seed=4), model_id="tiny")
     FocusService(FocusPipeline(adapter), policy, image_cache_entries=0)
     assert adapter.image_cache is None
+
+
+# ---------------------------------------------------------------- issue 17: no existence oracle, decode inside the slot
+
+
+def test_outside_paths_get_one_refusal_whether_or_not_they_exist(root: Path, policy: AgentPolicy) -> None:
+    """/etc/shadow and /etc/shadow_nope, a missing file behind '..' and one behind a symlinked folder: one message."""
+    outside = root.parent / "elsewhere"
+    outside.mkdir()
+    write_png(outside / "real.png")
+    (root / "door").symlink_to(outside)
+    probes = {
+        "/etc/shadow": "/etc/shadow_nope",
+        str(root / ".." / "elsewhere" / "real.png"): str(root / ".." / "elsewhere" / "nope.png"),
+        str(root / "door" / "real.png"): str(root / "door" / "nope.png"),
+        "/" + "z" * 300 + "/a.png": "/" + "z" * 300 + "/b.png",  # ENAMETOOLONG outside: still just 'outside'
+    }
+    for existing, missing in probes.items():
+        messages = []
+        for raw in (existing, missing):
+            with pytest.raises(InputRejected) as info:
+                check_path(raw, policy)
+            messages.append(str(info.value).replace(raw if len(raw) < 80 else raw[:80], "<path>"))
+        assert "outside the allowed folders" in messages[0]
+        assert messages[0].replace("real.png", "X").replace("shadow", "X").replace("a.png", "X") == messages[1].replace(
+            "nope.png", "X"
+        ).replace("shadow_nope", "X").replace("b.png", "X"), messages
+
+
+def test_inside_a_root_missing_files_are_named(root: Path, policy: AgentPolicy) -> None:
+    with pytest.raises(InputRejected, match=r"no such file: '.*missing\.png'; check the path"):
+        check_path(str(root / "missing.png"), policy)
+    with pytest.raises(InputRejected, match=r"(too long|cannot read|cannot resolve)") as info:
+        check_path(str(root / ("n" * 300 + ".png")), policy)
+    assert "chars)" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_images_are_decoded_only_inside_the_queue_slot(root: Path, policy: AgentPolicy, monkeypatch) -> None:
+    """With one call running, a queued caller has not decoded its image yet (and a refusal needs no slot)."""
+    import focus_tool.service as service_mod
+
+    decoded: list[str] = []
+    real = service_mod.decode_image
+
+    def spy(data: bytes, pol: AgentPolicy, *, what: str = "the image"):
+        decoded.append(threading.current_thread().name)
+        return real(data, pol, what=what)
+
+    monkeypatch.setattr(service_mod, "decode_image", spy)
+    release = threading.Event()
+
+    class Slow(ScriptedEngine):
+        def zoom(self, image, **kw):  # type: ignore[no-untyped-def]
+            release.wait(5)
+            return super().zoom(image, **kw)
+
+    service = FocusService(Slow(), policy, reuse_results=False)
+    payload = base64.b64encode((root / "scene.png").read_bytes()).decode()
+    threads = [
+        threading.Thread(target=service.zoom, kwargs={"image_base64": payload, "target": "cat"}, name=f"c{i}")
+        for i in range(3)
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while service.gate.waiting < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.gate.waiting == 2 and len(decoded) == 1  # two callers queued holding only bytes
+    with pytest.raises(InputRejected, match="not a supported image"):  # header refusals do not queue
+        service.zoom(image_base64=base64.b64encode(b"not an image" * 10).decode(), target="cat")
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert len(decoded) == 3

@@ -5,17 +5,32 @@ from __future__ import annotations
 from PIL import Image
 
 CLIP_MEAN_RGB = (122, 116, 104)  # round(255 * (0.48145466, 0.4578275, 0.40821073)), LLaVA's pad colour
+MAX_PAD_SIDE_PX = 4096
+"""Largest square :func:`pad_to_square` builds: a longer image is shrunk to this long side first (a 20000 x 50 strip
+padded as it is would be a 400 MP canvas, 1.2 GB before the processor's float copies). Every model input is far
+smaller (LLaVA-1.5: 336 px), so the shrink changes nothing the encoder could see but the resampling path; images up to
+this side are padded exactly as before."""
 
 
-def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = CLIP_MEAN_RGB) -> Image.Image:
+def pad_to_square(
+    image: Image.Image, fill: tuple[int, int, int] = CLIP_MEAN_RGB, *, max_side: int = MAX_PAD_SIDE_PX
+) -> Image.Image:
     """Centre ``image`` on a square canvas of side max(W, H) filled with ``fill`` (LLaVA-1.5 "pad" mode).
 
-    The offsets are ((S - W) // 2, (S - H) // 2), the same as ``LlavaImageProcessor.pad_to_square``.
+    The offsets are ((S - W) // 2, (S - H) // 2), the same as ``LlavaImageProcessor.pad_to_square``. When
+    max(W, H) > ``max_side`` the image is first resized (bicubic, aspect kept, short side >= 1 px) to a long side of
+    ``max_side``, so the square never exceeds ``max_side``^2 px; the grid over the square keeps its proportions
+    (offsets then differ from the unshrunk ones by under one original pixel per ``S / max_side``).
     """
     w, h = image.size
+    s = max(w, h)
+    if s > max_side:
+        scale = max_side / s
+        w, h = (max(1, min(max_side, round(w * scale))), max(1, min(max_side, round(h * scale))))
+        image = image.resize((w, h), Image.Resampling.BICUBIC)
+        s = max_side
     if w == h:
         return image
-    s = max(w, h)
     canvas = Image.new("RGB", (s, s), fill)
     canvas.paste(image, ((s - w) // 2, (s - h) // 2))
     return canvas
