@@ -52,6 +52,22 @@ PRESETS: dict[str, FocusConfig] = {
         proposal=ProposalConfig(k=30, s_min=3, s_max=5, s_dist=2.0),
         rank=RankConfig(n_steps=4, overrun=True, t_type2=0.5),
     ),
+    # Gemma 3 (4B/12B/27B-it): not in the paper; a global-view model (one 896-px square view, the image stretched, no
+    # padding; 16 x 16 = 256 soft tokens, each SigLIP's 4 x 4 patches average-pooled), so the LLaVA-1.5 column: no
+    # Gaussian / pooling (a 16 x 16 map has nothing to spare), t_type2 0.6, k 30, s_min 3, s_dist 2 [spec Sec. 4.4, 6,
+    # inferred]. Pan-and-scan crops (off on the hub) are extra views outside the map (adapter docstring).
+    # Layers [O//2, O) (layers=None: 17..33 of the 4B's 34, 24..47 of the 12B's 48, 31..61 of the 27B's 62): App. A.3's
+    # "last 25-60 %", no measured range. Sliding-window layers (5 of 6, window 1024) need no exclusion: a one-image
+    # prompt (~300 tokens) lies inside the window, so they see the whole prompt; the adapter's cache keeps every
+    # position of them (transformers' default would keep only the last 1023). Values carry no RoPE; read per KV head.
+    # s_max 7 by the App. A.3 rule: a V*-sized image (2246 x 1582) has 140 x 99 px cells; 7 x 140 = 980 px ~ 1.1 x the
+    # 896-px encoder (5 would be 0.78 x, 9 would be 1.4 x and cover 56 % of the grid side). Answer: multi (Gemma 3
+    # takes several images per turn, in order). Encoded-image prefix cache: reusable (the adapter says why).
+    "gemma3": FocusConfig(
+        relevance=RelevanceConfig(layers=None),
+        proposal=ProposalConfig(k=30, s_min=3, s_max=7, s_dist=2.0),
+        rank=RankConfig(n_steps=4, overrun=True, t_type2=0.6),
+    ),
     # generic fallback: layers [O//2, O) [spec Sec. 4.3], the LLaVA-1.5 box settings
     "default": FocusConfig(),
 }

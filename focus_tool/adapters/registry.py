@@ -19,6 +19,7 @@ _ADAPTERS: Final[dict[str, str]] = {
     "llava_onevision": "focus_tool.adapters.llava_onevision:LlavaOnevisionAdapter",
     "qwen2_5_vl": "focus_tool.adapters.qwen2_5_vl:Qwen25VLAdapter",
     "internvl": "focus_tool.adapters.internvl:InternVLAdapter",
+    "gemma3": "focus_tool.adapters.gemma3:Gemma3Adapter",
 }
 # model_type -> (HF class, preset name); what `focus models` lists
 _ARCHITECTURES: Final[dict[str, tuple[str, str]]] = {
@@ -26,6 +27,7 @@ _ARCHITECTURES: Final[dict[str, tuple[str, str]]] = {
     "llava_onevision": ("LlavaOnevisionForConditionalGeneration", "llava-onevision"),
     "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "qwen2.5-vl"),
     "internvl": ("InternVLForConditionalGeneration", "internvl"),
+    "gemma3": ("Gemma3ForConditionalGeneration", "gemma3"),
 }
 _WARNED: set[str] = set()  # warn about the flash-attn fallback once per process
 _DTYPES: Final[tuple[str, ...]] = ("float32", "float16", "bfloat16")

@@ -1,0 +1,329 @@
+"""Gemma 3 adapter (``Gemma3ForConditionalGeneration``, e.g. google/gemma-3-4b-it, -12b-it, -27b-it).
+
+Loading without torchvision: the stock ``Gemma3Processor`` is an ordinary ``ProcessorMixin``, but this adapter does
+its one job itself, as the other adapters do: it loads ``AutoImageProcessor`` (``Gemma3ImageProcessorPil`` when
+torchvision is absent; the hub config names ``Gemma3ImageProcessor``) and ``AutoTokenizer`` (``GemmaTokenizer``, a
+SentencePiece-style BPE with byte fallback that prepends ``<bos>``) and replaces each ``<start_of_image>`` the chat
+template writes by the processor's image sequence [hf: ``Gemma3Processor.replace_image_token``]::
+
+    \\n\\n<start_of_image> <image_soft_token> x 256 <end_of_image>\\n\\n
+
+Geometry [hf: ``Gemma3ImageProcessorPil``, ``Gemma3MultiModalProjector``]: the image is **resized to a square**
+(896 x 896 on the hub checkpoints, bilinear, no padding, no crop: the aspect ratio is not kept), SigLIP sees 64 x 64
+patches of 14 px, and the projector average-pools them 4 x 4 into a 16 x 16 grid of 256 soft tokens, row-major
+(``flatten(2)`` of the pooled (rows, cols) map). The grid therefore spans the whole, stretched image: a token covers
+W / 16 x H / 16 image pixels (``PatchGrid.stretched``; tested with a marker against the processor's own pixels).
+
+Pan-and-scan (``do_pan_and_scan``; off in the hub ``preprocessor_config.json``, where it and its settings are null):
+when the aspect ratio reaches ``pan_and_scan_min_ratio_to_activate`` the processor also cuts the image into 2..4
+crops along its long side (each at least ``pan_and_scan_min_crop_size`` px) and resizes each to its own 896-px square;
+the prompt then reads ``Here is the original image <seq> and here are some crops to help you see better <seq> <seq>``.
+Every view is a :class:`~focus_tool.grid.PatchGrid` (:meth:`Gemma3Adapter.views`; the crop boxes come from the
+processor's own ``pan_and_scan``); :meth:`Gemma3Adapter.token_boxes` gives every soft token's pixel box. The relevance
+map is the **original view's** 16 x 16 grid; the crops' tokens are not map cells (their last crop can be narrower than
+the others, so stitched crops would not form one uniform grid) but stay in the similarity row sums. When the
+settings are null, the processor's defaults are used (256 px, 4 crops, ratio 1.2), as ``Gemma3Processor`` does.
+
+Attention among image tokens: with ``token_type_ids`` (1 on soft tokens; :meth:`Gemma3Adapter._token_inputs`) the
+mask lets the tokens of one image block attend to each other **bidirectionally** (global layers: causal OR same
+block; sliding layers: that AND the window). Without them the model silently runs a causal mask and its outputs
+change, so every encode passes them. Nothing before the end of an image block ever sees a later token.
+
+Cached values: the LM is Gemma 3 (q/k RMSNorm and RoPE on queries and keys only; no norm on values; GQA), so the
+cached value of a token is ``v_proj(input_layernorm(h))`` per KV head, with no position term; the map reads them per
+KV head as stored (spec Sec. 4.3). Bidirectional attention changes what the image tokens' layer inputs contain (each
+has seen the whole image from layer 1 on), not how the values are read.
+
+Sliding-window layers: 5 of every 6 layers attend within 1024 positions, and transformers' default cache keeps only
+the last ``sliding_window - 1`` positions of those layers. The prefill therefore runs with a plain ``DynamicCache``
+that keeps every position of every layer (:meth:`Gemma3Adapter._prefill_forward`); the attention masks are built
+from the config's window, so the computation is unchanged (tested: same logits, and the cache equals the hooked
+values on a prompt longer than the window). A one-image prompt (~300 tokens) is inside the window, so there every
+layer sees the whole prompt; only pan-and-scan prompts (up to ~1,330 tokens) exceed it.
+
+Encoded-image prefix cache (``supports_image_cache``): reusable. The prefix up to the last soft token depends only on
+the image and the template (bidirectional attention stays inside the block), and the text after it takes 1-D
+positions from the cache length. The prefix forward must get ``token_type_ids`` of the prefix only, so the adapter
+cuts them there (the image-prefix cache passes every other input to the prefix as is).
+
+Answer step (spec Sec. 7, ``answer_mode = "multi"``): Gemma 3 takes several images in one turn, in order; the
+template trims each text item, so the adapter joins consecutive text lines with a line break.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image
+
+from focus_tool.adapters.hf import ChatTemplateAdapter
+from focus_tool.adapters.prefix_cache import cache_kwargs
+from focus_tool.errors import ModelLoadError
+from focus_tool.grid import PatchGrid
+
+_FALLBACK_OPEN, _FALLBACK_CLOSE = "<start_of_turn>user\n", "<end_of_turn>\n<start_of_turn>model\n"  # the hub template
+# Gemma3Processor.images_kwargs: what the processor uses when preprocessor_config.json leaves them null
+_PAS_DEFAULTS = {
+    "pan_and_scan_min_crop_size": 256,
+    "pan_and_scan_max_num_crops": 4,
+    "pan_and_scan_min_ratio_to_activate": 1.2,
+}
+_PAS_INTRO = "Here is the original image {} and here are some crops to help you see better "  # replace_image_token
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """One view of an image: the whole image or a pan-and-scan crop, each resized to one square.
+
+    Attributes:
+        kind: "image" (the original, first) or "crop".
+        token_start: index of the view's first soft token among the image's soft tokens.
+        grid: the view's ``side x side`` token grid over its box of image pixels (stretched to the square).
+    """
+
+    kind: Literal["image", "crop"]
+    token_start: int
+    grid: PatchGrid
+
+
+class Gemma3Adapter(ChatTemplateAdapter):
+    """Adapter for ``Gemma3ForConditionalGeneration`` checkpoints (896-px square view, optional pan-and-scan crops)."""
+
+    preset_name = "gemma3"
+    answer_mode = "multi"
+    supports_image_cache = True  # the prefix up to the last soft token is question-independent; 1-D positions
+    family = "Gemma 3"
+    model_class_name = "Gemma3ForConditionalGeneration"
+    image_count_source = "the processor's views x mm_tokens_per_image"
+
+    def __init__(
+        self,
+        model: Any,
+        image_processor: Any,
+        tokenizer: Any,
+        *,
+        chat_template: str | None = None,
+        model_id: str = "gemma3",
+    ) -> None:
+        super().__init__(model, image_processor, tokenizer, chat_template=chat_template, model_id=model_id)
+        cfg = model.config
+        vision = cfg.vision_config
+        size = dict(image_processor.size)
+        self.image_px: int = int(size.get("height") or 0)  # 896
+        self.patch_px: int = int(vision.patch_size)  # 14
+        self.side: int = math.isqrt(int(cfg.mm_tokens_per_image))  # 16 soft tokens per side
+        self.pool: int = int(vision.image_size) // self.patch_px // max(self.side, 1)  # 4: 64 patches -> 16 tokens
+        self.boi_token: str = str(getattr(tokenizer, "boi_token", None) or "<start_of_image>")
+        self.eoi_token: str = str(getattr(tokenizer, "eoi_token", None) or "<end_of_image>")
+        self.pan_and_scan: dict[str, Any] | None = self._pan_and_scan_settings()
+        self._check_consistency(size, int(vision.image_size))
+        self._adds_bos = bool(tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id])
+
+    def _pan_and_scan_settings(self) -> dict[str, Any] | None:
+        """The pan-and-scan keyword arguments of the image processor (null settings -> the processor's defaults),
+        or None when pan-and-scan is off."""
+        ip = self.image_processor
+        if not getattr(ip, "do_pan_and_scan", None):
+            return None
+        out: dict[str, Any] = {"do_pan_and_scan": True}
+        for key, default in _PAS_DEFAULTS.items():
+            value = getattr(ip, key, None)
+            out[key] = default if value is None else value
+        return out
+
+    def _check_consistency(self, size: dict[str, Any], vision_px: int) -> None:
+        """The image processor must resize to the vision tower's square and the soft-token count must pool evenly."""
+        cfg = self.model.config
+        if size.get("width") != self.image_px or self.image_px != vision_px:
+            raise ModelLoadError(
+                f"the image processor resizes to {size.get('width')} x {size.get('height')} px but the vision tower "
+                f"takes {vision_px} px; use the checkpoint's own preprocessor_config.json"
+            )
+        patches = vision_px // self.patch_px
+        if self.side < 1 or self.side**2 != int(cfg.mm_tokens_per_image) or patches % self.side:
+            raise ModelLoadError(
+                f"mm_tokens_per_image {cfg.mm_tokens_per_image} in config.json does not pool the {patches} x "
+                f"{patches} patch grid into a square grid"
+            )
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        for token in (self.boi_token, self.eoi_token):
+            tid = self.tokenizer.convert_tokens_to_ids(token)
+            if tid is None or tid == unk:
+                raise ModelLoadError(f"the tokenizer has no {token!r} token; use the checkpoint's own tokenizer")
+
+    # ------------------------------------------------------------------ geometry
+
+    def crop_boxes(self, image_wh: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        """Pan-and-scan crop boxes ``(x0, y0, x1, y1)`` in image pixels, in the processor's order (none when off).
+
+        Read from the processor's own ``pan_and_scan`` run on two zero-copy index images (row and column numbers).
+        """
+        if self.pan_and_scan is None:
+            return []
+        w, h = image_wh
+        kwargs = {k: v for k, v in self.pan_and_scan.items() if k != "do_pan_and_scan"}
+        rows = np.lib.stride_tricks.as_strided(np.arange(h), shape=(1, h, w), strides=(0, 8, 0))  # (1, H, W): y
+        cols = np.lib.stride_tricks.as_strided(np.arange(w), shape=(1, h, w), strides=(0, 0, 8))  # (1, H, W): x
+        by_row = self.image_processor.pan_and_scan(rows, **kwargs)
+        by_col = self.image_processor.pan_and_scan(cols, **kwargs)
+        out = []
+        for r, c in zip(by_row, by_col, strict=True):
+            y0, x0 = int(r[0, 0, 0]), int(c[0, 0, 0])
+            out.append((x0, y0, x0 + int(c.shape[2]), y0 + int(r.shape[1])))
+        return out
+
+    def views(self, image_wh: tuple[int, int]) -> list[ImageView]:
+        """Every view of the image in token order: the whole image, then the pan-and-scan crops (if any)."""
+        n = self.side**2
+        square = (self.image_px, self.image_px)
+        out = [ImageView("image", 0, PatchGrid.stretched(image_wh, self.side, self.side, square))]
+        for i, (x0, y0, x1, y1) in enumerate(self.crop_boxes(image_wh)):
+            grid = PatchGrid(image_wh, (float(x0), float(y0), float(x1), float(y1)), self.side, self.side, square)
+            out.append(ImageView("crop", (i + 1) * n, grid))
+        return out
+
+    def num_image_tokens(self, image_wh: tuple[int, int]) -> int:
+        """Soft tokens of one image: 256 per view (the image, then its crops), without boi / eoi tokens."""
+        return len(self.views(image_wh)) * self.side**2
+
+    def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
+        """The original view's side x side grid over the whole (stretched) image; crops are not map cells."""
+        return PatchGrid.stretched(image_wh, self.side, self.side, (self.image_px, self.image_px))
+
+    def token_boxes(self, image_wh: tuple[int, int]) -> npt.NDArray[np.float64]:
+        """(n_tokens, 4) float ``xyxy`` image-pixel box of every soft token of one image, in order."""
+        s = self.side
+        r, c = np.divmod(np.arange(s * s), s)
+        cells = np.stack([c, r, c + 1, r + 1], axis=1).astype(np.float64)  # (s*s, 4) row-major, as the pooled map
+        return np.concatenate([v.grid.cells_to_image_xyxy(cells) for v in self.views(image_wh)])
+
+    # ------------------------------------------------------------------ prompts
+
+    def _render(self, content: list[dict[str, str]]) -> str:
+        """The templated turn without the template's leading ``<bos>`` when the tokenizer prepends one itself (the
+        stock processor tokenises the rendered template without adding specials: one ``<bos>`` either way)."""
+        prompt = super()._render(content)
+        bos = self.tokenizer.bos_token
+        if self._adds_bos and bos and prompt.startswith(bos):
+            prompt = prompt[len(bos) :]
+        return prompt
+
+    def _fallback_prompt(self, content: list[dict[str, str]]) -> str:
+        """The hub template's layout, items in order: an image as ``<start_of_image>``, text trimmed."""
+        body = "".join(self.boi_token if c["type"] == "image" else c["text"].strip() for c in content)
+        return _FALLBACK_OPEN + body + _FALLBACK_CLOSE
+
+    def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
+        """The images of ``parts`` and the templated turn, in order; consecutive text lines are joined by a line
+        break (the template trims every text item), so ``[img, "a", img, "b", "q"]`` renders as
+        ``<img seq>a<img seq>b\\nq`` with the image sequences' own blank lines around each image."""
+        images = [p for p in parts if isinstance(p, Image.Image)]
+        content: list[dict[str, str]] = []
+        for part in parts:
+            if isinstance(part, Image.Image):
+                content.append({"type": "image"})
+            elif content and content[-1]["type"] == "text":
+                content[-1] = {"type": "text", "text": content[-1]["text"] + "\n" + part}
+            else:
+                content.append({"type": "text", "text": part})
+        return images, self._render(content)
+
+    def _image_sequence(self, n_crops: int) -> str:
+        """The text the processor puts in place of one ``<start_of_image>``, soft tokens expanded."""
+        one = f"\n\n{self.boi_token}{self.image_token * self.side**2}{self.eoi_token}\n\n"
+        if not n_crops:
+            return one
+        return _PAS_INTRO.format(one) + " ".join([one] * n_crops)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _pixel_inputs(self, images: Sequence[Image.Image]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """All views of ``images`` and each image's soft-token count (views x side^2).
+
+        ``pixel_values``: (sum_i views_i, 3, px, px), image by image: the whole image, then its crops.
+        """
+        rgb = [im.convert("RGB") for im in images]
+        pas = self.pan_and_scan or {"do_pan_and_scan": False}
+        pix = self.image_processor(images=rgb, return_tensors="pt", **pas)
+        crops = [int(n) for n in pix["num_crops"]]
+        expected = [len(self.views(im.size)) - 1 for im in rgb]
+        if crops != expected:
+            raise RuntimeError(f"the processor made {crops} crops per image, the pan-and-scan boxes say {expected}")
+        counts = [(1 + n) * self.side**2 for n in crops]
+        return {"pixel_values": pix["pixel_values"].to(self.dtype)}, counts
+
+    def _token_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``token_type_ids``: (B, N), 1 on soft tokens (the bidirectional image blocks), else 0."""
+        return {"token_type_ids": (input_ids == self.image_token_id).long()}
+
+    def _encode_prompts(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]]) -> tuple[Any, list[str]]:
+        """Left-padded batch of ``prompts``, the i-th holding ``len(images[i])`` ``<start_of_image>`` placeholders,
+        each replaced by its image's sequence (crops included); pixel inputs of all images in order."""
+        flat = [im for ims in images for im in ims]
+        pixels: dict[str, torch.Tensor]
+        pixels, counts = self._pixel_inputs(flat) if flat else ({}, [])
+        n = self.side**2
+        expanded, k = [], 0
+        for prompt, ims in zip(prompts, images, strict=True):
+            pieces = prompt.split(self.boi_token)
+            if len(pieces) - 1 != len(ims):
+                raise ValueError(f"prompt has {len(pieces) - 1} image placeholders but {len(ims)} images were given")
+            text = pieces[0]
+            for rest in pieces[1:]:
+                text += self._image_sequence(counts[k] // n - 1) + rest
+                k += 1
+            expanded.append(text)
+        enc = self.tokenizer(expanded, return_tensors="pt", padding=True)
+        found = (enc["input_ids"] == self.image_token_id).sum(-1).tolist()
+        want = [sum(counts[sum(map(len, images[:i])) : sum(map(len, images[: i + 1]))]) for i in range(len(images))]
+        if found != want:
+            raise RuntimeError(f"image tokens per prompt {found} differ from {self.image_count_source} {want}")
+        enc.update(self._token_inputs(enc["input_ids"]))
+        enc.update(pixels)
+        return enc.to(self.device), expanded
+
+    def _encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> tuple[Any, list[str]]:
+        """Tokenised batch (left padded) of one image per prompt (or none), with pixel inputs and token types."""
+        per_prompt: list[list[Image.Image]] = [[im] for im in images] if images else [[] for _ in prompts]
+        return self._encode_prompts(prompts, per_prompt)
+
+    def _encode_interleaved(self, images: Sequence[Image.Image], prompt: str) -> Any:
+        """One prompt holding ``len(images)`` placeholders, in order; each gets its own image's sequence."""
+        return self._encode_prompts([prompt], [list(images)])[0]
+
+    # ------------------------------------------------------------------ model calls
+
+    def _prefill_forward(
+        self, enc: Any, image: Image.Image, *, keys_norope: bool
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, float]:
+        """The base prefill with a cache that keeps every position of the sliding-window layers.
+
+        ``DynamicCache()`` without a config holds full layers; the masks still apply the config's window, so the
+        logits are those of the default cache. Through the image-prefix cache, ``token_type_ids`` are cut to the
+        prefix (the image blocks all lie in it; the suffix is text under the causal mask).
+        """
+        from transformers import DynamicCache
+
+        inputs = dict(enc)
+        inputs.update(cache_kwargs(self.model, DynamicCache()))
+        if self.image_cache is not None and not keys_norope:
+            cut = int(torch.nonzero(inputs["input_ids"][0] == self.image_token_id).flatten()[-1]) + 1
+            inputs["token_type_ids"] = inputs["token_type_ids"][:, :cut]
+        return super()._prefill_forward(inputs, image, keys_norope=keys_norope)
+
+    # ------------------------------------------------------------------ token layout of a prefill
+
+    def _map_positions(self, enc: Any, image_wh: tuple[int, int]) -> tuple[list[int], PatchGrid]:
+        """The original view's soft tokens, row-major over its side x side grid, and that grid (no crop tokens)."""
+        grid = self.grid_for(image_wh)
+        image_pos = torch.nonzero(enc["input_ids"][0] == self.image_token_id).flatten()
+        n = self.num_image_tokens(image_wh)
+        if len(image_pos) != n:
+            raise RuntimeError(f"expected {n} image tokens ({len(self.views(image_wh))} views), found {len(image_pos)}")
+        return image_pos[: self.side**2].tolist(), grid
