@@ -12,11 +12,13 @@ import pytest
 import torch
 
 from focus_tool.adapters.base import MLLMAdapter
+from focus_tool.adapters.gemma3 import Gemma3Adapter
 from focus_tool.adapters.internvl import InternVLAdapter
 from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.adapters.llava_onevision import LlavaOnevisionAdapter
 from focus_tool.adapters.qwen2_5_vl import Qwen25VLAdapter
 from tests.adapter_checks import PROMPT, TARGET, noise_image
+from tests.tiny_gemma3 import tiny_gemma3
 from tests.tiny_internvl import tiny_internvl
 from tests.tiny_models import tiny_llava, tiny_onevision, tiny_qwen25vl
 
@@ -69,8 +71,14 @@ def _internvl() -> MLLMAdapter:
     return InternVLAdapter(*tiny_internvl(seed=0))
 
 
+def _gemma3() -> MLLMAdapter:
+    return Gemma3Adapter(*tiny_gemma3(seed=0))
+
+
 @pytest.mark.parametrize(
-    "build", [_llava, _onevision, _qwen, _internvl], ids=["llava", "onevision", "qwen2.5-vl", "internvl"]
+    "build",
+    [_llava, _onevision, _qwen, _internvl, _gemma3],
+    ids=["llava", "onevision", "qwen2.5-vl", "internvl", "gemma3"],
 )
 def test_model_calls_never_pass_output_attentions(build: Callable[[], MLLMAdapter]) -> None:
     adapter = build()
