@@ -214,11 +214,20 @@ def read_image_file(path: str | Path, policy: InputPolicy | None = None) -> byte
     return data
 
 
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1) or 1)
+    except (ValueError, SyntaxError, OSError, TypeError):
+        return 1
+
+
 def load_image(source: str | Path | bytes | Image.Image, policy: InputPolicy | None = None) -> Image.Image:
     """The one image loader: a path, encoded bytes or a PIL image -> a checked RGB image; raises InputRejected."""
     policy = policy or InputPolicy()
     if isinstance(source, Image.Image):
         check_size(source.size, policy)
+        if source.mode == "RGB" and "transparency" not in source.info and _orientation(source) == 1:
+            return source  # nothing to change: no copy (a 40 MP image is 160 MB in Pillow)
         return normalize_image(source.copy(), policy)  # a copy: normalize_image may orient in place
     if isinstance(source, bytes):
         return decode_image_bytes(source, policy)

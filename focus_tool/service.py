@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
+import functools
 import hashlib
 import io
 import json
@@ -508,6 +510,28 @@ class InferenceGate:
 
 # ---------------------------------------------------------------------------------------------------- the service
 
+_TRIM_AFTER_PIXELS = 4_000_000  # after an image this large (48 MB+ in Pillow) freed memory is handed back
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None elsewhere (musl, macOS, Windows)."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim: Callable[[int], int] = libc.malloc_trim
+        return trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Return freed heap memory to the OS. glibc keeps what a thread freed in that thread's malloc arena, so each
+    worker thread that once decoded a 40 MP image would keep ~200 MB (4 threads: +730 MB instead of +220 MB)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 
 class Zoomable(Protocol):
     """What the service needs from an engine (:class:`~focus_tool.pipeline.FocusPipeline` satisfies it)."""
@@ -614,6 +638,8 @@ class FocusService:
             crops = crop_jpegs(image, regions, self.policy) if return_images else []
             image_wh = image.size
             del image, loaded
+            if image_wh[0] * image_wh[1] >= _TRIM_AFTER_PIXELS:
+                _release_freed_memory()
         return ZoomOutcome(result=result, image_wh=image_wh, top_regions=regions, crops_jpeg=crops)
 
     def _compute(

@@ -81,7 +81,7 @@ class LlavaAdapter(TransformersAdapter):
         return self.chat_text(text, with_image=False)
 
     def _inputs(self, images: Sequence[Image.Image] | None, texts: Sequence[str]) -> Any:
-        padded = [pad_to_square(im.convert("RGB")) for im in images] if images else None
+        padded = [pad_to_square(im if im.mode == "RGB" else im.convert("RGB")) for im in images] if images else None
         enc = self.processor(images=padded, text=list(texts), return_tensors="pt", padding=True)
         enc = enc.to(self.device)
         if "pixel_values" in enc:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from PIL import Image
 
 CLIP_MEAN_RGB = (122, 116, 104)  # round(255 * (0.48145466, 0.4578275, 0.40821073)), LLaVA's pad colour
-MAX_PAD_SIDE_PX = 4096
+MAX_PAD_SIDE_PX = 2048
 """Largest square :func:`pad_to_square` builds: a longer image is shrunk to this long side first (a 20000 x 50 strip
-padded as it is would be a 400 MP canvas, 1.2 GB before the processor's float copies). Every model input is far
-smaller (LLaVA-1.5: 336 px), so the shrink changes nothing the encoder could see but the resampling path; images up to
-this side are padded exactly as before."""
+padded as it is would be a 400 MP canvas, 1.6 GB in Pillow; a 40 MP photo's 4096-px square and its resize buffers
+cost +160 MB more than a 2048-px one). Every input it feeds is far smaller (LLaVA-1.5: 336 px, the embedded model:
+96 px), so the shrink changes only the resampling path; images up to this side (every synthetic benchmark image)
+are padded exactly as before."""
 
 
 def pad_to_square(
