@@ -40,6 +40,23 @@ PRESETS: dict[str, FocusConfig] = {
         proposal=ProposalConfig(k=30, s_min=3, s_max=9, s_dist=2.0),
         rank=RankConfig(n_steps=4, overrun=True, t_type2=0.5),
     ),
+    # Qwen3-VL (2B/4B/8B-Instruct): not in the paper; Qwen2.5-VL's native-resolution layout (all merged tokens are
+    # cells, PatchGrid.stretched), so the Qwen2.5-VL / OV column: Gaussian sigma 1 cell then 2 x 2 pooling, k 30,
+    # s_min 3, s_dist 2, t_type2 0.5, answer multi [spec Sec. 4.4, 6, inferred]. Cells are 32 px (16-px patches
+    # merged 2 x 2, vs 28 px). Layers [O//2, O) (layers=None: 14..27 of the 2B's 28, 18..35 of the 4B/8B's 36):
+    # App. A.3's "last 25-60 %"; one fixed range cannot be the last quarter of 28 and 36 layers at once, and no range
+    # has been measured. DeepStack adds visual features at the image positions after LM layers 0, 1, 2, so the
+    # cached image values of every layer >= 3 (all of this range) carry all three additions and layer 0's none; text
+    # values never get one; values carry no RoPE (interleaved M-RoPE rotates q/k only); read per KV head (GQA).
+    # s_max 9: a V*-sized image (2246 x 1582) is resized to 2240 x 1568 (under the hub's 4096^2 cap), 70 x 49 cells,
+    # 64 px per pooled cell; the tower has no fixed base size (its 48 x 48-patch position table = 768 px is resized
+    # to any grid), and 9 x 64 = 576 px ~ 0.75 x 768 px, the largest value the auto rule's clamp (5..9) allows.
+    # Encoded-image prefix cache: not reusable (M-RoPE positions after the image are model state; adapter docstring).
+    "qwen3-vl": FocusConfig(
+        relevance=RelevanceConfig(layers=None, smooth_sigma=1.0, downsample=2),
+        proposal=ProposalConfig(k=30, s_min=3, s_max=9, s_dist=2.0),
+        rank=RankConfig(n_steps=4, overrun=True, t_type2=0.5),
+    ),
     # InternVL3 (1B/2B/8B-hf): not in the paper; global-local like OV, so the OV/Qwen column [spec Sec. 6, inferred].
     # Map: the stitched 448-px tiles, 16 x 16 tokens each (28 x 28 px of a tile per token after pixel shuffle, as a
     # Qwen2.5-VL merged cell); the thumbnail's tokens are not cells. Layers [21, 28): the last quarter of the 28-layer

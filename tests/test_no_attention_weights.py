@@ -17,10 +17,12 @@ from focus_tool.adapters.internvl import InternVLAdapter
 from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.adapters.llava_onevision import LlavaOnevisionAdapter
 from focus_tool.adapters.qwen2_5_vl import Qwen25VLAdapter
+from focus_tool.adapters.qwen3_vl import Qwen3VLAdapter
 from tests.adapter_checks import PROMPT, TARGET, noise_image
 from tests.tiny_gemma3 import tiny_gemma3
 from tests.tiny_internvl import tiny_internvl
 from tests.tiny_models import tiny_llava, tiny_onevision, tiny_qwen25vl
+from tests.tiny_qwen3_vl import tiny_qwen3vl
 
 PACKAGE = Path(__file__).resolve().parent.parent / "focus_tool"
 # The ViCrop baseline is the one module allowed to speak of attention outputs (it needs eager attention weights);
@@ -67,6 +69,10 @@ def _qwen() -> MLLMAdapter:
     return Qwen25VLAdapter(*tiny_qwen25vl(seed=0))
 
 
+def _qwen3() -> MLLMAdapter:
+    return Qwen3VLAdapter(*tiny_qwen3vl(seed=0))
+
+
 def _internvl() -> MLLMAdapter:
     return InternVLAdapter(*tiny_internvl(seed=0))
 
@@ -77,8 +83,8 @@ def _gemma3() -> MLLMAdapter:
 
 @pytest.mark.parametrize(
     "build",
-    [_llava, _onevision, _qwen, _internvl, _gemma3],
-    ids=["llava", "onevision", "qwen2.5-vl", "internvl", "gemma3"],
+    [_llava, _onevision, _qwen, _qwen3, _internvl, _gemma3],
+    ids=["llava", "onevision", "qwen2.5-vl", "qwen3-vl", "internvl", "gemma3"],
 )
 def test_model_calls_never_pass_output_attentions(build: Callable[[], MLLMAdapter]) -> None:
     adapter = build()

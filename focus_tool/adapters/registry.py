@@ -18,6 +18,7 @@ _ADAPTERS: Final[dict[str, str]] = {
     "llava": "focus_tool.adapters.llava:LlavaAdapter",
     "llava_onevision": "focus_tool.adapters.llava_onevision:LlavaOnevisionAdapter",
     "qwen2_5_vl": "focus_tool.adapters.qwen2_5_vl:Qwen25VLAdapter",
+    "qwen3_vl": "focus_tool.adapters.qwen3_vl:Qwen3VLAdapter",
     "internvl": "focus_tool.adapters.internvl:InternVLAdapter",
     "gemma3": "focus_tool.adapters.gemma3:Gemma3Adapter",
 }
@@ -26,6 +27,7 @@ _ARCHITECTURES: Final[dict[str, tuple[str, str]]] = {
     "llava": ("LlavaForConditionalGeneration", "llava-1.5"),
     "llava_onevision": ("LlavaOnevisionForConditionalGeneration", "llava-onevision"),
     "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "qwen2.5-vl"),
+    "qwen3_vl": ("Qwen3VLForConditionalGeneration", "qwen3-vl"),
     "internvl": ("InternVLForConditionalGeneration", "internvl"),
     "gemma3": ("Gemma3ForConditionalGeneration", "gemma3"),
 }
