@@ -914,7 +914,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("error: --repeats, --map-per-round and --layers-timed must be >= 1")
     if args.qwen_px % 112 != 0:
         raise SystemExit("error: --qwen-px must be a multiple of 112 (whole 8 x 8-patch windows)")
-    reports = [(p, load_report(p)) for p in args.reports]
+    reports, skipped = [], []
+    for p in args.reports:
+        try:
+            reports.append((p, load_report(p)))
+        except SystemExit as e:  # a glob such as results/lean/*.json also matches the *.run.json sidecars
+            if len(args.reports) == 1:
+                raise
+            print(f"skipped {p}: {str(e).removeprefix('error: ')}", file=sys.stderr)
+            skipped.append(str(p))
+    if not reports:
+        raise SystemExit("error: none of --reports is a compare.py report JSON (no 'methods' table)")
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     timer = Timer(device, args.repeats)
     torch.manual_seed(0)
@@ -935,6 +945,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "embedded_image_tokens": args.embedded_image_tokens,
         "backbones": measured,
         "reports": [],
+        "skipped_inputs": skipped,
     }
     for path, data in reports:
         try:

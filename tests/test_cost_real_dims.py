@@ -117,6 +117,8 @@ def test_quick_smoke(tmp_path: Path) -> None:
     fixture.write_text(
         json.dumps({"benchmark": "synthetic", "command": "x", "methods": {"vanilla": OLD_VANILLA, "lean": LEAN}})
     )
+    sidecar = tmp_path / "lean.run.json"  # what a results/*.json glob also matches: skipped, not an error
+    sidecar.write_text('{"model": "m", "seed": 0}')
     out = tmp_path / "out"
     argv = [
         "--quick",
@@ -128,6 +130,7 @@ def test_quick_smoke(tmp_path: Path) -> None:
         "1",
         "--reports",
         str(fixture),
+        str(sidecar),
         "--out",
         str(out),
     ]
@@ -139,6 +142,7 @@ def test_quick_smoke(tmp_path: Path) -> None:
         lo, hi = b["map"]["layers"]
         assert 0 <= lo < hi <= b["backbone"]["lm_layers"]  # the preset range falls back as config_for does
         assert math.isfinite(b["map"]["map_share"]) and b["map"]["map_share"] > 0
+    assert len(rep["reports"]) == 1 and rep["skipped_inputs"] == [str(sidecar)]
     rows = rep["reports"][0]["seconds"]["tiny-llava"]
     assert rows["lean"]["estimated_split"] is False and rows["vanilla"]["estimated_split"] is True
     md = (out / "report.md").read_text()
