@@ -385,9 +385,11 @@ def test_batched_yes_no_equals_one_at_a_time(adapter: Gemma3Adapter) -> None:
     check_batched_yes_no(adapter)  # crops of 4 sizes and aspects, left padded, one pixel_values
 
 
-def test_image_prefix_cache_gives_the_full_prefill() -> None:
-    adapter = Gemma3Adapter(*tiny_gemma3(seed=2))
-    image = noise_image(10, (200, 120))
+@pytest.mark.parametrize("pan_and_scan", [False, True], ids=["one-view", "pan-and-scan-past-the-window"])
+def test_image_prefix_cache_gives_the_full_prefill(pan_and_scan: bool) -> None:
+    """Also on a pan-and-scan prompt longer than the sliding window (4 views, 308 tokens > 128)."""
+    adapter = Gemma3Adapter(*tiny_gemma3(seed=2, pan_and_scan=pan_and_scan))
+    image = noise_image(10, (1800, 600) if pan_and_scan else (200, 120))
     questions = [(PROMPT, TARGET), ("Is there a blue card in the image?", "blue card")]
     full = [adapter.prefill(image, q, t) for q, t in questions]
     assert adapter.enable_image_cache(2)

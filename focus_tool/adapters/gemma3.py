@@ -32,7 +32,8 @@ change, so every encode passes them. Nothing before the end of an image block ev
 Cached values: the LM is Gemma 3 (q/k RMSNorm and RoPE on queries and keys only; no norm on values; GQA), so the
 cached value of a token is ``v_proj(input_layernorm(h))`` per KV head, with no position term; the map reads them per
 KV head as stored (spec Sec. 4.3). Bidirectional attention changes what the image tokens' layer inputs contain (each
-has seen the whole image from layer 1 on), not how the values are read.
+has seen the whole image from layer 1 on), not how the values are read. (The K-K ablation's "pre-RoPE keys" are the
+base's ``k_proj`` outputs, here also before ``k_norm``.)
 
 Sliding-window layers: 5 of every 6 layers attend within 1024 positions, and transformers' default cache keeps only
 the last ``sliding_window - 1`` positions of those layers. The prefill therefore runs with a plain ``DynamicCache``
@@ -168,8 +169,9 @@ class Gemma3Adapter(ChatTemplateAdapter):
             return []
         w, h = image_wh
         kwargs = {k: v for k, v in self.pan_and_scan.items() if k != "do_pan_and_scan"}
-        rows = np.lib.stride_tricks.as_strided(np.arange(h), shape=(1, h, w), strides=(0, 8, 0))  # (1, H, W): y
-        cols = np.lib.stride_tricks.as_strided(np.arange(w), shape=(1, h, w), strides=(0, 0, 8))  # (1, H, W): x
+        ys, xs = np.arange(h), np.arange(w)
+        rows = np.lib.stride_tricks.as_strided(ys, shape=(1, h, w), strides=(0, ys.strides[0], 0))  # (1, H, W): y
+        cols = np.lib.stride_tricks.as_strided(xs, shape=(1, h, w), strides=(0, 0, xs.strides[0]))  # (1, H, W): x
         by_row = self.image_processor.pan_and_scan(rows, **kwargs)
         by_col = self.image_processor.pan_and_scan(cols, **kwargs)
         out = []
@@ -215,9 +217,11 @@ class Gemma3Adapter(ChatTemplateAdapter):
         return prompt
 
     def _fallback_prompt(self, content: list[dict[str, str]]) -> str:
-        """The hub template's layout, items in order: an image as ``<start_of_image>``, text trimmed."""
+        """The hub template's layout, items in order: an image as ``<start_of_image>``, text trimmed; ``<bos>`` first
+        only when the tokenizer does not prepend it."""
         body = "".join(self.boi_token if c["type"] == "image" else c["text"].strip() for c in content)
-        return _FALLBACK_OPEN + body + _FALLBACK_CLOSE
+        bos = "" if self._adds_bos else str(self.tokenizer.bos_token or "")
+        return bos + _FALLBACK_OPEN + body + _FALLBACK_CLOSE
 
     def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
         """The images of ``parts`` and the templated turn, in order; consecutive text lines are joined by a line
@@ -268,20 +272,21 @@ class Gemma3Adapter(ChatTemplateAdapter):
         flat = [im for ims in images for im in ims]
         pixels: dict[str, torch.Tensor]
         pixels, counts = self._pixel_inputs(flat) if flat else ({}, [])
-        n = self.side**2
-        expanded, k = [], 0
+        per_view = self.side**2
+        remaining = iter(counts)
+        expanded, want = [], []
         for prompt, ims in zip(prompts, images, strict=True):
             pieces = prompt.split(self.boi_token)
             if len(pieces) - 1 != len(ims):
                 raise ValueError(f"prompt has {len(pieces) - 1} image placeholders but {len(ims)} images were given")
+            mine = [next(remaining) for _ in ims]  # this prompt's images' soft-token counts
             text = pieces[0]
-            for rest in pieces[1:]:
-                text += self._image_sequence(counts[k] // n - 1) + rest
-                k += 1
+            for n, rest in zip(mine, pieces[1:], strict=True):
+                text += self._image_sequence(n // per_view - 1) + rest  # views - 1 crops
             expanded.append(text)
+            want.append(sum(mine))
         enc = self.tokenizer(expanded, return_tensors="pt", padding=True)
         found = (enc["input_ids"] == self.image_token_id).sum(-1).tolist()
-        want = [sum(counts[sum(map(len, images[:i])) : sum(map(len, images[: i + 1]))]) for i in range(len(images))]
         if found != want:
             raise RuntimeError(f"image tokens per prompt {found} differ from {self.image_count_source} {want}")
         enc.update(self._token_inputs(enc["input_ids"]))
