@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from focus_tool.errors import FocusError
+from focus_tool.errors import FocusError, quote_text
 
 if TYPE_CHECKING:
     from focus_tool.pipeline import FocusPipeline
@@ -55,9 +55,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _device(name: str) -> str:
-    if name != "auto":
+    if name == "cpu":
         return name
     import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FocusError("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu (or auto)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise FocusError("--device mps: PyTorch sees no Apple MPS device here; use --device cpu (or auto)")
+    if name != "auto":
+        return name
 
     if torch.cuda.is_available():
         return "cuda"
@@ -79,16 +86,16 @@ def _pipeline(args: argparse.Namespace) -> FocusPipeline:
 
 def cmd_zoom(args: argparse.Namespace) -> int:
     """focus zoom: run FOCUS on one image."""
-    from focus_tool.inputs import load_image
+    from focus_tool.inputs import check_output_path, load_image, parse_options
     from focus_tool.render import overlay
 
     if args.question is None and args.target is None:
         raise FocusError("give --question Q or --target T")
     image = load_image(args.image)  # validate before loading the model
-    if args.overlay is not None and args.overlay.suffix.lower() != ".png":
-        raise FocusError(f"--overlay must name a .png file, got {args.overlay}")
+    if args.overlay is not None:  # before the model runs: a directory, unwritable, existing or the input itself
+        check_output_path(args.overlay, inputs=(args.image,), force=args.force)
+    options = parse_options(args.options)
     pipe = _pipeline(args)
-    options = [o.strip() for o in args.options.split("|")] if args.options else None
     result = pipe.zoom(image, question=args.question, target=args.target, options=options)
     if args.overlay is not None:
         args.overlay.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the result as JSON (schema: focus_tool.result.FocusResult)"
     )
     z.add_argument("--overlay", type=Path, help="write a PNG with the relevance map and the ranked boxes")
+    z.add_argument(
+        "--force", action="store_true", help="let --overlay replace an existing file (never the input image)"
+    )
     z.add_argument("--top", type=int, default=5, help="regions to list in the text output (default 5)")
     z.set_defaults(func=cmd_zoom)
 
@@ -340,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     except FocusError as e:
         logger.debug("expected failure", exc_info=True)
         sys.stderr.write(f"focus: error: {e}\n")
+        return 2
+    except OSError as e:  # the environment (disk full, a file gone mid-run): one line, the traceback with --verbose
+        logger.debug("OS error", exc_info=True)
+        where = f" ({quote_text(str(e.filename), 200)})" if e.filename else ""
+        sys.stderr.write(f"focus: error: {e.strerror or type(e).__name__}{where}; check the file and retry\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("focus: interrupted\n")

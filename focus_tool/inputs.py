@@ -243,3 +243,51 @@ def check_text(text: str | None, what: str, policy: InputPolicy | None = None) -
     if len(text) > policy.max_question_chars:
         raise InputRejected(f"the {what} has {len(text)} characters; the limit is {policy.max_question_chars}")
     return " ".join(text.split())
+
+
+def parse_options(text: str | None, policy: InputPolicy | None = None) -> list[str] | None:
+    """Multiple-choice options from ``'white|black|cyan'``: None when absent; refuses empty or single options."""
+    if text is None:
+        return None
+    policy = policy or InputPolicy()
+    options = [" ".join(o.split()) for o in text.split("|")]
+    if any(not o for o in options) or len(options) < 2:
+        raise InputRejected(
+            f"--options {quote_text(text)} needs at least two non-empty options separated by '|', "
+            "e.g. 'white|black|cyan'"
+        )
+    if len(text) > policy.max_question_chars:
+        raise InputRejected(f"--options has {len(text)} characters; the limit is {policy.max_question_chars}")
+    return options
+
+
+def check_output_path(path: Path, *, inputs: tuple[str | Path, ...] = (), force: bool = False) -> Path:
+    """Refuse an output file that cannot or should not be written, before any work is done.
+
+    Refused: a name without ``.png``, a directory, an unwritable folder, an existing file unless ``force``, and any of
+    ``inputs`` (never overwritten, even with ``force``). Creates missing parent folders.
+    """
+    shown = quote_text(str(path), PATH_QUOTE_CHARS)
+    if path.suffix.lower() != ".png":
+        raise InputRejected(f"--overlay must name a .png file, got {shown}")
+    target = Path(os.path.abspath(path))
+    for source in inputs:
+        try:
+            same = target == Path(os.path.abspath(source)) or (target.exists() and os.path.samefile(target, source))
+        except OSError:
+            same = False
+        if same:
+            raise InputRejected(f"--overlay {shown} is the input image; write the overlay to another file")
+    try:
+        if target.is_dir():
+            raise InputRejected(f"--overlay {shown} is a directory; name a .png file inside it")
+        if target.exists() and not force:
+            raise InputRejected(f"--overlay {shown} exists; pass --force to replace it, or name another file")
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputRejected(
+            f"cannot create the folder of --overlay {shown} ({e.strerror or type(e).__name__}); name another file"
+        ) from None
+    if not os.access(target.parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise InputRejected(f"--overlay {shown} is not writable (permission denied); name another file")
+    return target

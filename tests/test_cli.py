@@ -91,10 +91,10 @@ BadImage = Callable[[Path], Path]
     [
         (_missing, ["not found", "nope.png"]),  # missing file
         (_directory, ["adir", "is not a file"]),  # a directory
-        (lambda t: write_text_as_png(t / "text.png"), ["text.png", "not an image"]),  # text with a .png name
+        (lambda t: write_text_as_png(t / "text.png"), ["text.png", "not a supported image"]),  # text with a .png name
         (lambda t: write_truncated_png(t / "cut.png"), ["cut.png", "truncated"]),  # truncated PNG
         (lambda t: write_png(t / "small.png", (10, 10)), ["10x10", "at least 32"]),  # below the minimum size
-        (lambda t: write_huge_header_png(t / "huge.png"), ["huge.png", "pixels", "downscale"]),  # header 1e5 x 1e5
+        (lambda t: write_huge_header_png(t / "huge.png"), ["huge.png", "pixels", "resize it"]),  # header 1e5 x 1e5
     ],
 )
 def test_bad_image(tmp_path: Path, tiny: Path, make: BadImage, words: list[str]) -> None:
