@@ -86,7 +86,7 @@ def _pipeline(args: argparse.Namespace) -> FocusPipeline:
 
 def cmd_zoom(args: argparse.Namespace) -> int:
     """focus zoom: run FOCUS on one image."""
-    from focus_tool.inputs import check_output_path, load_image, parse_options
+    from focus_tool.inputs import check_output_path, check_text, load_image, parse_options
     from focus_tool.render import overlay
 
     if args.question is None and args.target is None:
@@ -95,6 +95,9 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     if args.overlay is not None:  # before the model runs: a directory, unwritable, existing or the input itself
         check_output_path(args.overlay, inputs=(args.image,), force=args.force)
     options = parse_options(args.options)
+    for text, what in ((args.question, "question"), (args.target, "target")):
+        if text is not None:
+            check_text(text, what)  # the pipeline checks again; here so that nothing waits for the model
     pipe = _pipeline(args)
     result = pipe.zoom(image, question=args.question, target=args.target, options=options)
     if args.overlay is not None:

@@ -241,7 +241,9 @@ def check_text(text: str | None, what: str, policy: InputPolicy | None = None) -
     if text is None or not text.strip():
         raise InputRejected(f"the {what} is empty; ask about something in the image")
     if len(text) > policy.max_question_chars:
-        raise InputRejected(f"the {what} has {len(text)} characters; the limit is {policy.max_question_chars}")
+        raise InputRejected(
+            f"the {what} has {len(text)} characters; the limit is {policy.max_question_chars}; shorten it"
+        )
     return " ".join(text.split())
 
 

@@ -434,7 +434,9 @@ class SessionCache:
                 f"region_id {quote_text(region_id)} is unknown: no earlier result for this image is remembered; "
                 "call without region_id first, then pass one of the returned region ids"
             )
-        raise InputRejected(f"region_id {quote_text(region_id)} is unknown for this image; known ids: {known}")
+        raise InputRejected(
+            f"region_id {quote_text(region_id)} is unknown for this image; pass one of the known ids: {known}"
+        )
 
     def store(self, sha: str, key: tuple[str, str, str], result: FocusResult) -> list[str]:
         """Remember a result and its regions; returns the region ids now known for this image."""
@@ -530,7 +532,6 @@ def _release_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
-
 
 
 class Zoomable(Protocol):
