@@ -52,7 +52,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from focus_tool.errors import FocusError, InputRejected, quote_text
-from focus_tool.fetch import fetch_image_bytes
+from focus_tool.fetch import DownloadPool, fetch_image_bytes
 from focus_tool.grid import PatchGrid
 from focus_tool.inputs import PATH_QUOTE_CHARS, InputPolicy, check_image_header, check_text, decode_image_bytes
 from focus_tool.inputs import SAFE_FORMATS as SAFE_FORMATS  # re-exported: the one format list
@@ -91,6 +91,8 @@ class AgentPolicy:
         url_max_redirects: redirect hops followed (each one re-validated).
         url_allow_private: also fetch from loopback / private / link-local addresses (off: public only; turn on
             only for an intranet or a loopback test, it opens the server to SSRF).
+        url_workers: downloads at once on the service's :class:`~focus_tool.fetch.DownloadPool` (threads of
+            their own, never the model's); one more is refused as busy.
         image: the engine's own checks (minimum side, question length).
     """
 
@@ -106,6 +108,7 @@ class AgentPolicy:
     url_timeout_s: float = 10.0
     url_max_redirects: int = 3
     url_allow_private: bool = False
+    url_workers: int = 4
     image: InputPolicy = field(default_factory=InputPolicy)
     _given_roots: tuple[Path, ...] = field(init=False, repr=False, compare=False, default=())
 
@@ -120,6 +123,8 @@ class AgentPolicy:
             raise ValueError(f"jpeg_quality must be in 1..95, got {self.jpeg_quality}")
         if not self.url_timeout_s > 0:
             raise ValueError(f"url_timeout_s must be > 0, got {self.url_timeout_s}")
+        if self.url_workers < 1:
+            raise ValueError(f"url_workers must be >= 1, got {self.url_workers}")
         if self.url_max_redirects < 0:
             raise ValueError(f"url_max_redirects must be >= 0, got {self.url_max_redirects}")
 
@@ -235,17 +240,21 @@ class LoadedImage:
     source: str  # "path", "url" or "base64", for logs
 
 
-def read_source(policy: AgentPolicy, *, image_path: str = "", image_base64: str = "") -> ImageSource:
+def read_source(
+    policy: AgentPolicy, *, image_path: str = "", image_base64: str = "", downloads: DownloadPool | None = None
+) -> ImageSource:
     """Read exactly one of ``image_path`` (a path, or a URL if allowed) / ``image_base64`` and check its header.
 
-    Cheap: bytes are read and the header parsed (format, size caps, PNG chunk bombs), no pixel is decoded.
+    Cheap: bytes are read and the header parsed (format, size caps, PNG chunk bombs), no pixel is decoded. A URL
+    is downloaded on ``downloads`` (busy when full) if given, else on the calling thread.
     """
     if bool(image_path) == bool(image_base64):
         raise InputRejected(
             "give exactly one of image_path (absolute path under an allowed folder) or image_base64 (encoded bytes)"
         )
     if image_path and policy.allow_urls and _URL.match(image_path):
-        data = fetch_image_bytes(
+        fetch = downloads.fetch if downloads is not None else fetch_image_bytes
+        data = fetch(
             image_path,
             max_bytes=policy.max_base64_bytes,
             timeout_s=policy.url_timeout_s,
@@ -256,8 +265,10 @@ def read_source(policy: AgentPolicy, *, image_path: str = "", image_base64: str 
     elif image_path:
         path = check_path(image_path, policy)
         what = quote_text(image_path, PATH_QUOTE_CHARS)
-        try:
-            with path.open("rb") as f:
+        try:  # O_NOFOLLOW: a file swapped for a symlink after the check is not followed out of the root
+            with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise InputRejected(f"{what} is not a regular file; pass the path of an image file")
                 data = f.read(policy.max_file_bytes + 1)
         except OSError as e:
             raise InputRejected(f"cannot read {what} ({e.strerror or type(e).__name__})") from None
@@ -561,6 +572,7 @@ class FocusService:
         gate: InferenceGate | None = None,
         reuse_results: bool = True,
         image_cache_entries: int = 4,
+        downloads: DownloadPool | None = None,
     ) -> None:
         """Wrap ``pipeline``; ``reuse_results=False`` runs the model on every call (region ids are still kept).
 
@@ -575,6 +587,7 @@ class FocusService:
         self.cache = cache or SessionCache()
         self.gate = gate or InferenceGate()
         self.reuse_results = reuse_results
+        self.downloads = downloads or DownloadPool(self.policy.url_workers)  # URL inputs: threads of their own
 
     def zoom(
         self,
@@ -611,7 +624,9 @@ class FocusService:
         q = check_text(question, "question", self.policy.image) if question.strip() else ""
         t = check_text(target, "target", self.policy.image) if target.strip() else ""
         rid = region_id.strip()
-        src = read_source(self.policy, image_path=image_path, image_base64=image_base64)  # bytes + header only
+        src = read_source(  # bytes + header only; a URL is fetched on the download pool, before any queue slot
+            self.policy, image_path=image_path, image_base64=image_base64, downloads=self.downloads
+        )
         if rid:
             self.cache.region_box(src.sha256, rid)  # an unknown region id is refused before queueing
         key = (q, t, rid)
