@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from focus_tool.adapters.base import MLLMAdapter
-from focus_tool.config import FocusConfig, ProposalConfig, RankConfig, RelevanceConfig
+from focus_tool.config import AnswerConfig, FocusConfig, ProposalConfig, RankConfig, RelevanceConfig
 from focus_tool.errors import ConfigError
 
 PRESETS: dict[str, FocusConfig] = {
@@ -84,6 +84,30 @@ PRESETS: dict[str, FocusConfig] = {
         relevance=RelevanceConfig(layers=None),
         proposal=ProposalConfig(k=30, s_min=3, s_max=7, s_dist=2.0),
         rank=RankConfig(n_steps=4, overrun=True, t_type2=0.6),
+    ),
+    # SmolVLM / SmolVLM2 (256M, 500M, 2.2B; Idefics3 family): not in the paper; global-local (tiles + a global image),
+    # so the OV column where it fits [spec Sec. 6, inferred]. Map: the stitched tiles, 8 x 8 tokens per 512-px tile on
+    # the 256M / 500M (4 x 4 patches of 16 px per token after pixel shuffle 4; 9 x 9 per 384-px tile on the 2.2B); the
+    # global image and the <fake_token_around_image> / <row_r_col_c> tokens are not cells. Every image's long side is
+    # resized to 4 tiles (2048 / 1536 px), so a V*-sized image (2246 x 1582) gets 4 x 3 tiles, a 24 x 32 map of
+    # ~70 px cells (27 x 36 of ~62 px on the 2.2B). Layers [O//2, O) (layers=None: 15..29 of the 256M's 30, 16..31 of
+    # the 500M's 32, 12..23 of the 2.2B's 24): App. A.3's "last 25-60 %", no measured range; Llama values carry no
+    # RoPE, read per KV head. Gaussian sigma 1 cell (smooths the tile seams) but no 2 x 2 pooling: 24 x 32 is already
+    # as coarse as LLaVA-1.5's unpooled 24 x 24 (pooled it would be 12 x 16, s_min 3 = a quarter of the height).
+    # s_max 9 by the App. A.3 rule: 9 x 70 = 630 px ~ 1.23 x the 512-px tile (9 x 62 = 560 ~ 1.46 x 384 on the 2.2B);
+    # 7 would be 0.96 x. k 30, s_min 3, s_dist 2, t_type2 0.5 (OV). Answer: multi.
+    # CPU (the 256M is the model a CPU user runs): every existence check re-encodes its crop at 2048 px, 4 x 4 tiles +
+    # the global image through SigLIP-B/16 at 512 px (~0.2 TFLOP a tile, ~3.7 TFLOP a crop, ~10x the 135M LM's share;
+    # parameter x token estimate), so the search budget is cut: n_steps 2 with overrun (OV-7B: Steps-1 overrun keeps
+    # 90.57 of Steps-4's 92.15 on V* at 4.05 vs 7.63 FPs, paper Tab. 10), overrun capped at 4 extra crops (a small
+    # model that says No everywhere would otherwise score all ~30 proposals), crops batched 2 at a time (34 tiles a
+    # forward: the ViT's MLP activations stay under ~0.5 GB in float32), and at most 4 crops in the multi-image answer
+    # (each image is up to ~1.1k tokens: 1 + 6 of them would fill ~8k of the LM's 8192 positions).
+    "smolvlm": FocusConfig(
+        relevance=RelevanceConfig(layers=None, smooth_sigma=1.0, downsample=1),
+        proposal=ProposalConfig(k=30, s_min=3, s_max=9, s_dist=2.0),
+        rank=RankConfig(n_steps=2, overrun=True, max_overrun=4, rank_batch_size=2, t_type2=0.5),
+        answer=AnswerConfig(max_crops=4),
     ),
     # generic fallback: layers [O//2, O) [spec Sec. 4.3], the LLaVA-1.5 box settings
     "default": FocusConfig(),

@@ -21,6 +21,8 @@ _ADAPTERS: Final[dict[str, str]] = {
     "qwen3_vl": "focus_tool.adapters.qwen3_vl:Qwen3VLAdapter",
     "internvl": "focus_tool.adapters.internvl:InternVLAdapter",
     "gemma3": "focus_tool.adapters.gemma3:Gemma3Adapter",
+    "smolvlm": "focus_tool.adapters.smolvlm:SmolVLMAdapter",
+    "idefics3": "focus_tool.adapters.smolvlm:Idefics3Adapter",  # the SmolVLM v1 checkpoints (SmolVLM-256M-Instruct)
 }
 # model_type -> (HF class, preset name); what `focus models` lists
 _ARCHITECTURES: Final[dict[str, tuple[str, str]]] = {
@@ -30,6 +32,8 @@ _ARCHITECTURES: Final[dict[str, tuple[str, str]]] = {
     "qwen3_vl": ("Qwen3VLForConditionalGeneration", "qwen3-vl"),
     "internvl": ("InternVLForConditionalGeneration", "internvl"),
     "gemma3": ("Gemma3ForConditionalGeneration", "gemma3"),
+    "smolvlm": ("SmolVLMForConditionalGeneration", "smolvlm"),
+    "idefics3": ("Idefics3ForConditionalGeneration", "smolvlm"),
 }
 _WARNED: set[str] = set()  # warn about the flash-attn fallback once per process
 _DTYPES: Final[tuple[str, ...]] = ("float32", "float16", "bfloat16")
