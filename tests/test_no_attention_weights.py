@@ -18,11 +18,13 @@ from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.adapters.llava_onevision import LlavaOnevisionAdapter
 from focus_tool.adapters.qwen2_5_vl import Qwen25VLAdapter
 from focus_tool.adapters.qwen3_vl import Qwen3VLAdapter
+from focus_tool.adapters.smolvlm import SmolVLMAdapter
 from tests.adapter_checks import PROMPT, TARGET, noise_image
 from tests.tiny_gemma3 import tiny_gemma3
 from tests.tiny_internvl import tiny_internvl
 from tests.tiny_models import tiny_llava, tiny_onevision, tiny_qwen25vl
 from tests.tiny_qwen3_vl import tiny_qwen3vl
+from tests.tiny_smolvlm import tiny_smolvlm
 
 PACKAGE = Path(__file__).resolve().parent.parent / "focus_tool"
 # The ViCrop baseline is the one module allowed to speak of attention outputs (it needs eager attention weights);
@@ -81,10 +83,14 @@ def _gemma3() -> MLLMAdapter:
     return Gemma3Adapter(*tiny_gemma3(seed=0))
 
 
+def _smolvlm() -> MLLMAdapter:
+    return SmolVLMAdapter(*tiny_smolvlm(seed=0))
+
+
 @pytest.mark.parametrize(
     "build",
-    [_llava, _onevision, _qwen, _qwen3, _internvl, _gemma3],
-    ids=["llava", "onevision", "qwen2.5-vl", "qwen3-vl", "internvl", "gemma3"],
+    [_llava, _onevision, _qwen, _qwen3, _internvl, _gemma3, _smolvlm],
+    ids=["llava", "onevision", "qwen2.5-vl", "qwen3-vl", "internvl", "gemma3", "smolvlm"],
 )
 def test_model_calls_never_pass_output_attentions(build: Callable[[], MLLMAdapter]) -> None:
     adapter = build()
