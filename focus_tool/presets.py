@@ -97,7 +97,7 @@ PRESETS: dict[str, FocusConfig] = {
     # s_max 9 by the App. A.3 rule: 9 x 70 = 630 px ~ 1.23 x the 512-px tile (9 x 62 = 560 ~ 1.46 x 384 on the 2.2B);
     # 7 would be 0.96 x. k 30, s_min 3, s_dist 2, t_type2 0.5 (OV). Answer: multi.
     # CPU (the 256M is the model a CPU user runs): every existence check re-encodes its crop at 2048 px, 4 x 4 tiles +
-    # the global image through SigLIP-B/16 at 512 px (~0.2 TFLOP a tile, ~3.7 TFLOP a crop, ~10x the 135M LM's share;
+    # the global image through SigLIP-B/16 at 512 px (~0.2 TFLOP a tile, ~3.7 TFLOP a crop, ~15x the LM's share;
     # parameter x token estimate), so the search budget is cut: n_steps 2 with overrun (OV-7B: Steps-1 overrun keeps
     # 90.57 of Steps-4's 92.15 on V* at 4.05 vs 7.63 FPs, paper Tab. 10), overrun capped at 4 extra crops (a small
     # model that says No everywhere would otherwise score all ~30 proposals), crops batched 2 at a time (34 tiles a

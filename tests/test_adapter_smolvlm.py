@@ -372,6 +372,20 @@ def test_an_image_processor_without_splitting_is_refused() -> None:
         SmolVLMAdapter(model, Qwen2VLImageProcessorPil(), tok)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_a_smaller_longest_edge_gives_fewer_tiles(n: int) -> None:
+    """size.longest_edge = n tiles (the model cards' knob for less compute): the grid follows the processor."""
+    model, ip, tok = tiny_smolvlm(seed=0)
+    ip.size = {"longest_edge": n * SMOL_TILE_PX}
+    adapter = SmolVLMAdapter(model, ip, tok)
+    for wh in [(240, 160), (600, 200), (37, 90)]:
+        meta = ip(images=[[noise_image(13, wh)]], return_tensors="pt", return_row_col_info=True)
+        assert adapter.tile_grid(wh) == (int(meta["cols"][0][0]), int(meta["rows"][0][0]))
+        assert max(adapter.tile_grid(wh)) == (n if n > 1 else 0)
+    pre = adapter.prefill(noise_image(14, (240, 160)), PROMPT, TARGET)
+    assert len(pre.visual_positions) == pre.grid.rows * pre.grid.cols
+
+
 def test_without_image_splitting_the_global_image_is_the_map() -> None:
     model, ip, tok = tiny_smolvlm(seed=0)
     ip.do_image_splitting = False
