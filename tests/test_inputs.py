@@ -338,3 +338,12 @@ def test_pad_to_square_shrinks_first(size: tuple[int, int], padded: int) -> None
     assert a[padded // 2, padded // 2].tolist() == [200, 10, 10]  # the image is centred
     if size[0] != size[1]:
         assert a[0, 0].tolist() == list(CLIP_MEAN_RGB)
+
+
+def test_shrink_long_side_is_the_identity_up_to_the_bound() -> None:
+    from focus_tool.ops.images import shrink_long_side
+
+    small = Image.new("RGB", (2048, 300))
+    assert shrink_long_side(small) is small  # the same object: no copy, no resampling
+    assert shrink_long_side(Image.new("RGB", (16_384, 256))).size == (2048, 32)
+    assert shrink_long_side(Image.new("RGB", (30, 40_000)), 1000).size == (1, 1000)

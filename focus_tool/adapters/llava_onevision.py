@@ -42,6 +42,7 @@ from focus_tool.adapters.common import expand_image_tokens, keeps_content_order
 from focus_tool.adapters.hf import ChatTemplateAdapter
 from focus_tool.errors import ModelLoadError
 from focus_tool.grid import PatchGrid
+from focus_tool.ops.images import shrink_long_side
 
 logger = logging.getLogger(__name__)
 _FALLBACK_OPEN, _FALLBACK_CLOSE = "<|im_start|>user ", "<|im_end|><|im_start|>assistant\n"  # llava-hf's layout
@@ -165,7 +166,7 @@ class LlavaOnevisionAdapter(ChatTemplateAdapter):
         if len(images) <= 1:
             return self._encode(list(images) or None, [prompt])[0]
         n = len(images)
-        pix = self.image_processor(images=[[im.convert("RGB") for im in images]], return_tensors="pt")
+        pix = self.image_processor(images=[[shrink_long_side(im).convert("RGB") for im in images]], return_tensors="pt")
         if tuple(pix["pixel_values"].shape[:2]) != (n, 1):
             shape = tuple(pix["pixel_values"].shape)
             raise RuntimeError(f"expected one base view per image, the processor gave pixel_values {shape}")

@@ -13,6 +13,18 @@ cost +160 MB more than a 2048-px one). Every input it feeds is far smaller (LLaV
 are padded exactly as before."""
 
 
+def shrink_long_side(image: Image.Image, max_side: int = MAX_PAD_SIDE_PX) -> Image.Image:
+    """``image`` itself when max(W, H) <= ``max_side``, else resized (bicubic, aspect kept, sides >= 1 px) to that
+    long side: for a view a processor pads to a square of the long side at full resolution."""
+    w, h = image.size
+    s = max(w, h)
+    if s <= max_side:
+        return image
+    scale = max_side / s
+    size = (max(1, min(max_side, round(w * scale))), max(1, min(max_side, round(h * scale))))
+    return image.resize(size, Image.Resampling.BICUBIC)
+
+
 def pad_to_square(
     image: Image.Image, fill: tuple[int, int, int] = CLIP_MEAN_RGB, *, max_side: int = MAX_PAD_SIDE_PX
 ) -> Image.Image:
@@ -23,13 +35,9 @@ def pad_to_square(
     ``max_side``, so the square never exceeds ``max_side``^2 px; the grid over the square keeps its proportions
     (offsets then differ from the unshrunk ones by under one original pixel per ``S / max_side``).
     """
+    image = shrink_long_side(image, max_side)
     w, h = image.size
     s = max(w, h)
-    if s > max_side:
-        scale = max_side / s
-        w, h = (max(1, min(max_side, round(w * scale))), max(1, min(max_side, round(h * scale))))
-        image = image.resize((w, h), Image.Resampling.BICUBIC)
-        s = max_side
     if w == h:
         return image
     canvas = Image.new("RGB", (s, s), fill)
