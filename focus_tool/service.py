@@ -51,7 +51,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from focus_tool.errors import FocusError, InputRejected, quote_text
+from focus_tool.errors import ConfigError, FocusError, InputRejected, quote_text
 from focus_tool.fetch import DownloadPool, fetch_image_bytes
 from focus_tool.grid import PatchGrid
 from focus_tool.inputs import PATH_QUOTE_CHARS, InputPolicy, check_image_header, check_text, decode_image_bytes
@@ -480,8 +480,10 @@ class InferenceGate:
     """One inference at a time; at most ``max_waiting`` callers queue, each for at most ``timeout_s`` seconds."""
 
     def __init__(self, *, max_waiting: int = 16, timeout_s: float = 120.0) -> None:
-        if max_waiting < 0 or timeout_s <= 0:
-            raise ValueError(f"need max_waiting >= 0 and timeout_s > 0, got {max_waiting}, {timeout_s}")
+        if max_waiting < 0:
+            raise ConfigError(f"the queue length must be >= 0, got {max_waiting}; pass 0 to refuse while busy")
+        if not 0 < timeout_s <= threading.TIMEOUT_MAX:  # also refuses nan and inf (a lock cannot wait that long)
+            raise ConfigError(f"the queue timeout must be a finite number of seconds > 0, got {timeout_s}; e.g. 120")
         self.max_waiting = max_waiting
         self.timeout_s = timeout_s
         self._run = threading.Lock()

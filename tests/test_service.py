@@ -407,3 +407,20 @@ def test_images_are_decoded_only_inside_the_queue_slot(root: Path, policy: Agent
     for t in threads:
         t.join(5)
     assert len(decoded) == 3
+
+
+@pytest.mark.parametrize(
+    ("kw", "fragment"),
+    [
+        ({"max_waiting": -1}, "queue length must be >= 0"),
+        ({"timeout_s": 0}, "finite number of seconds > 0"),
+        ({"timeout_s": float("nan")}, "finite number of seconds > 0"),
+        ({"timeout_s": float("inf")}, "finite number of seconds > 0"),
+    ],
+)
+def test_gate_settings_are_refused_at_construction(kw: dict[str, float], fragment: str) -> None:
+    from focus_tool.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=fragment) as info:
+        InferenceGate(**kw)  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
