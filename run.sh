@@ -3,23 +3,35 @@
 #   ./run.sh demo [ARGS]   the main job: `focus demo` on the embedded model
 #   ./run.sh test          ruff + mypy + the pytest suite (what CI runs)
 #   ./run.sh focus ARGS    any `focus` command, e.g. ./run.sh focus zoom img.png -q "..."
+# Set-up messages and pip's own progress go to stderr (stdout stays the command's), one "run.sh: ..." line per step.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 VENV=${FOCUS_VENV:-.venv}
+step="start"
+say() { step=$1; echo "run.sh: $1" >&2; }
+trap 'rc=$?; [ $rc -eq 0 ] || echo "run.sh: failed while ${step} (exit $rc); fix the error above and rerun (what is installed is kept)" >&2' EXIT
 if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV with $("$PY" --version 2>&1)"
   "$PY" -m venv "$VENV"
 fi
 stamp="$VENV/.focus-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  # torch: keep a torch the user installed (e.g. a CUDA build); otherwise the CPU wheel this project is tested on.
+  say "upgrading pip"
+  "$VENV/bin/python" -m pip install --upgrade pip >&2
+  # torch: keep a torch the user installed (e.g. a CUDA build); otherwise the build this project is tested on.
   if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+    say "installing torch 2.13.0 (CPU build ~200 MB where pip finds one; PyPI's Linux wheel is a CUDA build of several GB)"
+    "$VENV/bin/python" -m pip install "torch==2.13.0" >&2
+  else
+    say "keeping torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
   fi
-  "$VENV/bin/python" -m pip install -q -e ".[dev,langchain,mcp,eval]"
+  say "installing focus-tool and its extras (dev, langchain, mcp, eval)"
+  "$VENV/bin/python" -m pip install -e ".[dev,langchain,mcp,eval]" >&2
   touch "$stamp"
+  say "installed: $("$VENV/bin/focus" --version)"
 fi
+trap - EXIT
 export HF_HUB_OFFLINE=1
 cmd=${1:-demo}
 shift || true

@@ -36,6 +36,16 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
+def _version() -> str:
+    """The installed package version (``importlib.metadata``), or a note when running from an uninstalled tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("focus-tool")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the embedded demo model)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps", "auto"], help="where to run the model")
@@ -102,7 +112,7 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     result = pipe.zoom(image, question=args.question, target=args.target, options=options)
     if args.overlay is not None:
         args.overlay.parent.mkdir(parents=True, exist_ok=True)
-        overlay(image, result).save(args.overlay)
+        overlay(image, result, style=args.overlay_style).save(args.overlay)
     if args.json:
         _out(result.model_dump_json(indent=1))
         return 0
@@ -147,7 +157,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """focus demo: one synthetic fine-grained image, vanilla vs FOCUS."""
     from focus_tool.demo import run_demo
 
-    return run_demo(seed=args.seed, out_dir=args.out, model=args.model, write=_out, tally=args.tally)
+    return run_demo(
+        seed=args.seed,
+        out_dir=args.out,
+        model=args.model,
+        write=_out,
+        tally=args.tally,
+        overlay_style=args.overlay_style,
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -166,6 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "--threads",
         str(args.threads),
     ]
+    if args.quiet:
+        rest.append("--no-progress")
     return train_main(rest)
 
 
@@ -189,7 +208,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             vicrop_variant=args.vicrop_variant,
             vicrop_high=args.vicrop_high,
             command=" ".join(["focus", *sys.argv[1:]]),
-            progress=not args.no_progress,
+            progress=not (args.no_progress or args.quiet),
         )
     )
     if report is not None:
@@ -221,7 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and tracebacks to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="log progress and tracebacks to stderr")
+    noise.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no log lines below ERROR (results and errors are still printed); "
+        "goes before the command: focus -q eval ... (after `zoom`, -q is --question)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     z = sub.add_parser(
@@ -240,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the result as JSON (schema: focus_tool.result.FocusResult)"
     )
     z.add_argument("--overlay", type=Path, help="write a PNG with the relevance map and the ranked boxes")
+    z.add_argument(
+        "--overlay-style",
+        choices=["heat", "outline"],
+        default="heat",
+        help="heat: the relevance map blended under the boxes (default); outline: the boxes alone on the image",
+    )
     z.add_argument(
         "--force", action="store_true", help="let --overlay replace an existing file (never the input image)"
     )
@@ -263,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="which demo image (default 0)")
     d.add_argument("--out", type=Path, default=Path("focus-demo"), help="folder for the image and overlay")
     d.add_argument("--model", default=None, help="checkpoint folder (default: the embedded model)")
+    d.add_argument(
+        "--overlay-style",
+        choices=["heat", "outline"],
+        default="heat",
+        help="heat: the relevance map under the boxes (default); outline: the boxes alone",
+    )
     d.add_argument(
         "--tally",
         type=int,
@@ -334,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``focus``; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet = getattr(args, "quiet", False)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if args.verbose else logging.ERROR if quiet else logging.WARNING,
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )

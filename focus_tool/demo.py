@@ -9,9 +9,18 @@ import numpy as np
 from PIL import Image
 
 from focus_tool.data import synthetic as syn
+from focus_tool.render import OverlayStyle
 
 
-def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[str], None], tally: int = 0) -> int:
+def run_demo(
+    *,
+    seed: int,
+    out_dir: Path,
+    model: str | None,
+    write: Callable[[str], None],
+    tally: int = 0,
+    overlay_style: OverlayStyle = "heat",
+) -> int:
     """Generate the demo image for ``seed``, run vanilla and FOCUS, print both, write image + overlay PNGs.
 
     ``tally`` > 0 also answers the demo images ``seed + 1 .. seed + tally`` (no output files) and prints how often
@@ -44,7 +53,7 @@ def run_demo(*, seed: int, out_dir: Path, model: str | None, write: Callable[[st
     vanilla = pipe.vanilla(image, question=q.text, options=options)
     focus = pipe.zoom(image, question=q.text, options=options)
     ov_path = out_dir / f"{item.item_id}_overlay.png"
-    overlay(image, focus).save(ov_path)
+    overlay(image, focus, style=overlay_style).save(ov_path)
     gt = [int(v) for v in q.target_boxes_xyxy[0]]
     write(f"model:    {adapter.model_id}")
     write(
