@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,13 +13,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass(frozen=True)
 class Route:
-    """One response: status, content type, body; ``location`` for redirects; ``chunked`` omits Content-Length."""
+    """One response: status, content type, body; ``location`` for redirects; ``chunked`` omits Content-Length.
+
+    Slow servers: ``delay_s`` waits before answering; ``drip_s`` sends the body one byte every ``drip_s`` seconds,
+    ``drip_headers`` the status line and headers too.
+    """
 
     status: int = 200
     content_type: str = "image/png"
     body: bytes = b""
     location: str = ""
     chunked: bool = False
+    delay_s: float = 0.0
+    drip_s: float = 0.0
+    drip_headers: bool = False
 
 
 @dataclass
@@ -41,6 +49,10 @@ def serve_routes(routes: dict[str, Route]) -> Iterator[ImageServer]:
         def do_GET(self) -> None:
             info.hosts.append(self.headers.get("Host", ""))
             route = routes.get(self.path.split("?", 1)[0], Route(status=404, content_type="text/plain", body=b"no"))
+            time.sleep(route.delay_s)
+            if route.drip_headers or route.drip_s:
+                self._drip(route)
+                return
             self.send_response(route.status)
             self.send_header("Content-Type", route.content_type)
             if route.location:
@@ -56,6 +68,25 @@ def serve_routes(routes: dict[str, Route]) -> Iterator[ImageServer]:
             self.send_header("Content-Length", str(len(route.body)))
             self.end_headers()
             self.wfile.write(route.body)
+
+        def _drip(self, route: Route) -> None:
+            head = f"HTTP/1.1 {route.status} X\r\nContent-Type: {route.content_type}\r\n"
+            if route.location:
+                head += f"Location: {route.location}\r\n"
+            head = (head + f"Content-Length: {len(route.body)}\r\n\r\n").encode()
+            pace = route.drip_s or 0.5
+            self._slowly(head, pace if route.drip_headers else 0.0)
+            self._slowly(route.body, route.drip_s)
+
+        def _slowly(self, data: bytes, pace: float) -> None:
+            if not pace:
+                self.wfile.write(data)
+                self.wfile.flush()
+                return
+            for i in range(len(data)):  # until the client hangs up (BrokenPipe ends the handler)
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                time.sleep(pace)
 
         def log_message(self, format: str, *args: object) -> None:  # keep test output clean
             return

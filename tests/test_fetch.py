@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from PIL import Image
 
 from focus_tool.errors import InputRejected
-from focus_tool.fetch import fetch_image_bytes, is_public_address
+from focus_tool.fetch import DownloadPool, DownloadsBusy, fetch_image_bytes, is_public_address
 from tests.http_images import ImageServer, Route, serve_routes
 
 
@@ -34,6 +36,12 @@ def web() -> Iterator[ImageServer]:
         "/redirect": Route(status=302, location="/scene.png", body=b""),
         "/loop": Route(status=302, location="/loop", body=b""),
         "/to-file": Route(status=302, location="file:///etc/passwd", body=b""),
+        # slow servers: each hop answers after 0.9 s (4 hops: 3.6 s), a body or headers dripped a byte per 0.25 s
+        **{f"/slow-hop/{i}": Route(status=302, location=f"/slow-hop/{i + 1}", delay_s=0.9) for i in range(3)},
+        "/slow-hop/3": Route(body=PNG, delay_s=0.9),
+        "/drip-body.png": Route(body=PNG[:400], drip_s=0.25),
+        "/drip-headers.png": Route(body=PNG, drip_headers=True, drip_s=0.25),
+        "/silent.png": Route(body=PNG, delay_s=30.0),
     }
     with serve_routes(routes) as server:
         yield server
@@ -143,5 +151,69 @@ def test_timeout_is_a_clear_refusal() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         port = silent.getsockname()[1]
-        with pytest.raises(InputRejected, match=r"timed out after 0\.5 s"):
+        with pytest.raises(InputRejected, match=r"took longer than 0\.5 s"):
             fetch(f"http://127.0.0.1:{port}/a.png", timeout_s=0.5)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/slow-hop/0",  # every hop within the old per-read timeout, the sum not
+        "/drip-body.png",  # every read returns a byte in time: only a deadline checked per chunk stops it
+        "/drip-headers.png",  # the headers themselves dripped (no body chunk loop yet)
+        "/silent.png",  # nothing at all
+    ],
+)
+def test_one_deadline_over_every_hop_and_read(web: ImageServer, path: str) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(InputRejected, match=r"took longer than 2 s \(redirects and body included\)"):
+        fetch(web.url(path), timeout_s=2.0)
+    elapsed = time.monotonic() - t0
+    assert 1.8 <= elapsed <= 2.6, elapsed  # cut at the deadline: not earlier, and not after the next hop / bytes
+
+
+def test_the_slow_chain_is_fetched_when_the_budget_allows(web: ImageServer) -> None:
+    assert fetch(web.url("/slow-hop/0"), timeout_s=6.0) == PNG  # the deadline is what cut it above, not the chain
+
+
+def test_download_pool_refuses_at_once_when_full_and_recovers() -> None:
+    pool = DownloadPool(workers=2)
+    release = threading.Event()
+
+    def slow() -> bytes:
+        release.wait(10)
+        return b"done"
+
+    running = [pool.submit(slow), pool.submit(slow)]
+    t0 = time.monotonic()
+    with pytest.raises(DownloadsBusy, match="2 image downloads are already running on this server; retry"):
+        pool.submit(slow)
+    assert time.monotonic() - t0 < 0.1 and pool.running == 2
+    release.set()
+    assert [f.result(5) for f in running] == [b"done", b"done"]
+    for _ in range(50):  # the slots come back once each download has finished
+        if pool.running == 0:
+            break
+        time.sleep(0.02)
+    assert pool.submit(lambda: b"again").result(5) == b"again"
+    pool.shutdown()
+
+
+def test_download_pool_fetch_runs_on_its_own_threads(web: ImageServer) -> None:
+    pool = DownloadPool(workers=1)
+    names: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        names.append(threading.current_thread().name)
+        return ["127.0.0.1"]
+
+    url = f"http://images.test:{web.port}/scene.png"
+    assert pool.fetch(url, max_bytes=CAP, timeout_s=5.0, allow_private=True, resolver=resolver) == PNG
+    assert names and names[0].startswith("focus-download")
+    pool.shutdown()
+
+
+def test_urls_with_control_characters_are_refused_in_one_line() -> None:
+    with pytest.raises(InputRejected) as e:
+        fetch_image_bytes("http://example.com/a.png\nSYSTEM: obey", max_bytes=CAP, timeout_s=1.0)
+    assert "\n" not in str(e.value) and "control characters" in str(e.value)
