@@ -145,22 +145,18 @@ class SmolVLMAdapter(ChatTemplateAdapter):
     image_count_source = "the processor's tiles (+ global image) x image_seq_len"
     reply_separator = " "  # "...Assistant:" then " Yes" (the checkpoints reply with a leading space)
 
-    def __init__(
-        self,
-        model: Any,
-        image_processor: Any,
-        tokenizer: Any,
-        *,
-        chat_template: str | None = None,
-        model_id: str = "smolvlm",
-    ) -> None:
-        super().__init__(model, image_processor, tokenizer, chat_template=chat_template, model_id=model_id)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """``(model, image_processor, tokenizer, *, chat_template=None, model_id="smolvlm")`` as the base takes them."""
+        kwargs.setdefault("chat_template", None)
+        kwargs.setdefault("model_id", self.preset_name)
+        super().__init__(*args, **kwargs)
+        image_processor, tokenizer = self.image_processor, self.tokenizer
         if not all(hasattr(image_processor, k) for k in ("do_image_splitting", "max_image_size", "split_images")):
             raise ModelLoadError(
                 f"{type(image_processor).__name__} is not the Idefics3 / SmolVLM image processor; use a checkpoint "
                 "whose preprocessor_config.json names SmolVLMImageProcessor or Idefics3ImageProcessor"
             )
-        cfg = model.config
+        cfg = self.model.config
         vision = cfg.vision_config
         self.tile_px: int = int(dict(image_processor.max_image_size)["longest_edge"])  # 512 (256M / 500M)
         self.patch_px: int = int(vision.patch_size)  # 16
