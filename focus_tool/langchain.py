@@ -4,7 +4,9 @@ The tool formats and never computes: the service opens the image under the agent
 cuts the crops. Content is a text block (compact JSON, enough without images) plus one base64 JPEG image block per
 top crop; the artifact is the :class:`~focus_tool.service.AgentResult` object (a ``FocusResult`` with session
 info).
-Expected failures (``FocusError``) become ``ToolException`` so the model sees a fixable message. Async calls emit
+Expected failures (``FocusError``) and arguments that fail the schema (a wrong type, an unknown name) become a
+``ToolException`` with one line that says what to fix (:func:`focus_tool.arguments.argument_error`: caller text
+quoted and truncated), so the model sees a fixable message and the next call is served. Async calls emit
 ``focus_progress`` custom events (``{"stage": ..., "fraction": ...}``): ``running FOCUS``, then each pipeline step
 (``targets``, ``search <target>``, ``answer`` or ``regions``, ``done``). URL inputs follow the service's
 :class:`~focus_tool.service.AgentPolicy` (``allow_urls``, off by default).
@@ -24,8 +26,9 @@ from langchain_core.callbacks.manager import adispatch_custom_event
 from langchain_core.messages.content import create_image_block, create_text_block
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.tools import BaseTool, ToolException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from focus_tool.arguments import argument_error
 from focus_tool.errors import FocusError
 from focus_tool.service import AgentResult, FocusService, ProgressFn, summary_json
 
@@ -80,6 +83,13 @@ class FocusZoomTool(BaseTool):
     """The engine: policy, session cache and queue around one FocusPipeline."""
     return_images: bool = True
     """Add one JPEG image block per top crop (text alone is always sufficient)."""
+
+    def _parse_input(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> str | dict[str, Any]:
+        """Validate the arguments; a failure is one-line ``ToolException`` (not pydantic's multi-line dump)."""
+        try:
+            return super()._parse_input(tool_input, tool_call_id)
+        except ValidationError as e:
+            raise ToolException(argument_error(e, ZoomInput.model_fields, tool=self.name)) from None
 
     def _run(
         self,

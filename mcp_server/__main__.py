@@ -26,7 +26,7 @@ def run(settings: ServerSettings) -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    from mcp_server.server import create_server
+    from mcp_server.server import create_server, transport_security
 
     server = create_server(settings)
     roots = ", ".join(str(r) for r in settings.policy().allowed_roots) or "(none: base64 only)"
@@ -34,13 +34,17 @@ def run(settings: ServerSettings) -> None:
         logger.info("focus-mcp on stdio; allowed roots: %s", roots)
         server.run("stdio")
         return
-    logger.info("focus-mcp on http://%s:%d%s; allowed roots: %s", settings.host, settings.port, settings.path, roots)
+    hosts, _ = settings.http_allow_lists()
+    shown = f"[{settings.bind_host}]" if ":" in settings.bind_host else settings.bind_host
+    logger.info("focus-mcp on http://%s:%d%s; allowed roots: %s", shown, settings.port, settings.path, roots)
+    logger.info("HTTP Host / Origin headers accepted: %s (others get 421 / 403)", ", ".join(hosts))
     server.run(
         "streamable-http",
-        host=settings.host,
+        host=settings.bind_host,
         port=settings.port,
         streamable_http_path=settings.path,
         max_request_body_size=settings.max_request_body_size,
+        transport_security=transport_security(settings),
     )
 
 

@@ -9,6 +9,11 @@ Progress: ``loading model (N s)`` while the weights load, ``running FOCUS``, the
 (``targets``, ``search <target>``, ``answer`` or ``regions``, ``done``) with a ``<step> (N s)`` heartbeat every second
 in between. The pipeline runs in a worker thread; its step callback hands each step to the event loop through a
 memory stream (``anyio.from_thread.run_sync``), and a task on the loop sends the notifications in order.
+
+Arguments that fail the tools' schema (a wrong JSON type, a value out of range) are one ``is_error`` line naming the
+argument (:func:`focus_tool.arguments.argument_error`), not pydantic's dump. Over HTTP, :func:`transport_security`
+gives the SDK explicit Host / Origin allow-lists for the bound address (DNS-rebinding protection for every loopback
+bind, not only the three spellings the SDK recognises by itself).
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ import anyio.from_thread
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
-from pydantic import Field
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import CallToolResult, ContentBlock, ImageContent, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
 
 from focus_tool import __version__
+from focus_tool.arguments import argument_error
 from focus_tool.errors import FocusError
 from focus_tool.service import AgentResult, FocusService, InferenceGate, Zoomable, ZoomOutcome, summary_json
 from mcp_server.settings import ServerSettings
@@ -70,6 +78,8 @@ RegionId = Annotated[
     Field(description="Id of a region from an earlier result on the same image (e.g. 'r1') to zoom inside; or empty."),
 ]
 MaxCrops = Annotated[int, Field(ge=1, le=8, description="How many ranked crops to return as images (1-8).")]
+Question = Annotated[str, Field(description="Question about a small detail of the image.")]
+Target = Annotated[str, Field(description="The object to find, e.g. 'red card' or 'street sign'.")]
 
 
 @dataclass
@@ -151,6 +161,35 @@ def _format(outcome: ZoomOutcome, *, structured: bool) -> CallToolResult:
     )
 
 
+_COMMON_ARGS = {"image_path": ImagePath, "image_base64": ImageBase64, "region_id": RegionId, "max_crops": MaxCrops}
+TOOL_ARGUMENTS: dict[str, dict[str, FieldInfo]] = {  # what each tool's arguments must be, for one-line errors
+    tool: {name: FieldInfo.from_annotation(kind) for name, kind in {**first, **_COMMON_ARGS}.items()}
+    for tool, first in (("focus_zoom", {"question": Question}), ("focus_find", {"target": Target}))
+}
+
+
+def transport_security(settings: ServerSettings) -> TransportSecuritySettings:
+    """DNS-rebinding protection with explicit allow-lists for the bound address (see
+    :func:`mcp_server.settings.http_allow_lists`): a foreign ``Host`` gets 421, a foreign ``Origin`` 403."""
+    hosts, origins = settings.http_allow_lists()
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+class FocusMCPServer(MCPServer[ServerState]):
+    """``MCPServer`` whose argument-validation failures are one line (the SDK's text is pydantic's dump)."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[ServerState, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        """Call a tool; a ``ToolError`` caused by invalid arguments is re-raised as one line naming the argument."""
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as e:
+            if isinstance(e, UnexpectedToolError) or not isinstance(e.__cause__, ValidationError):
+                raise
+            raise ToolError(argument_error(e.__cause__, TOOL_ARGUMENTS.get(name, {}), tool=name)) from e.__cause__
+
+
 def create_server(
     settings: ServerSettings, *, pipeline_factory: PipelineFactory = default_pipeline
 ) -> MCPServer[ServerState]:
@@ -186,7 +225,7 @@ def create_server(
             yield state  # the handshake completes at once
             tasks.cancel_scope.cancel()
 
-    server: MCPServer[ServerState] = MCPServer(
+    server: MCPServer[ServerState] = FocusMCPServer(
         "focus-tool",
         version=__version__,
         instructions="Zoom into small image details: focus_zoom answers a question, focus_find locates an object. "
@@ -237,7 +276,7 @@ def create_server(
         title="Zoom into an image", description=ZOOM_DESCRIPTION, annotations=annotations, structured_output=structured
     )
     async def focus_zoom(
-        question: Annotated[str, Field(description="Question about a small detail of the image.")],
+        question: Question,
         ctx: Context[ServerState, Any],
         image_path: ImagePath = "",
         image_base64: ImageBase64 = "",
@@ -260,7 +299,7 @@ def create_server(
         structured_output=structured,
     )
     async def focus_find(
-        target: Annotated[str, Field(description="The object to find, e.g. 'red card' or 'street sign'.")],
+        target: Target,
         ctx: Context[ServerState, Any],
         image_path: ImagePath = "",
         image_base64: ImageBase64 = "",

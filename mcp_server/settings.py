@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from focus_tool.errors import ConfigError
+from focus_tool.errors import ConfigError, quote_text
 from focus_tool.service import AgentPolicy
 
 Transport = Literal["stdio", "streamable-http"]
@@ -29,7 +30,8 @@ class ServerSettings:
         model: checkpoint folder or hub id; None = the embedded model.
         device: cpu, cuda, mps or auto.
         transport: stdio (desktop hosts) or streamable-http.
-        host, port, path: where streamable HTTP listens (loopback only: there is no authentication).
+        host, port, path: where streamable HTTP listens (loopback only: there is no authentication); only Host and
+            Origin headers naming the bound address (or ``localhost``) are served (:meth:`http_allow_lists`).
         structured_output: declare an output schema and return structured content (off: text + images only).
         return_images: add one JPEG per top crop to every result.
         reuse_results: answer an identical repeated request from the session cache (off: the model runs every time;
@@ -40,6 +42,8 @@ class ServerSettings:
             ``max_base64_bytes``.
         url_timeout_s: total time budget of one download.
         url_allow_private: also fetch from loopback / private addresses (SSRF risk; intranet or tests only).
+        url_workers: downloads running at once, on their own threads (never the model's); one more is refused
+            as busy.
         max_waiting: calls that may queue behind the running one; more are refused as busy.
         timeout_s: longest wait in the queue before a call is refused as busy.
         log_level: level of the stderr log.
@@ -64,22 +68,44 @@ class ServerSettings:
     allow_urls: bool = False
     url_timeout_s: float = 10.0
     url_allow_private: bool = False
+    url_workers: int = 4
     max_waiting: int = 16
     timeout_s: float = 120.0
     log_level: LogLevel = "INFO"
 
     def __post_init__(self) -> None:
         if self.transport not in ("stdio", "streamable-http"):
-            raise ConfigError(f"transport must be stdio or streamable-http, got {self.transport!r}")
-        if not _is_loopback(self.host):
+            raise ConfigError(f"--transport must be stdio or streamable-http, got {quote_text(self.transport)}")
+        if not isinstance(self.host, str) or not _is_loopback(self.host):
             raise ConfigError(
-                f"refusing to listen on {self.host}: the server has no authentication; bind 127.0.0.1 (or ::1) and "
-                "put an authenticating proxy in front for remote use"
+                f"refusing to listen on {quote_text(self.host)}: the server has no authentication; bind 127.0.0.1 "
+                "(or ::1, or another loopback address) and put an authenticating proxy in front for remote use"
             )
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port must be in 1..65535, got {self.port}")
-        if not self.url_timeout_s > 0:
-            raise ConfigError(f"the URL timeout must be > 0 seconds, got {self.url_timeout_s}")
+        for name, (flag, lo, hi) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ConfigError(f"{flag} must be an integer between {lo:,} and {hi:,}, got {_shown(value)}")
+        for name, (flag, longest) in _SECONDS_RANGES.items():
+            seconds = getattr(self, name)
+            ok = isinstance(seconds, int | float) and not isinstance(seconds, bool) and math.isfinite(seconds)
+            if not (ok and 0 < seconds <= longest):
+                raise ConfigError(
+                    f"{flag} must be a number of seconds above 0 and at most {longest:g}, got {_shown(seconds)}"
+                )
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {quote_text(self.log_level)}")
+
+    @property
+    def bind_host(self) -> str:
+        """The host to bind, normalised: ``localhost`` in lower case, an IP address in its compressed form
+        (``0:0:0:0:0:0:0:1`` and ``[::1]`` -> ``::1``)."""
+        return _normalise_host(self.host)
+
+    def http_allow_lists(self) -> tuple[list[str], list[str]]:
+        """The ``Host`` and ``Origin`` values the HTTP transport accepts: the bound address with its port (IPv6 in
+        brackets, in its compressed spelling and in the spelling given), plus ``localhost``; see
+        :func:`http_allow_lists`."""
+        return http_allow_lists(self.host, self.port)
 
     def policy(self) -> AgentPolicy:
         """The input/output policy of the agent engine."""
@@ -94,6 +120,7 @@ class ServerSettings:
             allow_urls=self.allow_urls,
             url_timeout_s=self.url_timeout_s,
             url_allow_private=self.url_allow_private,
+            url_workers=self.url_workers,
         )
 
     @property
@@ -103,13 +130,78 @@ class ServerSettings:
         return max(4 * 1024 * 1024, encoded + 64 * 1024)
 
 
+_INT_RANGES: dict[str, tuple[str, int, int]] = {  # field -> (flag, lowest, highest)
+    "port": ("--port", 1, 65_535),
+    "max_crops": ("--max-crops", 1, 8),  # the tools' max_crops argument is 1-8
+    "max_base64_bytes": ("--max-base64-bytes", 1, 100_000_000),
+    "max_file_bytes": ("--max-file-bytes", 1, 1_000_000_000),
+    "max_pixels": ("--max-pixels", 1, 200_000_000),  # past ~179 MP Pillow refuses to decode anyway
+    "max_waiting": ("--queue", 0, 10_000),
+    "url_workers": ("--url-workers", 1, 64),
+}
+_SECONDS_RANGES: dict[str, tuple[str, float]] = {  # field -> (flag, highest); every one must be finite and > 0
+    "timeout_s": ("--timeout", 86_400.0),
+    "url_timeout_s": ("--url-timeout (env FOCUS_URL_TIMEOUT)", 600.0),
+}
+
+
+def _shown(value: object) -> str:
+    """A setting's value for an error message: numbers as written, anything else quoted and truncated."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return quote_text(value if isinstance(value, str) else repr(value))
+
+
+def _normalise_host(host: str) -> str:
+    name = host.strip()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name.lower() in _LOOPBACK_NAMES:
+        return name.lower()
+    try:
+        return ipaddress.ip_address(name).compressed
+    except ValueError:
+        return name
+
+
 def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
+    name = _normalise_host(host)
+    if name in _LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def http_allow_lists(host: str, port: int) -> tuple[list[str], list[str]]:
+    """``(allowed Host values, allowed Origin values)`` for a server bound to loopback ``host``:``port``.
+
+    The SDK only switches its DNS-rebinding checks on by itself for the literal hosts ``127.0.0.1``, ``localhost``
+    and ``::1``; for any other spelling or loopback address (``127.0.0.2``, ``0:0:0:0:0:0:0:1``) they were off. So
+    the lists are always given, built from the bound address: every spelling a client may use for it (an IPv6
+    address in brackets, compressed and as given), ``localhost`` (a name no remote DNS answer can take over), each
+    with the port (and also without it on port 80, where clients omit it). Origins are the same names under
+    ``http://``: the server speaks plain HTTP (a TLS proxy in front sends its own Host).
+    """
+    given = host.strip().lower()
+    if given.startswith("[") and given.endswith("]"):
+        given = given[1:-1]
+    bound = _normalise_host(host)
+    names: list[str] = []
+    if bound == "localhost":
+        names += ["localhost", "127.0.0.1", "[::1]"]
+    else:
+        ip = ipaddress.ip_address(bound)
+        if isinstance(ip, ipaddress.IPv6Address):
+            names += [f"[{ip.compressed}]", f"[{given}]", f"[{ip.exploded}]"]
+        else:
+            names.append(ip.compressed)
+        names.append("localhost")
+    names = list(dict.fromkeys(names))
+    hosts = [f"{n}:{port}" for n in names] + (names if port == 80 else [])
+    origins = [f"http://{h}" for h in hosts]
+    return hosts, origins
 
 
 def _env_bool(name: str) -> bool:
@@ -147,7 +239,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default=env("FOCUS_DEVICE", "cpu"), choices=["cpu", "cuda", "mps", "auto"], help="model device"
     )
     parser.add_argument("--transport", default="stdio", choices=["stdio", "streamable-http"], help="MCP transport")
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP host (loopback only)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="HTTP host: a loopback address (127.0.0.1, another 127.x, ::1) or localhost; only Host / Origin headers "
+        "naming it are served",
+    )
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     parser.add_argument(
         "--no-structured-output",
@@ -183,6 +280,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="with --allow-urls, also fetch from loopback/private addresses (SSRF risk: intranet or tests only; "
         "env FOCUS_ALLOW_PRIVATE_URLS=1)",
+    )
+    parser.add_argument(
+        "--url-workers",
+        type=int,
+        default=4,
+        help="URL downloads running at once, on their own threads; one more is refused as busy (default 4)",
     )
     parser.add_argument("--queue", type=int, default=16, help="calls that may wait behind the running one")
     parser.add_argument("--timeout", type=float, default=120.0, help="longest wait in the queue, seconds")
@@ -220,6 +323,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         url_allow_private=(
             args.allow_private_urls if args.allow_private_urls is not None else _env_bool("FOCUS_ALLOW_PRIVATE_URLS")
         ),
+        url_workers=args.url_workers,
         max_waiting=args.queue,
         timeout_s=args.timeout,
         log_level=args.log_level,

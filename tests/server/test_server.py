@@ -131,7 +131,7 @@ async def test_base64_input(server: MCPServer[ServerState], images: Path) -> Non
         ({"image_path": "scene.png"}, "must be an absolute path"),
         ({}, "exactly one of image_path"),
         ({"image_path": "IMG", "region_id": "r42"}, "region_id 'r42' is unknown"),
-        ({"image_path": "IMG", "max_crops": 9}, "less than or equal to 8"),
+        ({"image_path": "IMG", "max_crops": 9}, "max_crops must be an integer between 1 and 8, got 9"),
     ],
 )
 async def test_bad_input_is_a_readable_tool_error(

@@ -81,7 +81,7 @@ def test_url_switches_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch
     [
         ("FOCUS_ALLOW_URLS", "maybe", "FOCUS_ALLOW_URLS must be 1/true/yes/on"),
         ("FOCUS_URL_TIMEOUT", "soon", "FOCUS_URL_TIMEOUT must be a number"),
-        ("FOCUS_URL_TIMEOUT", "-1", "URL timeout must be > 0"),
+        ("FOCUS_URL_TIMEOUT", "-1", "--url-timeout (env FOCUS_URL_TIMEOUT) must be a number of seconds above 0"),
     ],
 )
 def test_bad_url_settings_exit_2(
@@ -90,3 +90,95 @@ def test_bad_url_settings_exit_2(
     monkeypatch.setenv(variable, value)
     assert main(["serve"]) == 2
     assert fragment in capsys.readouterr().err
+
+
+INT = "must be an integer between"
+SECONDS = "must be a number of seconds above 0 and at most"
+BAD_SETTINGS = [  # (flags, the one line must start with this after "error: ")
+    (["--max-crops", "0"], f"--max-crops {INT} 1 and 8, got 0"),
+    (["--max-crops", "9"], f"--max-crops {INT} 1 and 8, got 9"),
+    (["--max-crops", "-1"], f"--max-crops {INT} 1 and 8, got -1"),
+    (["--max-base64-bytes", "0"], f"--max-base64-bytes {INT} 1 and 100,000,000, got 0"),
+    (["--max-file-bytes", "0"], f"--max-file-bytes {INT} 1 and 1,000,000,000, got 0"),
+    (["--max-pixels", "0"], f"--max-pixels {INT} 1 and 200,000,000, got 0"),
+    (["--max-pixels", "-40"], f"--max-pixels {INT} 1 and 200,000,000, got -40"),
+    (["--queue", "-1"], f"--queue {INT} 0 and 10,000, got -1"),
+    (["--url-workers", "0"], f"--url-workers {INT} 1 and 64, got 0"),
+    (["--port", "0"], f"--port {INT} 1 and 65,535, got 0"),
+    (["--port", "70000"], f"--port {INT} 1 and 65,535, got 70000"),
+    (["--timeout", "0"], f"--timeout {SECONDS} 86400, got 0.0"),
+    (["--timeout", "-5"], f"--timeout {SECONDS} 86400, got -5.0"),
+    (["--timeout", "nan"], f"--timeout {SECONDS} 86400, got nan"),
+    (["--timeout", "inf"], f"--timeout {SECONDS} 86400, got inf"),
+    (["--url-timeout", "0"], f"--url-timeout (env FOCUS_URL_TIMEOUT) {SECONDS} 600, got 0.0"),
+    (["--url-timeout", "nan"], f"--url-timeout (env FOCUS_URL_TIMEOUT) {SECONDS} 600, got nan"),
+    (["--url-timeout", "inf"], f"--url-timeout (env FOCUS_URL_TIMEOUT) {SECONDS} 600, got inf"),
+    (["--host", "0.0.0.0"], "refusing to listen on '0.0.0.0': the server has no authentication"),
+    (["--host", "192.168.1.10"], "refusing to listen on '192.168.1.10'"),
+    (["--host", "example.com"], "refusing to listen on 'example.com'"),
+    (["--host", "::"], "refusing to listen on '::'"),
+]
+
+
+@pytest.mark.parametrize(("flags", "line"), BAD_SETTINGS, ids=[" ".join(f) for f, _ in BAD_SETTINGS])
+@pytest.mark.parametrize("entry", ["focus serve", "focus-mcp"])
+def test_bad_setting_is_one_line_and_exit_2_at_start(
+    entry: str, flags: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mcp_server.__main__ import main as mcp_main
+
+    code = main(["serve", *flags]) if entry == "focus serve" else mcp_main(flags)
+    err = capsys.readouterr().err
+    prefix = "focus: error: " if entry == "focus serve" else "focus-mcp: error: "
+    assert code == 2
+    assert err.startswith(prefix + line) and err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--max-crops", "1"],
+        ["--max-crops", "8"],
+        ["--queue", "0"],
+        ["--timeout", "0.5"],
+        ["--url-timeout", "600"],
+        ["--url-workers", "64"],
+        ["--host", "127.0.0.2"],
+        ["--host", "0:0:0:0:0:0:0:1"],
+        ["--host", "[::1]"],
+        ["--host", "LOCALHOST"],
+    ],
+)
+def test_the_range_ends_are_accepted(flags: list[str]) -> None:
+    settings = settings_from_args(build_parser().parse_args(["serve", *flags]))
+    assert settings.policy().max_crops >= 1
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "hosts"),
+    [
+        ("127.0.0.1", 8000, ["127.0.0.1:8000", "localhost:8000"]),
+        ("127.0.0.2", 8123, ["127.0.0.2:8123", "localhost:8123"]),
+        ("localhost", 8000, ["localhost:8000", "127.0.0.1:8000", "[::1]:8000"]),
+        ("::1", 9000, ["[::1]:9000", "[0000:0000:0000:0000:0000:0000:0000:0001]:9000", "localhost:9000"]),
+        (
+            "0:0:0:0:0:0:0:1",
+            9000,
+            [
+                "[::1]:9000",
+                "[0:0:0:0:0:0:0:1]:9000",
+                "[0000:0000:0000:0000:0000:0000:0000:0001]:9000",
+                "localhost:9000",
+            ],
+        ),
+        ("127.0.0.3", 80, ["127.0.0.3:80", "localhost:80", "127.0.0.3", "localhost"]),
+    ],
+)
+def test_host_and_origin_allow_lists_name_the_bound_address(host: str, port: int, hosts: list[str]) -> None:
+    settings = ServerSettings(host=host, port=port)
+    allowed_hosts, allowed_origins = settings.http_allow_lists()
+    assert allowed_hosts == hosts
+    assert allowed_origins == [f"http://{h}" for h in hosts]
+    assert not any("*" in h for h in allowed_hosts)  # no wildcard port: only the bound one
+    assert settings.bind_host == ("::1" if ":" in host else host.lower())
