@@ -357,11 +357,27 @@ def test_a_processor_at_another_tile_size_is_refused() -> None:
         SmolVLMAdapter(model, ip, tok)
 
 
-def test_more_tiles_than_row_col_tokens_is_refused() -> None:
-    model, ip, tok = tiny_smolvlm(seed=0)
-    ip.size = {"longest_edge": 7 * SMOL_TILE_PX}
-    with pytest.raises(ModelLoadError, match=r"up to 7 tiles a side .* at most 384"):
-        SmolVLMAdapter(model, ip, tok)
+@pytest.mark.parametrize("wh", [(300, 100), (120, 80)])
+def test_row_col_and_global_tags_as_plain_text(wh: tuple[int, int]) -> None:
+    """SmolVLM-Instruct's tokenizer has no <row_r_col_c> / <global-img> specials: the tags become text tokens (as in
+    the stock processor), the <image> runs and the map are unchanged."""
+    from transformers import Idefics3Processor
+
+    a = Idefics3Adapter(*tiny_smolvlm(seed=0, flavor="idefics3", layout_specials=False))
+    assert a.tokenizer.convert_tokens_to_ids("<global-img>") == a.tokenizer.unk_token_id
+    proc = Idefics3Processor(image_processor=a.image_processor, tokenizer=a.tokenizer, image_seq_len=16)
+    image = noise_image(15, wh)
+    prompt = a.chat_text(PROMPT)
+    ours, _ = a._encode([image], [prompt])
+    assert torch.equal(ours["input_ids"], proc(text=[prompt], images=[[image]], return_tensors="pt")["input_ids"])
+    pre = a.prefill(image, PROMPT, TARGET)
+    image_pos = torch.nonzero(pre.input_ids == a.image_token_id).flatten()
+    runs = image_pos.view(len(a.views(wh)), SMOL_TOKENS_PER_TILE)
+    assert (runs[:, -1] - runs[:, 0] == SMOL_TOKENS_PER_TILE - 1).all()
+    before_global = a.tokenizer.decode(pre.input_ids[runs[-1][0] - 12 : runs[-1][0]])
+    assert before_global.endswith("<fake_token_around_image><global-img>")  # the tag as several text tokens
+    assert a.tokenizer.convert_ids_to_tokens(int(pre.input_ids[runs[-1][0] - 1])) != "<global-img>"
+    assert set(pre.visual_positions) == set(image_pos.tolist()) - set(runs[-1].tolist())
 
 
 def test_an_image_processor_without_splitting_is_refused() -> None:

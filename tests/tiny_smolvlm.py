@@ -44,9 +44,11 @@ SMOL_TOKENS_PER_TILE = (SMOL_TILE_PX // SMOL_PATCH_PX // SMOL_SCALE) ** 2
 SMOL_LONGEST_EDGE = 4 * SMOL_TILE_PX  # real: size.longest_edge 2048 = 4 x 512
 
 
-def smollm2_style_tokenizer(vocab_size: int = 400):
+def smollm2_style_tokenizer(vocab_size: int = 400, *, layout_specials: bool = True):
     """A small byte-level BPE with SmolLM2's pre-tokenizer (single digits, then GPT-2 byte-level with its regex),
-    its specials and SmolVLM's added tokens (trained offline on the tests' corpus)."""
+    its specials and SmolVLM's added tokens (trained offline on the tests' corpus). ``layout_specials=False``: only
+    ``<fake_token_around_image>``, ``<image>``, ``<end_of_utterance>`` are added, as in SmolVLM-Instruct's
+    tokenizer (its row / column / global tags are plain text)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -73,9 +75,10 @@ def smollm2_style_tokenizer(vocab_size: int = 400):
         eos_token="<end_of_utterance>",
         pad_token="<|im_end|>",
         unk_token="<|endoftext|>",
-        extra_special_tokens=SMOLVLM_EXTRA_TOKENS,
+        extra_special_tokens=SMOLVLM_EXTRA_TOKENS if layout_specials else {},
     )
-    fast.add_special_tokens({"additional_special_tokens": SMOLVLM_ADDED})
+    added = SMOLVLM_ADDED if layout_specials else ["<fake_token_around_image>", "<image>", "<end_of_utterance>"]
+    fast.add_special_tokens({"additional_special_tokens": added})
     return fast
 
 
@@ -85,6 +88,7 @@ def tiny_smolvlm(
     flavor: Flavor = "smolvlm",
     tile_px: int = SMOL_TILE_PX,
     patch_px: int = SMOL_PATCH_PX,
+    layout_specials: bool = True,
 ):
     """(model, image_processor, tokenizer) shaped like SmolVLM(2)-256M, widths and depths scaled down.
 
@@ -103,7 +107,7 @@ def tiny_smolvlm(
     from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
     torch.manual_seed(seed)
-    tok = smollm2_style_tokenizer()
+    tok = smollm2_style_tokenizer(layout_specials=layout_specials)
     tok.chat_template = SMOLVLM_CHAT_TEMPLATE
     ip_class = SmolVLMImageProcessorPil if flavor == "smolvlm" else Idefics3ImageProcessorPil
     image_processor = ip_class(
@@ -114,7 +118,7 @@ def tiny_smolvlm(
         image_std=[0.5, 0.5, 0.5],
         resample=1,
     )
-    ids = {s: tok.convert_tokens_to_ids(s) for s in [*SMOLLM2_SPECIALS, *SMOLVLM_ADDED]}
+    ids = {s: tok.convert_tokens_to_ids(s) for s in [*SMOLLM2_SPECIALS, "<image>", "<end_of_utterance>"]}
     vision = {
         "hidden_size": 32,
         "intermediate_size": 64,

@@ -38,8 +38,9 @@ Every view is a :class:`~focus_tool.grid.PatchGrid` (:meth:`SmolVLMAdapter.views
 stitched together, (R side) x (C side) cells over the whole image (``PatchGrid.stretched``); the global image's
 tokens are not map cells (like OneVision's base view, paper Sec. 3.2) but stay in the similarity row sums, and the
 ``<fake_token_around_image>``, ``<row_r_col_c>``, ``<global-img>`` and line-break tokens are not image tokens at all
-(the map is read at the ``<image>`` positions only). :meth:`SmolVLMAdapter.token_boxes` gives every ``<image>``
-token's pixel box, global image included.
+(the map is read at the ``<image>`` positions only; SmolVLM-Instruct's tokenizer has no row / column / global
+specials, so there those tags are plain text tokens, as the stock processor writes them).
+:meth:`SmolVLMAdapter.token_boxes` gives every ``<image>`` token's pixel box, global image included.
 
 Cached values: the LM is Llama-architecture (1-D RoPE on queries and keys only, GQA: 9 query / 3 KV heads on the
 256M), so the cached value of an image token is ``v_proj(input_layernorm(h))`` of its layer input, per KV head, with
@@ -74,7 +75,6 @@ from focus_tool.grid import PatchGrid
 
 _FALLBACK_OPEN, _FALLBACK_CLOSE = "<|im_start|>User", "<end_of_utterance>\nAssistant:"  # the hub template's layout
 _MAX_IMAGE_SIZE = 4096  # the processor's absolute cap on the resized long side [hf: MAX_IMAGE_SIZE]
-_MAX_GRID_SIDE = 6  # the tokenizers carry <row_r_col_c> for r, c in 1..6 [hf: Idefics3Processor.row_col_ids]
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class SmolVLMAdapter(ChatTemplateAdapter):
         self._check_consistency(int(vision.image_size))
 
     def _check_consistency(self, vision_px: int) -> None:
-        """Tiles at the tower's resolution, whole pixel-shuffle blocks, and every layout token in the vocabulary."""
+        """Tiles at the tower's resolution, whole pixel-shuffle blocks, ``<image>`` and the fake token in the vocab."""
         if self.tile_px != vision_px:
             raise ModelLoadError(
                 f"the image processor cuts {self.tile_px}-px tiles but the vision tower takes {vision_px} px; use the "
@@ -187,18 +187,10 @@ class SmolVLMAdapter(ChatTemplateAdapter):
         seq = int(getattr(self.model.model, "image_seq_len", self.side**2))
         if seq != self.side**2:
             raise ModelLoadError(f"the model packs {seq} tokens per tile, the processor settings give {self.side**2}")
-        most = math.ceil(min(self.longest_edge or self.tile_px, _MAX_IMAGE_SIZE) / self.tile_px) if self.split else 1
-        if most > _MAX_GRID_SIDE:
-            raise ModelLoadError(
-                f"size.longest_edge {self.longest_edge} gives up to {most} tiles a side but the tokenizer has "
-                f"<row_r_col_c> tokens up to {_MAX_GRID_SIDE}; set it to at most {_MAX_GRID_SIDE * self.tile_px}"
-            )
         unk = getattr(self.tokenizer, "unk_token_id", None)
-        needed = [self.fake_token, self.global_token, self.image_token]
-        needed += [f"<row_{r}_col_{c}>" for r in range(1, most + 1) for c in range(1, most + 1)] if most > 1 else []
-        for token in needed:
+        for token in (self.image_token, self.fake_token):  # the row / column / global tags may be plain text
             tid = self.tokenizer.convert_tokens_to_ids(token)
-            if tid is None or (tid == unk and token != self.tokenizer.unk_token):
+            if tid is None or tid == unk:
                 raise ModelLoadError(f"the tokenizer has no {token!r} token; use the checkpoint's own tokenizer")
 
     # ------------------------------------------------------------------ geometry
