@@ -54,7 +54,10 @@ positions follow from the cache length, and it needs no pixel inputs.
 Answer step (spec Sec. 7, ``answer_mode = "multi"``): the template renders content items in order with nothing
 between them, so the adapter puts a line break after a text line that an image or another line follows. Each image
 of a several-image turn is split on its own, as the stock processor does; ``pixel_values`` holds one row of tiles
-per image (zero-padded tiles, which the model drops, fill the shorter rows), in the order of the turn.
+per image (zero-padded tiles, which the model drops, fill the shorter rows), in the order of the turn. (The stock
+processor puts a turn's images in one row; the model flattens both to the same tile sequence, and a row per image
+keeps the forward counter's image count right.) The template ends with ``Assistant:`` and the checkpoints reply
+with a leading space, so the Yes / No ids are those of `` Yes`` / `` No`` (``reply_separator``).
 """
 
 from __future__ import annotations
