@@ -109,14 +109,15 @@ def _pinned_target(url: str, *, allow_private: bool, resolver: Resolver) -> tupl
         try:
             addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolver(host, port)]
         except (OSError, UnicodeError, ValueError):
-            raise InputRejected(f"cannot resolve the host {host!r} of {_short(url)}; check the URL") from None
+            raise InputRejected(f"cannot resolve the host {quote_text(host)} of {_short(url)}; check the URL") from None
         if not addresses:
-            raise InputRejected(f"the host {host!r} has no address; check the URL")
+            raise InputRejected(f"the host {quote_text(host)} has no address; check the URL")
     if not allow_private:
         blocked = [str(a) for a in addresses if not is_public_address(a)]
         if blocked:
             raise InputRejected(
-                f"{host} resolves to a non-public address ({blocked[0]}); this server fetches public URLs only"
+                f"{quote_text(host)} resolves to a non-public address ({blocked[0]}); this server fetches public URLs "
+                "only"
             )
     ip = addresses[0]
     ip_text = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)

@@ -325,7 +325,8 @@ def create_server(
             "max_pixels": policy.max_pixels,
             "urls": (
                 f"allowed as image_path: http(s) only, {'any' if policy.url_allow_private else 'public'} addresses, "
-                f"at most {policy.max_base64_bytes:,} bytes, {policy.url_timeout_s:g} s"
+                f"at most {policy.max_base64_bytes:,} bytes, {policy.url_timeout_s:g} s in all (redirects included), "
+                f"{policy.url_workers} downloads at once"
                 if policy.allow_urls
                 else "refused: pass an absolute path or image_base64"
             ),
