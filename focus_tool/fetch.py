@@ -148,27 +148,28 @@ class DownloadPool:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         self.workers = workers
-        self._slots = threading.BoundedSemaphore(workers)
+        self._running = 0
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
 
     def submit(self, fn: Callable[[], bytes]) -> Future[bytes]:
         """Start ``fn`` on a pool thread; raises :class:`DownloadsBusy` when ``workers`` downloads are running."""
-        if not self._slots.acquire(blocking=False):
-            raise DownloadsBusy(
-                f"{self.workers} image downloads are already running on this server; retry in a few seconds, or "
-                "send the image as image_base64"
-            )
-        try:
-            with self._lock:
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="focus-download")
-                future = self._executor.submit(fn)
-        except BaseException:
-            self._slots.release()
-            raise
-        future.add_done_callback(lambda _: self._slots.release())
+        with self._lock:
+            if self._running >= self.workers:
+                raise DownloadsBusy(
+                    f"{self.workers} image downloads are already running on this server; retry in a few seconds, or "
+                    "send the image as image_base64"
+                )
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="focus-download")
+            future = self._executor.submit(fn)
+            self._running += 1
+        future.add_done_callback(self._finished)
         return future
+
+    def _finished(self, _: Future[bytes]) -> None:
+        with self._lock:
+            self._running -= 1
 
     def fetch(self, url: str, *, timeout_s: float, **kwargs: Any) -> bytes:
         """:func:`fetch_image_bytes` on a pool thread; the calling thread waits for it (a sync surface's caller).
@@ -187,7 +188,7 @@ class DownloadPool:
     @property
     def running(self) -> int:
         """Downloads in progress now."""
-        return self.workers - self._slots._value  # BoundedSemaphore keeps its count in _value
+        return self._running
 
     def shutdown(self) -> None:
         """Stop the threads once the running downloads end (each ends by its own deadline)."""
