@@ -161,3 +161,17 @@ def test_agent_zooms_then_zooms_inside_a_region_then_answers(zoom_tool: FocusZoo
     assert "must be an absolute path" in replies[2].content
     assert "max_crops" in replies[3].content  # argument validation error, shown to the model
     assert state["messages"][-1].content == "The card is red."
+
+
+def test_content_and_artifact_carry_every_field(zoom_tool: FocusZoomTool, images: Path) -> None:
+    """The tool formats and never filters: the artifact is the whole AgentResult (the status block among its fields)
+    and the text block has every key of the service's summary_json."""
+    from focus_tool.service import summary_json
+    from tests.agent_support import ScriptedEngine
+
+    args = {"image_path": str(images / "scene.png"), "question": QUESTION}
+    msg = zoom_tool.invoke({"type": "tool_call", "name": "focus_zoom", "args": args, "id": "c1"})
+    assert msg.status == "success" and isinstance(msg.artifact, AgentResult)
+    assert set(msg.artifact.model_dump()) == set(AgentResult.model_fields)
+    reference = FocusService(ScriptedEngine(), AgentPolicy(allowed_roots=(images,))).zoom(**args)
+    assert set(json.loads(msg.content[0]["text"])) == set(json.loads(summary_json(reference)))

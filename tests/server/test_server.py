@@ -190,3 +190,18 @@ async def test_load_failure_is_reported(settings: ServerSettings, images: Path) 
     async with Client(create_server(settings, pipeline_factory=broken)) as client:
         bad = await client.call_tool("focus_find", {"image_path": str(images / "scene.png"), "target": TARGET})
     assert bad.is_error and "failed to load" in _text(bad) and "no config.json" in _text(bad)
+
+
+async def test_text_and_structured_content_carry_every_field(server: MCPServer[ServerState], images: Path) -> None:
+    """The server formats and never filters: structured content is the whole AgentResult (every FocusResult field,
+    the status block among them) and the text block has every key of the service's summary_json."""
+    from focus_tool.service import AgentPolicy, FocusService, summary_json
+    from tests.agent_support import ScriptedEngine
+
+    args = {"image_path": str(images / "scene.png"), "question": QUESTION}
+    async with Client(server, raise_exceptions=True) as client:
+        ok = await client.call_tool("focus_zoom", args)
+    assert not ok.is_error and ok.structured_content is not None
+    assert set(ok.structured_content) == set(AgentResult.model_fields)
+    reference = FocusService(ScriptedEngine(), AgentPolicy(allowed_roots=(images,))).zoom(**args)
+    assert set(json.loads(_text(ok))) == set(json.loads(summary_json(reference)))
