@@ -85,6 +85,14 @@ class ProposalConfig:
 class RankConfig:
     """Stage V: existence confidence c_Yes on each ROI crop (spec Sec. 5.2)."""
 
+    # "paper": score the first n_steps ROIs (+ overrun), App. C.1. "adaptive" (ours, docs/method.md "Adaptive
+    # ranking"): score the first ROI alone and accept it when its c_Yes >= accept_conf and the map is neither
+    # ambiguous (second anchor >= ambiguity_ratio x the first) nor flat (first anchor < flat_peak x the map mean);
+    # otherwise continue exactly as "paper" (the first ROI's score is kept)  [choice]
+    mode: Literal["paper", "adaptive"] = "paper"
+    accept_conf: float = 0.9
+    ambiguity_ratio: float = 0.8
+    flat_peak: float = 2.0
     n_steps: int = 4  # ROIs scored per type-1 target; the tool default  [inferred, #30]
     overrun: bool = True  # keep scoring while every answer is No  [paper App. C.1]
     max_overrun: int | None = None  # cap on extra ROIs  [inferred, #16]
@@ -98,6 +106,9 @@ class RankConfig:
         _check(self.n_steps >= 1, f"n_steps must be >= 1, got {self.n_steps}")
         _check(self.rank_batch_size >= 1, f"rank_batch_size must be >= 1, got {self.rank_batch_size}")
         _check(0.0 <= self.t_type2 <= 1.0, f"t_type2 must be in [0, 1], got {self.t_type2}")
+        _check(0.0 <= self.accept_conf <= 1.0, f"accept_conf must be in [0, 1], got {self.accept_conf}")
+        _check(self.ambiguity_ratio > 0, f"ambiguity_ratio must be > 0, got {self.ambiguity_ratio}")
+        _check(self.flat_peak >= 0, f"flat_peak must be >= 0, got {self.flat_peak}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +128,9 @@ class AnswerConfig:
     # and the reply generated; "logit" = each option written as the assistant's reply after the bare question, the
     # highest mean log-probability wins (SEAL / ZoomEye logit matching; one pass per option)  [choice]
     scheme: Literal["letter", "logit"] = "letter"
+    # logit scheme: prefill the answer prompt once and score the K options as continuations of its cache (1 pass
+    # instead of K; same scores within float error, tests/test_option_prefix.py)  [choice; SEAL's own way]
+    shared_prefix: bool = False
 
     def __post_init__(self) -> None:
         _check(self.canvas_cell >= 16, f"canvas_cell must be >= 16, got {self.canvas_cell}")

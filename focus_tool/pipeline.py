@@ -27,7 +27,7 @@ from focus_tool.prompts import format_options
 from focus_tool.result import FocusResult, ForwardPasses, Region, RelevanceMapOut
 from focus_tool.steps.answer import answer_view, crop, focus_views
 from focus_tool.steps.proposals import propose_regions
-from focus_tool.steps.ranking import rank_type1, rank_type2
+from focus_tool.steps.ranking import rank_adaptive, rank_type1, rank_type2
 from focus_tool.steps.relevance import relevance_map, to_grid
 from focus_tool.steps.targets import Target, extraction_prompt, parse_targets
 
@@ -196,7 +196,12 @@ class FocusPipeline:
             with self.adapter.counter.in_phase("search"):
                 return self.adapter.yes_no_margins(crops, [ex_prompt] * len(crops)).numpy().astype(np.float64)
 
-        ranking = (rank_type2 if target.all_instances else rank_type1)(len(boxes), score, cfg.rank)
+        if target.all_instances:
+            ranking = rank_type2(len(boxes), score, cfg.rank)
+        elif cfg.rank.mode == "adaptive":
+            ranking = rank_adaptive(len(boxes), score, [float(v) for v in scores], cfg.rank)
+        else:
+            ranking = rank_type1(len(boxes), score, cfg.rank)
         timings["ranking"] = timings.get("ranking", 0.0) + time.perf_counter() - t2
 
         int_boxes = grid.to_int_xyxy(boxes)
@@ -232,7 +237,9 @@ class FocusPipeline:
     def _best_option(self, images: Sequence[Image.Image], question: str, options: Sequence[str] | None) -> str:
         """Logit matching: the option with the highest mean log-probability as the reply to the bare question."""
         opts = list(options or [])
-        scores = self.adapter.option_log_likelihoods(images, question, opts)  # (K,)
+        scores = self.adapter.option_log_likelihoods(
+            images, question, opts, shared_prefix=self.config.answer.shared_prefix
+        )  # (K,)
         return opts[int(scores.argmax())]
 
     def _answer_text(self, question: str, options: Sequence[str] | None) -> str:
@@ -319,5 +326,4 @@ class FocusPipeline:
         )
 
     def _passes(self) -> ForwardPasses:
-        c = self.adapter.counter.counts
-        return ForwardPasses(search=c["search"], answer=c["answer"], aux=c["aux"])
+        return ForwardPasses.from_counter(self.adapter.counter)

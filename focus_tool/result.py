@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -42,12 +42,45 @@ class RelevanceMapOut(BaseModel):
     view_xyxy: tuple[float, float, float, float] = Field(description="image-pixel rectangle covered by the grid")
 
 
+class PhaseCounts(BaseModel):
+    """One count per phase."""
+
+    search: int = Field(default=0, ge=0)
+    answer: int = Field(default=0, ge=0)
+    aux: int = Field(default=0, ge=0)
+
+
 class ForwardPasses(BaseModel):
-    """Model sequences run, counted at the model-call boundary (a generate call counts once)."""
+    """Model work, counted at the model-call boundary (a generate call counts once).
+
+    ``search`` / ``answer`` / ``aux`` are sequences run from an empty cache (the paper's forward passes); ``tokens``
+    the prompt tokens actually computed per phase (a prefill that reused the encoded image counts its suffix, a
+    continuation of a cached prefix only its own tokens); ``images`` the images run through the vision tower;
+    ``continuations`` the rows scored as continuations of a cached prefix (answer options on one prefill), which
+    are not passes.
+    """
 
     search: int = Field(ge=0, description="relevance prefills + existence checks (the paper's search FPs)")
     answer: int = Field(ge=0, description="final answer passes")
     aux: int = Field(ge=0, description="target extraction")
+    tokens: PhaseCounts = Field(default_factory=PhaseCounts, description="prompt tokens computed per phase")
+    images: PhaseCounts = Field(default_factory=PhaseCounts, description="images encoded per phase")
+    continuations: PhaseCounts = Field(
+        default_factory=PhaseCounts, description="rows scored on a cached prefix per phase (not passes)"
+    )
+
+    @classmethod
+    def from_counter(cls, counter: Any) -> ForwardPasses:
+        """The counts of a :class:`~focus_tool.adapters.base.ForwardCounter`."""
+        c = counter.counts
+        return cls(
+            search=c["search"],
+            answer=c["answer"],
+            aux=c["aux"],
+            tokens=PhaseCounts(**counter.tokens),
+            images=PhaseCounts(**counter.images),
+            continuations=PhaseCounts(**counter.continuations),
+        )
 
 
 class FocusResult(BaseModel):

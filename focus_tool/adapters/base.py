@@ -23,20 +23,54 @@ Phase = Literal["search", "answer", "aux"]
 AnswerMode = Literal["single", "multi"]
 
 
+PHASES: tuple[Phase, ...] = ("search", "answer", "aux")
+
+
+def _zeros() -> dict[str, int]:
+    return dict.fromkeys(PHASES, 0)
+
+
 @dataclass
 class ForwardCounter:
-    """Counts model sequences run, per phase (paper App. A.2: a generate call counts as one pass)."""
+    """Counts model work per phase at the model-call boundary.
 
-    counts: dict[str, int] = field(default_factory=lambda: {"search": 0, "answer": 0, "aux": 0})
+    - ``counts``: sequences run from an empty cache (the paper's forward passes, App. A.2: a generate call counts
+      once, a batch of n crops counts n);
+    - ``tokens``: prompt tokens actually computed (a prefill whose image prefix came from the encoded-image cache
+      counts only its suffix; a continuation of a cached prefix counts only its own tokens);
+    - ``images``: images run through the vision tower;
+    - ``continuations``: rows scored as continuations of a cached prefix (answer options scored on one prefill);
+      they are not passes, their tokens are in ``tokens``.
+    ``prefill_tokens`` is every prompt token of every counted sequence (reused prefix tokens included, as before).
+    """
+
+    counts: dict[str, int] = field(default_factory=_zeros)
+    tokens: dict[str, int] = field(default_factory=_zeros)
+    images: dict[str, int] = field(default_factory=_zeros)
+    continuations: dict[str, int] = field(default_factory=_zeros)
     prefill_tokens: int = 0
     phase: Phase = "search"
     image_cache_hits: int = 0  # prefills whose image prefix came from the encoded-image cache
     reused_tokens: int = 0  # prompt tokens served from that cache (counted in prefill_tokens, not recomputed)
 
-    def add(self, n_sequences: int, n_tokens: int) -> None:
-        """Record ``n_sequences`` passes over ``n_tokens`` prompt tokens in the current phase."""
+    def add(self, n_sequences: int, n_tokens: int, *, images: int = 0, reused: int = 0) -> None:
+        """Record ``n_sequences`` passes over ``n_tokens`` prompt tokens (``reused`` of them served from the
+        encoded-image cache) and ``images`` vision-tower images in the current phase."""
         self.counts[self.phase] += n_sequences
         self.prefill_tokens += n_tokens
+        self.tokens[self.phase] += n_tokens - reused
+        self.images[self.phase] += images
+        self.log(n_sequences, n_tokens - reused, reused)
+
+    def add_continuation(self, n_rows: int, n_tokens: int, context: int) -> None:
+        """Record ``n_rows`` continuations of one cached prefix of ``context`` tokens, ``n_tokens`` new in all."""
+        self.continuations[self.phase] += n_rows
+        self.prefill_tokens += n_tokens
+        self.tokens[self.phase] += n_tokens
+        self.log(n_rows, n_tokens, context)
+
+    def log(self, n_rows: int, n_new: int, context: int) -> None:
+        """Hook for a recording counter (the eval harness's FLOPs estimate); the base counter keeps no log."""
 
     @contextlib.contextmanager
     def in_phase(self, phase: Phase) -> Iterator[None]:
@@ -54,7 +88,7 @@ class ForwardCounter:
 
     def reset(self) -> None:
         """Zero all counts."""
-        self.counts = {"search": 0, "answer": 0, "aux": 0}
+        self.counts, self.tokens, self.images, self.continuations = _zeros(), _zeros(), _zeros(), _zeros()
         self.prefill_tokens = 0
         self.image_cache_hits = 0
         self.reused_tokens = 0
@@ -139,16 +173,20 @@ class MLLMAdapter(ABC):
             return self.generate(images[0], text, max_new_tokens=max_new_tokens)
         return self.generate_interleaved([*images, text], max_new_tokens=max_new_tokens)
 
-    def option_log_likelihoods(self, images: Sequence[Image.Image], text: str, options: Sequence[str]) -> torch.Tensor:
+    def option_log_likelihoods(
+        self, images: Sequence[Image.Image], text: str, options: Sequence[str], *, shared_prefix: bool = False
+    ) -> torch.Tensor:
         """(K,) mean log-probability of each option's tokens as the assistant reply to (``images``, ``text``).
 
         The V* logit-matching answer scheme (SEAL / ZoomEye): the option with the highest mean log-probability
-        (lowest mean cross-entropy) is the model's choice. Counts one pass per option.
+        (lowest mean cross-entropy) is the model's choice. Counts one pass per option; with ``shared_prefix`` the
+        prompt is prefilled once and the options are scored as continuations of its cache (one pass), where the
+        adapter can (else it falls back to K passes).
         """
         raise NotImplementedError(f"{type(self).__name__} has no option likelihoods (V* logit matching)")
 
     def option_log_likelihoods_interleaved(
-        self, parts: Sequence[Image.Image | str], options: Sequence[str]
+        self, parts: Sequence[Image.Image | str], options: Sequence[str], *, shared_prefix: bool = False
     ) -> torch.Tensor:
         """(K,) as :meth:`option_log_likelihoods`, for one user turn of images and text lines in the given order.
 

@@ -109,6 +109,16 @@ def target_positions(tokenizer: Any, expanded_prompt: str, target: str, input_id
     return positions
 
 
+def n_images(enc: Any) -> int:
+    """Images in an encoded batch (vision-tower inputs): one ``image_grid_thw`` row (Qwen) or ``pixel_values``
+    entry (LLaVA: (B, 3, H, W); OneVision: (B, tiles, 3, H, W)) per image; 0 without pixel inputs."""
+    if "image_grid_thw" in enc:
+        return int(enc["image_grid_thw"].shape[0])
+    if "pixel_values" in enc:
+        return int(enc["pixel_values"].shape[0])
+    return 0
+
+
 def reply_first_token(tokenizer: Any, prompt: str, word: str) -> int:
     """Id of the first token of ``word`` written right after ``prompt`` (the generation prompt of a chat template)."""
     base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -147,6 +157,78 @@ def reply_log_likelihoods(
             raise RuntimeError(f"the encoded prompt does not end with the tokens of option {option!r}")
         with torch.inference_mode():
             logits = model(**enc, use_cache=False, logits_to_keep=n_opt + 1).logits[0, :-1].float()  # (n_opt, V)
-        counter.add(1, int(enc["attention_mask"].sum()))
+        counter.add(1, int(enc["attention_mask"].sum()), images=n_images(enc))
         scores.append(torch.log_softmax(logits, dim=-1).gather(-1, target[:, None]).mean())
+    return torch.stack(scores).cpu()
+
+
+def option_token_ids(
+    tokenizer: Any, prompt: str, options: Sequence[str], separator: str = ""
+) -> list[list[int]] | None:
+    """Each option's tokens written right after ``prompt`` (``separator`` + option), or None when some option's
+    tokens of prompt + option do not extend the prompt's tokens (a merge across the boundary: no shared prefix)."""
+    base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    out = []
+    for option in options:
+        ids = tokenizer(prompt + separator + option.strip(), add_special_tokens=False)["input_ids"]
+        if len(ids) <= len(base) or ids[: len(base)] != base:
+            return None
+        out.append([int(t) for t in ids[len(base) :]])
+    return out
+
+
+ContinuationInputs = Callable[[int, int, int], dict[str, Any]]
+"""``(rows, prefix_len, new_len) -> extra model inputs`` of a continuation (e.g. M-RoPE position ids)."""
+
+
+def shared_prefix_log_likelihoods(
+    model: Any,
+    counter: ForwardCounter,
+    enc: Any,
+    option_ids: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    images: int,
+    continuation_inputs: ContinuationInputs | None = None,
+) -> torch.Tensor:
+    """(K,) mean log-probability of each option's tokens after the prompt ``enc``, from ONE prefill of the prompt.
+
+    The prompt (batch of one, with its pixel inputs) is prefilled once with the cache kept; its last logits give
+    every option's first token. The K options' remaining tokens then run as one right-padded batch of
+    continuations on the cache repeated K times (causal attention: a real token never sees the padding after it,
+    and every row's positions continue the prefix's). Counts one pass (the prefill, ``images`` images) and K
+    continuations of their own tokens.
+    """
+    from focus_tool.adapters.prefix_cache import cache_kwargs, output_cache
+
+    n_prefix = int(enc["input_ids"].shape[1])
+    with torch.inference_mode():
+        out = model(**enc, use_cache=True, logits_to_keep=1)
+        counter.add(1, int(enc["attention_mask"].sum()), images=images)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,)
+        k, width = len(option_ids), max(len(o) for o in option_ids) - 1
+        rest: torch.Tensor | None = None  # (K, width, V) log-probs after each option token but the last
+        if width > 0:
+            device = enc["input_ids"].device
+            cont = torch.full((k, width), pad_id, dtype=torch.long, device=device)  # (K, width)
+            mask = torch.zeros((k, width), dtype=enc["attention_mask"].dtype, device=device)
+            for i, ids in enumerate(option_ids):
+                cont[i, : len(ids) - 1] = torch.tensor(ids[:-1], dtype=torch.long)
+                mask[i, : len(ids) - 1] = 1
+            cache = output_cache(out)
+            cache.batch_repeat_interleave(k)
+            extra = continuation_inputs(k, n_prefix, width) if continuation_inputs is not None else {}
+            logits = model(
+                input_ids=cont,
+                attention_mask=torch.cat([enc["attention_mask"].expand(k, -1), mask], dim=1),
+                **cache_kwargs(model, cache),
+                use_cache=True,
+                **extra,
+            ).logits.float()  # (K, width, V)
+            rest = torch.log_softmax(logits, dim=-1)
+            counter.add_continuation(k, int(mask.sum()), n_prefix)
+    scores = []
+    for i, ids in enumerate(option_ids):
+        tail = [rest[i, j - 1, ids[j]] for j in range(1, len(ids))] if rest is not None else []
+        scores.append(torch.stack([first[ids[0]], *tail]).mean())
     return torch.stack(scores).cpu()

@@ -21,10 +21,14 @@ from PIL import Image
 
 from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
 from focus_tool.adapters.common import (
+    ContinuationInputs,
     expand_image_tokens,
     load_chat_template,
+    n_images,
+    option_token_ids,
     reply_first_token,
     reply_log_likelihoods,
+    shared_prefix_log_likelihoods,
     target_positions,
 )
 from focus_tool.adapters.prefix_cache import output_cache
@@ -144,18 +148,20 @@ class TransformersAdapter(MLLMAdapter):
             for layer in self._decoder_layers():
                 hooks.append(layer.self_attn.k_proj.register_forward_hook(lambda _m, _i, o: keys.append(o)))
         release = None
+        reused = 0
         try:
             if self.supports_image_cache and self.image_cache is not None and not keys_norope:
                 run = self.image_cache.run(self.model, enc, image, self.image_token_id)
                 out, release = run.out, run.release
                 if run.hit:
-                    self.counter.add_reuse(run.reused_tokens)
+                    reused = run.reused_tokens
+                    self.counter.add_reuse(reused)
             else:
                 out = self.model(**enc, use_cache=True, logits_to_keep=1)
         finally:
             for h in hooks:
                 h.remove()
-        self.counter.add(1, int(enc["attention_mask"].sum()))
+        self.counter.add(1, int(enc["attention_mask"].sum()), images=0 if reused else 1, reused=reused)
         n = enc["input_ids"].shape[1]
         values = [cache_values(output_cache(out), i)[0].float() for i in range(self.num_layers)]  # (H_kv, N, D)
         if release is not None:
@@ -174,16 +180,25 @@ class TransformersAdapter(MLLMAdapter):
     def _batch_margins(self, enc: Any, n_pairs: int) -> torch.Tensor:
         """(B,) l_Yes - l_No at the last position of each row of the left-padded batch ``enc``; counts ``n_pairs``."""
         out = self.model(**enc, use_cache=False, logits_to_keep=1)
-        self.counter.add(n_pairs, int(enc["attention_mask"].sum()))
+        self.counter.add(n_pairs, int(enc["attention_mask"].sum()), images=n_images(enc))
         yes, no = self.yes_no_ids()
         last = out.logits[:, -1].float()  # (B, V); left padding: the last column is every row's last real token
         return (last[:, yes] - last[:, no]).cpu()
 
+    def _pad_id(self) -> int:
+        """The padding token id (the EOS id when the tokenizer has no pad token)."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        return int(pad)
+
+    def _continuation_inputs(self, enc: Any) -> ContinuationInputs | None:
+        """Extra inputs of a continuation of the prefilled prompt ``enc`` (none: positions follow the cache)."""
+        return None
+
     def _greedy(self, enc: Any, max_new_tokens: int) -> str:
         """Greedy ``generate`` on one encoded prompt; decodes only the new tokens and counts one pass."""
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad = self._pad_id()
         out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-        self.counter.add(1, int(enc["attention_mask"].sum()))
+        self.counter.add(1, int(enc["attention_mask"].sum()), images=n_images(enc))
         new = out[0, enc["input_ids"].shape[1] :]
         return str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
 
@@ -340,31 +355,51 @@ class ChatTemplateAdapter(TransformersAdapter):
             images, prompt = self._interleaved_prompt(parts)
             enc = self._encode_interleaved(images, prompt)
             last = self.model(**enc, use_cache=False, logits_to_keep=1).logits[0, -1].float()  # (V,)
-            self.counter.add(1, int(enc["attention_mask"].sum()))
+            self.counter.add(1, int(enc["attention_mask"].sum()), images=n_images(enc))
             margins.append(last[yes] - last[no])
         return torch.stack(margins).cpu() if margins else torch.zeros(0)
 
     @torch.inference_mode()
-    def option_log_likelihoods(self, images: Sequence[Image.Image], text: str, options: Sequence[str]) -> torch.Tensor:
-        """(K,) mean log-probability of each option's tokens written as the assistant reply; one pass per option.
+    def option_log_likelihoods(
+        self, images: Sequence[Image.Image], text: str, options: Sequence[str], *, shared_prefix: bool = False
+    ) -> torch.Tensor:
+        """(K,) mean log-probability of each option's tokens written as the assistant reply.
 
         SEAL / ZoomEye logit matching, the contract of :meth:`LlavaAdapter.option_log_likelihoods`: ``images`` then
         ``text`` in one user turn (:meth:`chat_text`), the option written right after the generation prompt
-        (ChatML: no space after ``assistant\n``); each (prompt + option) runs as one full sequence (K passes,
-        counted as K). The images are encoded as in :meth:`generate_interleaved` (:meth:`_encode_interleaved`).
+        (ChatML: no space after ``assistant\n``). By default each (prompt + option) runs as one full sequence (K
+        passes); with ``shared_prefix`` the prompt is prefilled once and the options are scored as continuations of
+        its cache (:func:`shared_prefix_log_likelihoods`; 1 pass). The images are encoded as in
+        :meth:`generate_interleaved` (:meth:`_encode_interleaved`).
         """
-        return self._option_scores(list(images), self.chat_text(text, n_images=len(images)), options)
+        prompt = self.chat_text(text, n_images=len(images))
+        return self._option_scores(list(images), prompt, options, shared_prefix=shared_prefix)
 
     @torch.inference_mode()
     def option_log_likelihoods_interleaved(
-        self, parts: Sequence[Image.Image | str], options: Sequence[str]
+        self, parts: Sequence[Image.Image | str], options: Sequence[str], *, shared_prefix: bool = False
     ) -> torch.Tensor:
-        """(K,) as :meth:`option_log_likelihoods` for a turn laid out as :meth:`generate_interleaved`; K passes."""
+        """(K,) as :meth:`option_log_likelihoods` for a turn laid out as :meth:`generate_interleaved`."""
         images, prompt = self._interleaved_prompt(parts)
-        return self._option_scores(images, prompt, options)
+        return self._option_scores(images, prompt, options, shared_prefix=shared_prefix)
 
-    def _option_scores(self, images: list[Image.Image], prompt: str, options: Sequence[str]) -> torch.Tensor:
-        """(K,) option scores after ``prompt`` with ``images`` (:func:`reply_log_likelihoods`)."""
+    def _option_scores(
+        self, images: list[Image.Image], prompt: str, options: Sequence[str], *, shared_prefix: bool
+    ) -> torch.Tensor:
+        """(K,) option scores after ``prompt`` with ``images``: one prefill when ``shared_prefix`` and the options'
+        tokens extend the prompt's, else :func:`reply_log_likelihoods` (K full sequences)."""
+        ids = option_token_ids(self.tokenizer, prompt, options, self.reply_separator) if shared_prefix else None
+        if ids is not None:
+            enc = self._encode_interleaved(images, prompt)
+            return shared_prefix_log_likelihoods(
+                self.model,
+                self.counter,
+                enc,
+                ids,
+                pad_id=self._pad_id(),
+                images=n_images(enc),
+                continuation_inputs=self._continuation_inputs(enc),
+            )
 
         def encode(text: str) -> Any:
             return self._encode_interleaved(images, text)

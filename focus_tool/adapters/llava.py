@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from focus_tool.adapters.base import Prefill
+from focus_tool.adapters.common import option_token_ids, shared_prefix_log_likelihoods
 from focus_tool.adapters.hf import TransformersAdapter
 from focus_tool.adapters.hf import cache_values as cache_values  # re-exported: its former home
 from focus_tool.errors import FocusError, TargetNotPlaced
@@ -171,13 +172,23 @@ class LlavaAdapter(TransformersAdapter):
         return self._greedy(self._inputs(list(images) or None, [prompt]), max_new_tokens)
 
     @torch.inference_mode()
-    def option_log_likelihoods(self, images: Sequence[Image.Image], text: str, options: Sequence[str]) -> torch.Tensor:
-        """(K,) mean log-probability of each option's tokens written as the assistant reply; one pass per option.
+    def option_log_likelihoods(
+        self, images: Sequence[Image.Image], text: str, options: Sequence[str], *, shared_prefix: bool = False
+    ) -> torch.Tensor:
+        """(K,) mean log-probability of each option's tokens written as the assistant reply.
 
-        SEAL / ZoomEye logit matching. SEAL prefills the prompt once and scores the options on its cache (1 + K
-        passes); here each (prompt + option) runs as one full sequence (K passes, counted as K).
+        SEAL / ZoomEye logit matching. By default each (prompt + " " + option) runs as one full sequence (K passes,
+        counted as K). With ``shared_prefix`` (SEAL's own way) the prompt is prefilled once and the options are
+        scored as continuations of its cache (:func:`shared_prefix_log_likelihoods`: 1 pass + K continuations),
+        when every option's tokens extend the prompt's; otherwise the K-sequence path.
         """
         prompt = self._chat_text_images(text, len(images))
+        ids = option_token_ids(self.tokenizer, prompt, options, " ") if shared_prefix else None
+        if ids is not None:
+            enc = self._inputs(list(images) or None, [prompt])
+            return shared_prefix_log_likelihoods(
+                self.model, self.counter, enc, ids, pad_id=self._pad_id(), images=len(images)
+            )
         base = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         scores = []
         for option in options:
@@ -187,7 +198,7 @@ class LlavaAdapter(TransformersAdapter):
                 raise ValueError(f"option {option!r} adds no token to the prompt")
             enc = self._inputs(list(images) or None, [full])
             logits = self.model(**enc, use_cache=False).logits[0, -n_opt - 1 : -1].float()  # (n_opt, V)
-            self.counter.add(1, int(enc["attention_mask"].sum()))
+            self.counter.add(1, int(enc["attention_mask"].sum()), images=len(images))
             targets = enc["input_ids"][0, -n_opt:]  # (n_opt,)
             scores.append(torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).mean())
         return torch.stack(scores).cpu()
@@ -239,7 +250,7 @@ class LlavaAdapter(TransformersAdapter):
                     row = attn[0, :, -1, vis].detach().float().mean(0)  # (P,) head mean
             finally:
                 hook.remove()
-            self.counter.add(1, int(enc["attention_mask"].sum()))
+            self.counter.add(1, int(enc["attention_mask"].sum()), images=1)
             if row.numel() != self.side * self.side:
                 raise RuntimeError(f"expected {self.side**2} image tokens, found {row.numel()}")
             maps.append(row.view(self.side, self.side))

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from focus_tool.adapters.common import expand_image_tokens
+from focus_tool.adapters.common import ContinuationInputs, expand_image_tokens
 from focus_tool.adapters.hf import ChatTemplateAdapter
 from focus_tool.errors import ModelLoadError
 from focus_tool.grid import PatchGrid
@@ -116,6 +116,17 @@ class Qwen25VLAdapter(ChatTemplateAdapter):
         """``mm_token_type_ids``: (B, N), 1 on image tokens, 2 on video tokens, else 0 (without them: 1-D positions)."""
         image, video = (input_ids == self.image_token_id).int(), (input_ids == self.video_token_id).int()
         return {"mm_token_type_ids": image + 2 * video}
+
+    def _continuation_inputs(self, enc: Any) -> ContinuationInputs:
+        """M-RoPE positions of a continuation of the prefilled prompt: text positions after the prefix, shifted by
+        the ``rope_deltas`` the prefill left on the model (as ``generate`` does; all three sections alike)."""
+
+        def inputs(rows: int, prefix_len: int, new_len: int) -> dict[str, Any]:
+            deltas = self.model.model.rope_deltas  # (1, 1), set by the prefill of ``enc``
+            pos = torch.arange(prefix_len, prefix_len + new_len, device=self.device)[None].expand(rows, -1)  # (K, L)
+            return {"position_ids": pos + deltas.to(self.device)}
+
+        return inputs
 
     def _encode_interleaved(self, images: Sequence[Image.Image], prompt: str) -> Any:
         """One prompt holding ``len(images)`` vision blocks, in order; each block gets its own image's token count.

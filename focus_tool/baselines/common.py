@@ -50,13 +50,16 @@ def answer_on(
     scheme: AnswerScheme,
     suffix: str,
     max_new_tokens: int,
+    shared_prefix: bool = False,
 ) -> str:
-    """Answer on ``images`` (one prompt) under ``scheme``; passes are counted in the "answer" phase."""
+    """Answer on ``images`` (one prompt) under ``scheme``; passes are counted in the "answer" phase.
+
+    ``shared_prefix``: logit scheme on one prefill (:meth:`MLLMAdapter.option_log_likelihoods`)."""
     with adapter.counter.in_phase("answer"):
         if scheme == "logit":
             if not options:
                 raise ValueError("the logit answer scheme needs options")
-            scores = adapter.option_log_likelihoods(images, question, options)  # (K,)
+            scores = adapter.option_log_likelihoods(images, question, options, shared_prefix=shared_prefix)  # (K,)
             return options[int(scores.argmax())]
         return adapter.generate_images(images, answer_text(question, options, suffix), max_new_tokens=max_new_tokens)
 

@@ -52,6 +52,7 @@ class VanillaMethod:
             scheme=scheme,
             suffix=suffix,
             max_new_tokens=self.config.answer.max_new_tokens,
+            shared_prefix=self.config.answer.shared_prefix,
         )
         c = self.adapter.counter
         return FocusResult(
@@ -61,7 +62,7 @@ class VanillaMethod:
             question=question,
             answer=answer,
             answer_view="full",
-            forward_passes=ForwardPasses(search=c.counts["search"], answer=c.counts["answer"], aux=c.counts["aux"]),
+            forward_passes=ForwardPasses.from_counter(self.adapter.counter),
             prefill_tokens=c.prefill_tokens,
             timings_s={"answer": round(time.perf_counter() - t0, 4)},
         )

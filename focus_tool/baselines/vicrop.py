@@ -214,7 +214,6 @@ class ViCropMethod:
         t2 = time.perf_counter()
         total = float(m.sum())
         norm = m / total if total > 0 else np.full_like(m, 1.0 / m.size)
-        counts = self.adapter.counter.counts
         return FocusResult(
             method="vicrop",
             model_id=self.adapter.model_id,
@@ -235,7 +234,7 @@ class ViCropMethod:
                     view_xyxy=(0.0, 0.0, float(image.size[0]), float(image.size[1])),
                 )
             ],
-            forward_passes=ForwardPasses(search=counts["search"], answer=counts["answer"], aux=counts["aux"]),
+            forward_passes=ForwardPasses.from_counter(self.adapter.counter),
             prefill_tokens=self.adapter.counter.prefill_tokens,
             timings_s={"search": round(t1 - t0, 4), "answer": round(t2 - t1, 4)},
         )

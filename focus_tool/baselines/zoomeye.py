@@ -929,7 +929,6 @@ class ZoomEyeMethod:
             )
             for i, (cue, n, c) in enumerate(found)
         ]
-        counts = self.adapter.counter.counts
         return FocusResult(
             method="zoomeye",
             model_id=self.adapter.model_id,
@@ -941,7 +940,7 @@ class ZoomEyeMethod:
             regions=regions,
             answer_view=view_kind,
             answer_boxes=answer_boxes,
-            forward_passes=ForwardPasses(search=counts["search"], answer=counts["answer"], aux=counts["aux"]),
+            forward_passes=ForwardPasses.from_counter(self.adapter.counter),
             prefill_tokens=self.adapter.counter.prefill_tokens,
             timings_s={"targets": round(t1 - t0, 4), "search": round(t2 - t1, 4), "answer": round(t3 - t2, 4)},
         )

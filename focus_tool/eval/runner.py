@@ -54,23 +54,24 @@ logger = logging.getLogger(__name__)
 
 METHODS: Final[tuple[str, ...]] = ("focus", "zoomeye", "vicrop", "vanilla")
 FLOPS_FORMULA: Final[str] = (
-    "per counted sequence of n prefill tokens: L*(4*n*d^2 + 2*n^2*d + 2*n*d*m) multiply-accumulates "
-    "(FastV/PyramidDrop, as in FOCUS Tab. 14); LLM only, vision encoder and decode steps excluded"
+    "per counted sequence of n prefill tokens computed after c cached ones: L*(4*n*d^2 + 2*n*(c+n)*d + 2*n*d*m) "
+    "multiply-accumulates (FastV/PyramidDrop, as in FOCUS Tab. 14, c = 0 for a full prefill); LLM only, vision "
+    "encoder and decode steps excluded"
 )
 TIMING_KEYS: Final[frozenset[str]] = frozenset({"wall_s", "peak_mem_mb"})
 
 
 class RecordingCounter(ForwardCounter):
-    """A :class:`ForwardCounter` that also keeps every call's (sequences, tokens) for the FLOPs estimate."""
+    """A :class:`ForwardCounter` that also keeps every call's (rows, new tokens, context tokens) for the FLOPs
+    estimate (context: prefix tokens served from a cache, which the new tokens attend to)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.calls: list[tuple[int, int]] = []
+        self.calls: list[tuple[int, int, int]] = []
 
-    def add(self, n_sequences: int, n_tokens: int) -> None:
-        """Count as usual and remember the call."""
-        super().add(n_sequences, n_tokens)
-        self.calls.append((n_sequences, n_tokens))
+    def log(self, n_rows: int, n_new: int, context: int) -> None:
+        """Remember the call."""
+        self.calls.append((n_rows, n_new, context))
 
     def reset(self) -> None:
         """Zero the counts; the call log is cleared per item by the runner (methods reset mid-question)."""
@@ -87,17 +88,23 @@ def llm_dims(adapter: MLLMAdapter) -> tuple[int, int, int] | None:
         return None
 
 
-def tflops(calls: Sequence[tuple[int, int]], dims: tuple[int, int, int] | None) -> float | None:
-    """Analytic TFLOPs (multiply-accumulates / 1e12) of the calls, :data:`FLOPS_FORMULA`."""
+def tflops(calls: Sequence[tuple[int, ...]], dims: tuple[int, int, int] | None) -> float | None:
+    """Analytic TFLOPs (multiply-accumulates / 1e12) of the calls, :data:`FLOPS_FORMULA`.
+
+    A call is ``(rows, new tokens)`` or ``(rows, new tokens, context)``: each of the rows computes n = new / rows
+    tokens attending to ``context`` cached ones, L*(4*n*d^2 + 2*n*(context + n)*d + 2*n*d*m).
+    """
     if dims is None:
         return None
     layers, d, m = dims
     total = 0.0
-    for n_seq, n_tok in calls:
+    for call in calls:
+        n_seq, n_tok = call[0], call[1]
+        ctx = call[2] if len(call) > 2 else 0
         if n_seq <= 0:
             continue
         n = n_tok / n_seq
-        total += n_seq * layers * (4 * n * d * d + 2 * n * n * d + 2 * n * d * m)
+        total += n_seq * layers * (4 * n * d * d + 2 * n * (ctx + n) * d + 2 * n * d * m)
     return total / 1e12
 
 
@@ -233,6 +240,9 @@ def run_item(method: Method, item: EvalItem, *, benchmark: str, scheme: str, dev
         "answer_fps": result.forward_passes.answer,
         "aux_fps": result.forward_passes.aux,
         "prefill_tokens": result.prefill_tokens,
+        "phase_tokens": result.forward_passes.tokens.model_dump(),
+        "phase_images": result.forward_passes.images.model_dump(),
+        "phase_continuations": result.forward_passes.continuations.model_dump(),
         "tflops": None if tf is None else round(tf, 6),
         "answer_boxes": [list(b) for b in result.answer_boxes],
         "wall_s": round(wall, 4),
@@ -298,6 +308,17 @@ def _mean(rs: list[dict[str, Any]], key: str) -> float | None:
     return round(sum(vals) / len(vals), 6) if vals else None
 
 
+def _phase_means(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-phase means of the computed tokens, encoded images and cached-prefix continuations (records that
+    carry them; older records do not)."""
+    out: dict[str, Any] = {}
+    for key in ("phase_tokens", "phase_images", "phase_continuations"):
+        have = [r[key] for r in rs if isinstance(r.get(key), dict)]
+        if have:
+            out[f"{key}_mean"] = {p: round(sum(h[p] for h in have) / len(have), 4) for p in ("search", "answer", "aux")}
+    return out
+
+
 def summarize(records: list[dict[str, Any]], *, benchmark: str, scheme: str) -> dict[str, Any]:
     """Per-method report entries from per-item records."""
     out: dict[str, Any] = {}
@@ -312,6 +333,7 @@ def summarize(records: list[dict[str, Any]], *, benchmark: str, scheme: str) -> 
             "answer_fps_mean": _mean(rs, "answer_fps"),
             "aux_fps_mean": _mean(rs, "aux_fps"),
             "prefill_tokens_mean": _mean(rs, "prefill_tokens"),
+            **_phase_means(rs),
             "tflops_mean": _mean(rs, "tflops"),
             "wall_s_mean": _mean(rs, "wall_s"),
             "peak_mem_mb": max((r["peak_mem_mb"] for r in rs), default=None),

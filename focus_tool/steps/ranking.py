@@ -6,6 +6,10 @@ prompt "Is there a {target} in the image?".
   (l_Yes < l_No) keep scoring the next ROIs one at a time and stop at the first Yes. Winner = argmax c_Yes.
   ``n_steps = 1`` without overrun = "no ranking": the top-anchor ROI, no existence pass at all.
 - type-2: score every ROI and keep those with c_Yes > t_type2.
+- adaptive (``mode="adaptive"``, ours): score the first ROI alone; accept it when its c_Yes >= ``accept_conf`` and
+  the map is clear (the second anchor below ``ambiguity_ratio`` x the first, the first at least ``flat_peak`` x the
+  map mean); otherwise continue exactly as type-1 (the first score is reused). Type-2 targets are ranked as the
+  paper does in every mode.
 The scorer is a callback, so this step is pure and testable without a model.
 """
 
@@ -31,6 +35,7 @@ class Ranking:
     confidence: dict[int, float]  # ROI index -> c_Yes in [0, 1]
     selected: tuple[int, ...]  # winner (type-1) or every ROI kept (type-2), best first
     passes: int  # sequences scored (= search forward passes spent here)
+    doubt: tuple[str, ...] = ()  # adaptive mode: why more than the first ROI was scored (empty: accepted alone)
 
 
 def confidence_from_margin(margin: npt.NDArray[np.float64], scale: str = "softmax") -> npt.NDArray[np.float64]:
@@ -39,19 +44,48 @@ def confidence_from_margin(margin: npt.NDArray[np.float64], scale: str = "softma
     return p if scale == "softmax" else 2 * p - 1
 
 
-def rank_type1(n_rois: int, score: Scorer, cfg: RankConfig) -> Ranking:
-    """Rank ROIs ``0..n_rois-1`` (anchor order) for a single-instance target."""
+def map_doubts(anchor_scores: Sequence[float], cfg: RankConfig) -> tuple[str, ...]:
+    """Why the map alone does not settle a target: ``"ambiguous_map"`` (a second anchor within ``ambiguity_ratio``
+    of the first) and / or ``"flat_map"`` (the first anchor under ``flat_peak`` x the map mean). Anchor scores are
+    relevance at each ROI's anchor relative to the map mean, in ROI order."""
+    doubts = []
+    if len(anchor_scores) > 1 and anchor_scores[1] >= cfg.ambiguity_ratio * anchor_scores[0]:
+        doubts.append("ambiguous_map")
+    if len(anchor_scores) and anchor_scores[0] < cfg.flat_peak:
+        doubts.append("flat_map")
+    return tuple(doubts)
+
+
+def rank_adaptive(n_rois: int, score: Scorer, anchor_scores: Sequence[float], cfg: RankConfig) -> Ranking:
+    """Adaptive type-1 ranking: the first ROI alone when it is a confident Yes on a clear map, else :func:`rank_type1`
+    with the first score reused (see the module docstring)."""
+    if n_rois == 0:
+        return Ranking((), {}, (), 0)
+    m0 = float(score([0])[0])
+    c0 = float(confidence_from_margin(np.array([m0]), "softmax")[0])
+    doubts = (("low_confidence",) if c0 < cfg.accept_conf else ()) + map_doubts(anchor_scores, cfg)
+    if not doubts or n_rois == 1:
+        return Ranking((0,), {0: c0}, (0,), 1, doubts)
+    ranked = rank_type1(n_rois, score, cfg, known={0: m0})
+    return Ranking(ranked.scored, ranked.confidence, ranked.selected, ranked.passes, doubts)
+
+
+def rank_type1(n_rois: int, score: Scorer, cfg: RankConfig, *, known: dict[int, float] | None = None) -> Ranking:
+    """Rank ROIs ``0..n_rois-1`` (anchor order) for a single-instance target.
+
+    ``known``: margins already scored (not scored again, counted in ``passes``).
+    """
     if n_rois == 0:
         return Ranking((), {}, (), 0)
     if cfg.n_steps == 1 and not cfg.overrun:
         return Ranking((), {}, (0,), 0)
-    first = list(range(min(cfg.n_steps, n_rois)))
-    margins: dict[int, float] = {}
+    first = [i for i in range(min(cfg.n_steps, n_rois)) if i not in (known or {})]
+    margins: dict[int, float] = dict(known or {})
     for start in range(0, len(first), cfg.rank_batch_size):
         chunk = first[start : start + cfg.rank_batch_size]
         margins.update(zip(chunk, map(float, score(chunk)), strict=True))
     extra = 0
-    nxt = len(first)
+    nxt = min(cfg.n_steps, n_rois)
     while cfg.overrun and all(m < 0 for m in margins.values()) and nxt < n_rois:
         if cfg.max_overrun is not None and extra >= cfg.max_overrun:
             break
