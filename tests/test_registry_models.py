@@ -30,15 +30,22 @@ def test_focus_models_lists_every_architecture_with_its_preset(capsys: pytest.Ca
         assert preset in PRESETS
         line = next(line for line in out.splitlines() if line.startswith(mtype + " "))
         assert hf_class in line and preset in line
-    assert {m for m, _, _ in supported_architectures()} == {"llava", "llava_onevision", "qwen2_5_vl"}
+    assert {m for m, _, _ in supported_architectures()} == {
+        "llava",
+        "llava_onevision",
+        "qwen2_5_vl",
+        "qwen3_vl",
+        "gemma3",
+        "internvl",
+        "smolvlm",
+        "idefics3",
+    }
     assert "layers [21, 28)" in out
 
 
 def test_unsupported_architecture_names_the_supported_ones(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "idefics3"}))
-    with pytest.raises(
-        ModelLoadError, match=r"unsupported architecture 'idefics3'.*llava, llava_onevision, qwen2_5_vl"
-    ):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mllama"}))
+    with pytest.raises(ModelLoadError, match=r"unsupported architecture 'mllama'.*llava, llava_onevision.*smolvlm"):
         load_adapter(tmp_path)
 
 
