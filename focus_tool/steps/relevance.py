@@ -24,38 +24,37 @@ from focus_tool.config import RelevanceConfig
 from focus_tool.grid import PatchGrid
 
 
-def _token_map(
-    values: Sequence[torch.Tensor], t: int, vis: torch.Tensor, valid: torch.Tensor | None, cfg: RelevanceConfig
+def _token_maps(
+    values: Sequence[torch.Tensor], tpos: Sequence[int], vis: torch.Tensor, cfg: RelevanceConfig
 ) -> torch.Tensor:
-    """Per-token map A_t over the P visual positions, (P,), summing to 1 before negative handling."""
-    acc = torch.zeros(len(vis), dtype=torch.float32)  # (P,)
+    """Per-token maps A_t over the P visual positions, (T, P), each row summing to 1 before negative handling.
+
+    Each layer's values are normalised once and the T target rows come from one batched product per layer
+    (H x (T, D) @ (D, N)); the per-token maps of the formula, not an N x N matrix.
+    """
     if cfg.layer_agg == "product":
-        return _token_map_product(values, t, vis, valid, cfg)
+        return torch.stack([_token_map_product(values, t, vis, cfg) for t in tpos])
+    t_idx = torch.as_tensor(list(tpos), dtype=torch.long)
+    acc = torch.zeros((len(t_idx), len(vis)), dtype=torch.float32)  # (T, P)
     for v in values:  # each (H, N, D)
-        vn = F.normalize(v.float(), dim=-1)  # (H, N, D)
-        if valid is not None:
-            vn = vn[:, valid]  # drop pad positions; vis/t are re-indexed by the caller
-        s = torch.einsum("hd,hnd->n", vn[:, t], vn)  # (N,) sum of per-head cosines
+        vn = F.normalize(v.float(), dim=-1).cpu()  # (H, N, D)
+        s = torch.bmm(vn[:, t_idx], vn.transpose(1, 2)).sum(0)  # (T, N) sum of per-head cosines
         if cfg.clamp_similarity:
             s = s.clamp_min(0)
         if cfg.rollout_norm == "row":
-            acc += s[vis] / (s.sum() + 1.0)
+            acc += s[:, vis] / (s.sum(-1, keepdim=True) + 1.0)
         else:  # column: each visual token divided by its own row sum (symmetric S + I)
-            col = torch.einsum("hpd,hnd->p", vn[:, vis], vn) + 1.0  # (P,)
-            acc += s[vis] / col
-    total = acc.sum()
-    return acc / total if total != 0 else acc
+            col = torch.bmm(vn[:, vis], vn.transpose(1, 2)).sum(0).sum(-1) + 1.0  # (P,)
+            acc += s[:, vis] / col
+    total = acc.sum(-1, keepdim=True)  # (T, 1)
+    return torch.where(total != 0, acc / torch.where(total != 0, total, 1.0), acc)
 
 
-def _token_map_product(
-    values: Sequence[torch.Tensor], t: int, vis: torch.Tensor, valid: torch.Tensor | None, cfg: RelevanceConfig
-) -> torch.Tensor:
+def _token_map_product(values: Sequence[torch.Tensor], t: int, vis: torch.Tensor, cfg: RelevanceConfig) -> torch.Tensor:
     """True attention-rollout mode: the product of the row-normalised (S + I)/2 matrices (N x N per layer)."""
     roll: torch.Tensor | None = None
     for v in values:
-        vn = F.normalize(v.float(), dim=-1)
-        if valid is not None:
-            vn = vn[:, valid]
+        vn = F.normalize(v.float(), dim=-1).cpu()
         s = torch.einsum("hid,hjd->ij", vn, vn)  # (N, N)
         r = (s + torch.eye(s.shape[0])) / 2
         r = r / r.sum(-1, keepdim=True) if cfg.rollout_norm == "row" else r / r.sum(0, keepdim=True)
@@ -99,8 +98,7 @@ def relevance_map(
         m = gen.uniform(0.0, 1.0, size=len(vis))
         return m / m.sum()
     out = torch.ones(len(vis), dtype=torch.float32)  # (P,)
-    for t in tpos:
-        a = _token_map(values, t, vis, None, cfg)
+    for a in _token_maps(values, tpos, vis, cfg):  # each (P,)
         if cfg.negative_handling == "clamp":
             a = a.clamp_min(0)
         elif cfg.negative_handling == "minmax":
