@@ -12,7 +12,7 @@ step="start"
 say() { step=$1; echo "run.sh: $1" >&2; }
 trap 'rc=$?; [ $rc -eq 0 ] || echo "run.sh: failed while ${step} (exit $rc); fix the error above and rerun (what is installed is kept)" >&2' EXIT
 if [ ! -x "$VENV/bin/python" ]; then
-  say "creating $VENV with $("$PY" --version 2>&1)"
+  say "creating $VENV with $("$PY" --version 2>/dev/null || echo "$PY (not found: set PYTHON=/path/to/python3.11+)")"
   "$PY" -m venv "$VENV"
 fi
 stamp="$VENV/.focus-installed"
