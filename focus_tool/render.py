@@ -68,9 +68,11 @@ def _heat_layer(base: Image.Image, result: FocusResult, scale: float, alpha: flo
 
 
 def _drawn_regions(result: FocusResult) -> list[Region]:
-    """The regions to draw, best first: the top ranks of every target and every region the answer used."""
+    """The regions to draw, target by target (in result order), best first: the top ranks and every region the
+    answer used."""
+    targets = list(dict.fromkeys(r.target for r in result.regions))
     keep = [r for r in result.regions if r.rank <= MAX_RANK_DRAWN or r.selected]
-    return sorted(keep, key=lambda r: (r.rank, not r.selected, r.id))
+    return sorted(keep, key=lambda r: (targets.index(r.target), r.rank))
 
 
 def _legend_lines(
@@ -173,7 +175,8 @@ def overlay(
     draw = ImageDraw.Draw(canvas)
     unit = max(1, round(max(canvas.size) / 400))
     font = _font(max(10, round(max(canvas.size) / 90)))
-    for region, box in reversed(list(zip(regions, boxes, strict=True))):  # best drawn last, on top
+    drawing = sorted(zip(regions, boxes, strict=True), key=lambda rb: -rb[0].rank)
+    for region, box in drawing:  # the worst rank first, so rank 1 lies on top
         colour = rank_colour(region.rank)
         width = (2 * unit if region.rank == 1 else unit if region.rank <= 3 else max(1, unit // 2)) + 1
         x0, y0, x1, y1 = box
