@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from focus_tool.config import PIPELINES
 from focus_tool.errors import FocusError, quote_text
 
 if TYPE_CHECKING:
@@ -86,12 +87,12 @@ def _device(name: str) -> str:
 def _pipeline(args: argparse.Namespace) -> FocusPipeline:
     from focus_tool.adapters.registry import load_adapter
     from focus_tool.pipeline import FocusPipeline
-    from focus_tool.presets import config_for
+    from focus_tool.presets import config_for, pipeline_variant
 
     adapter = load_adapter(
         args.model, device=_device(args.device), attn_implementation=args.attn, dtype=getattr(args, "dtype", None)
     )
-    return FocusPipeline(adapter, config_for(adapter))
+    return FocusPipeline(adapter, pipeline_variant(config_for(adapter), getattr(args, "pipeline", "preset")))
 
 
 def cmd_zoom(args: argparse.Namespace) -> int:
@@ -116,10 +117,22 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     if args.json:
         _out(result.model_dump_json(indent=1))
         return 0
+    status = result.status
     if result.question:
         _out(f"question: {result.question}")
-        _out(f"answer:   {result.answer}")
-    _out(f"targets:  {', '.join(result.targets) or '(none found: answered on the full image)'}")
+        basis = {"answered_on_region": "on the selected region", "answered_on_whole_image": "on the WHOLE image"}
+        if status is not None and status.question == "refused":
+            _out("answer:   REFUSED (see warnings)")
+        else:
+            where = basis.get(status.question, "") if status is not None else ""
+            _out(f"answer:   {result.answer}" + (f"   ({where})" if where else ""))
+    _out(f"targets:  {', '.join(result.targets) or '(none)'}")
+    if status is not None:
+        for t in status.targets:
+            conf = "" if t.confidence is None else f", P(yes) {t.confidence:.3f} vs threshold {t.threshold}"
+            _out(f"  {t.target}: {t.state.replace('_', ' ').upper()}{conf}")
+        for w in status.warnings:
+            _out(f"warning ({w.code}): {w.message}")
     for r in result.regions[: args.top]:
         conf = "  -  " if r.confidence is None else f"{r.confidence:.3f}"
         mark = " *" if r.selected else ""
@@ -202,6 +215,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             seed=args.seed,
             model=args.model,
             scheme=args.scheme,
+            pipeline=args.pipeline,
             device=_device(args.device),
             attn=args.attn,
             zoomeye_depth=args.zoomeye_depth,
@@ -278,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="let --overlay replace an existing file (never the input image)"
     )
     z.add_argument("--top", type=int, default=5, help="regions to list in the text output (default 5)")
+    z.add_argument(
+        "--pipeline",
+        choices=PIPELINES,
+        default="preset",
+        help="the checkpoint's preset (default; lean FOCUS on the embedded model), the paper's pipeline (paper), "
+        "or lean FOCUS (lean): docs/method.md",
+    )
     z.set_defaults(func=cmd_zoom)
 
     m = sub.add_parser(
@@ -344,7 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--scheme",
         choices=["logit", "letter-strict", "letter-lenient", "mme-regex"],
-        help="answer scheme (default: mme-regex on mme-rw-lite, letter-lenient elsewhere)",
+        help="answer scheme (default: the checkpoint preset's when it is logit, as the embedded model's; else "
+        "mme-regex on mme-rw-lite, letter-lenient elsewhere)",
+    )
+    e.add_argument(
+        "--pipeline",
+        choices=PIPELINES,
+        default="preset",
+        help="FOCUS as the checkpoint's preset has it (default; lean on the embedded model), the paper's pipeline "
+        "(paper), or lean FOCUS (lean); see docs/method.md",
     )
     e.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the embedded model)")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps", "auto"])

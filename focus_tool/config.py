@@ -12,6 +12,10 @@ from typing import Literal
 
 from focus_tool.errors import ConfigError
 
+PIPELINES: tuple[str, ...] = ("preset", "paper", "lean")
+"""Pipeline variants (``--pipeline``, :func:`focus_tool.presets.pipeline_variant`): the checkpoint's preset as it is,
+the paper's pipeline, or lean FOCUS."""
+
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
@@ -90,6 +94,9 @@ class RankConfig:
     # ambiguous (second anchor >= ambiguity_ratio x the first) nor flat (first anchor < flat_peak x the map mean);
     # otherwise continue exactly as "paper" (the first ROI's score is kept)  [choice]
     mode: Literal["paper", "adaptive"] = "paper"
+    # "found" when the best region's c_Yes >= found_conf (the Yes side of the Yes/No softmax); below it the target
+    # is reported not found and, under answer.on_not_found="full_image", no region is selected  [choice]
+    found_conf: float = 0.5
     accept_conf: float = 0.9
     ambiguity_ratio: float = 0.8
     flat_peak: float = 2.0
@@ -106,6 +113,7 @@ class RankConfig:
         _check(self.n_steps >= 1, f"n_steps must be >= 1, got {self.n_steps}")
         _check(self.rank_batch_size >= 1, f"rank_batch_size must be >= 1, got {self.rank_batch_size}")
         _check(0.0 <= self.t_type2 <= 1.0, f"t_type2 must be in [0, 1], got {self.t_type2}")
+        _check(0.0 <= self.found_conf <= 1.0, f"found_conf must be in [0, 1], got {self.found_conf}")
         _check(0.0 <= self.accept_conf <= 1.0, f"accept_conf must be in [0, 1], got {self.accept_conf}")
         _check(self.ambiguity_ratio > 0, f"ambiguity_ratio must be > 0, got {self.ambiguity_ratio}")
         _check(self.flat_peak >= 0, f"flat_peak must be >= 0, got {self.flat_peak}")
@@ -123,7 +131,10 @@ class AnswerConfig:
     context_image: Literal["full", "union"] = "full"
     max_new_tokens: int = 16
     answer_suffix: str = "Answer with the option's letter from the given choices directly."  # [paper App. C.5]
-    on_no_target: Literal["full_image"] = "full_image"  # [inferred, #23]
+    # a target whose best region is below rank.found_conf: "full_image" = select nothing and answer on the whole
+    # image (status says so); "best_region" = answer on the best region anyway, as the paper does (App. C.1: the
+    # argmax after overrun), with a warning  [inferred, #23]
+    on_not_found: Literal["full_image", "best_region"] = "full_image"
     # how the final answer is read (V*Bench's two schemes, benchmarks.md): "letter" = options shown as (A) (B) ...
     # and the reply generated; "logit" = each option written as the assistant's reply after the bare question, the
     # highest mean log-probability wins (SEAL / ZoomEye logit matching; one pass per option)  [choice]

@@ -24,12 +24,21 @@ from focus_tool.errors import InputRejected
 from focus_tool.inputs import InputPolicy, check_text, load_image
 from focus_tool.ops.boxes import expand_to_min_size
 from focus_tool.prompts import format_options
-from focus_tool.result import FocusResult, ForwardPasses, Region, RelevanceMapOut
+from focus_tool.result import (
+    FocusResult,
+    ForwardPasses,
+    QuestionState,
+    Region,
+    RelevanceMapOut,
+    ResultStatus,
+    ResultWarning,
+    TargetStatus,
+)
 from focus_tool.steps.answer import answer_view, crop, focus_views
 from focus_tool.steps.proposals import propose_regions
-from focus_tool.steps.ranking import rank_adaptive, rank_type1, rank_type2
+from focus_tool.steps.ranking import Ranking, map_doubts, rank_adaptive, rank_type1, rank_type2
 from focus_tool.steps.relevance import relevance_map, to_grid
-from focus_tool.steps.targets import Target, extraction_prompt, parse_targets
+from focus_tool.steps.targets import Target, extraction_prompt, grounded, noun_phrases, parse_targets
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +55,8 @@ class _TargetOutcome:
     selected_conf: np.ndarray  # (M,) their c_Yes; NaN when not scored (n_steps = 1 without overrun)
     map_out: RelevanceMapOut
     full_conf: float
+    status: TargetStatus
+    warnings: list[ResultWarning]
 
 
 class FocusPipeline:
@@ -94,15 +105,28 @@ class FocusPipeline:
             timings: dict[str, float] = {}
             t0 = time.perf_counter()
             report("targets", 0.0)
-            targets = self._targets(q, target)
+            notes: list[ResultWarning] = []
+            unknown = self.adapter.unknown_words(q) if q is not None and target is None else []
+            if unknown:
+                report("done", 1.0)
+                return self._refused(img, q, self._vocabulary_warning(unknown))
+            targets = self._targets(q, target, notes)
             timings["targets"] = time.perf_counter() - t0
+            if not targets:
+                notes.append(
+                    ResultWarning(
+                        code="no_target_in_question",
+                        message="no object to look for was found in the question, so nothing was searched and "
+                        "the answer is on the whole image; name the object (e.g. 'the red card') or pass a target",
+                    )
+                )
             n_steps = len(targets) + 2
             outcomes = []
             for i, t in enumerate(targets):
                 report(f"search {t.phrase}", (1 + i) / n_steps)
                 outcomes.append(self._search(img, t, timings))
             report("answer" if q is not None and answer else "regions", (n_steps - 1) / n_steps)
-            result = self._answer(img, q, options, targets, outcomes, timings, run_answer=answer)
+            result = self._answer(img, q, options, targets, outcomes, timings, notes, run_answer=answer)
             report("done", 1.0)
         return result
 
@@ -130,11 +154,14 @@ class FocusPipeline:
                 forward_passes=self._passes(),
                 prefill_tokens=self.adapter.counter.prefill_tokens,
                 timings_s={"answer": time.perf_counter() - t0},
+                status=ResultStatus(question="answered_on_whole_image"),
             )
 
     # ------------------------------------------------------------------ steps
 
-    def _targets(self, question: str | None, target: str | Sequence[str] | None) -> list[Target]:
+    def _targets(
+        self, question: str | None, target: str | Sequence[str] | None, notes: list[ResultWarning]
+    ) -> list[Target]:
         if target is not None:
             phrases = [target] if isinstance(target, str) else list(target)
             targets = [Target(check_text(p, "target", self.policy)) for p in phrases]
@@ -152,8 +179,35 @@ class FocusPipeline:
                 extraction_prompt(question, self.config.targets),
                 max_new_tokens=self.config.targets.max_new_tokens,
             )
-        targets = parse_targets(reply, question, self.config.targets)
-        logger.debug("target extraction: %r -> %s", reply, targets)
+        parsed = parse_targets(reply, question, self.config.targets)
+        logger.debug("target extraction: %r -> %s", reply, parsed)
+        targets, invented = grounded(parsed, question)
+        if invented:
+            fallback = [] if targets else noun_phrases(question, self.config.targets)
+            names = ", ".join(repr(t.phrase) for t in invented)
+            notes.append(
+                ResultWarning(
+                    code="target_not_in_question",
+                    message=f"the model named {names}, which the question does not mention; "
+                    + (
+                        "it was dropped"
+                        if targets
+                        else "the question's own noun phrases were used instead: "
+                        + (", ".join(repr(t.phrase) for t in fallback) or "none")
+                    ),
+                )
+            )
+            targets = targets or fallback
+        elif not parsed:
+            targets = noun_phrases(question, self.config.targets)
+            if targets:
+                notes.append(
+                    ResultWarning(
+                        code="target_not_in_question",
+                        message="the model named no object; the question's own noun phrases were used: "
+                        + ", ".join(repr(t.phrase) for t in targets),
+                    )
+                )
         return targets
 
     def _layers(self) -> tuple[int, int]:
@@ -204,6 +258,7 @@ class FocusPipeline:
             ranking = rank_type1(len(boxes), score, cfg.rank)
         timings["ranking"] = timings.get("ranking", 0.0) + time.perf_counter() - t2
 
+        status, warnings, selected_idx = self._target_status(target, ranking, [float(v) for v in scores])
         int_boxes = grid.to_int_xyxy(boxes)
         order = sorted(range(len(boxes)), key=lambda i: (-ranking.confidence.get(i, -1.0), i))
         regions = [
@@ -214,13 +269,13 @@ class FocusPipeline:
                 target=target.phrase,
                 rank=r + 1,
                 anchor_score=round(float(scores[i]), 4),
-                selected=i in ranking.selected,
+                selected=i in selected_idx,
             )
             for r, i in enumerate(order)
             if (int_boxes[i, 2] > int_boxes[i, 0] and int_boxes[i, 3] > int_boxes[i, 1])
         ]
-        selected = boxes[list(ranking.selected)] if ranking.selected else np.zeros((0, 4))
-        selected_conf = np.array([ranking.confidence.get(i, np.nan) for i in ranking.selected], dtype=np.float64)
+        selected = boxes[list(selected_idx)] if selected_idx else np.zeros((0, 4))
+        selected_conf = np.array([ranking.confidence.get(i, np.nan) for i in selected_idx], dtype=np.float64)
         map_out = RelevanceMapOut(
             target=target.phrase,
             rows=grid.rows,
@@ -229,7 +284,72 @@ class FocusPipeline:
             view_xyxy=grid.view_xyxy,
         )
         full_conf = float(1 / (1 + np.exp(-pre.yes_no_margin)))
-        return _TargetOutcome(target, regions, selected, selected_conf, map_out, full_conf)
+        return _TargetOutcome(target, regions, selected, selected_conf, map_out, full_conf, status, warnings)
+
+    def _target_status(
+        self, target: Target, ranking: Ranking, anchor_scores: list[float]
+    ) -> tuple[TargetStatus, list[ResultWarning], tuple[int, ...]]:
+        """Found / not found / ambiguous from the scored P(Yes), the warnings, and the ROIs to select."""
+        thr = self.config.rank.found_conf
+        conf = ranking.confidence
+        warnings: list[ResultWarning] = []
+        name = target.phrase
+        if "flat_map" in map_doubts(anchor_scores, self.config.rank):
+            warnings.append(
+                ResultWarning(
+                    code="flat_map",
+                    target=name,
+                    message=f"the relevance map of {name!r} has no clear peak; its regions are a guess",
+                )
+            )
+        if not ranking.selected and not conf:  # no region proposed at all
+            state = TargetStatus(target=name, state="not_found", confidence=None, threshold=thr, regions_above=0)
+            return state, warnings, ()
+        if not conf:  # ranking off (n_steps 1 without overrun)
+            state = TargetStatus(target=name, state="unverified", confidence=None, threshold=thr, regions_above=0)
+            return state, warnings, ranking.selected
+        best = max(conf.values())
+        above = sum(c >= thr for c in conf.values())
+        if best < thr:
+            warnings.append(
+                ResultWarning(
+                    code="all_crops_no",
+                    target=name,
+                    message=f"every region checked for {name!r} was answered No (best P(Yes) {best:.3f} < {thr})",
+                )
+            )
+            state = TargetStatus(target=name, state="not_found", confidence=best, threshold=thr, regions_above=0)
+            if self.config.answer.on_not_found == "full_image":
+                return state, warnings, ()
+            warnings.append(
+                ResultWarning(
+                    code="answered_below_threshold",
+                    target=name,
+                    message=f"answered on the best region of {name!r} although it is below the threshold "
+                    "(answer.on_not_found='best_region', the paper's rule)",
+                )
+            )
+            return state, warnings, ranking.selected
+        selected = tuple(i for i in ranking.selected if conf.get(i, 0.0) >= thr)
+        if not target.all_instances and above > 1:
+            warnings.append(
+                ResultWarning(
+                    code="ambiguous",
+                    target=name,
+                    message=f"{above} regions look like {name!r} (P(Yes) >= {thr}); the answer used the most "
+                    "confident one, check the others",
+                )
+            )
+            return (
+                TargetStatus(target=name, state="ambiguous", confidence=best, threshold=thr, regions_above=above),
+                warnings,
+                selected,
+            )
+        return (
+            TargetStatus(target=name, state="found", confidence=best, threshold=thr, regions_above=above),
+            (warnings),
+            selected,
+        )
 
     def _logit(self, options: Sequence[str] | None) -> bool:
         return self.config.answer.scheme == "logit" and bool(options)
@@ -257,6 +377,7 @@ class FocusPipeline:
         targets: list[Target],
         outcomes: list[_TargetOutcome],
         timings: dict[str, float],
+        notes: list[ResultWarning],
         *,
         run_answer: bool = True,
     ) -> FocusResult:
@@ -305,6 +426,19 @@ class FocusPipeline:
         regions = [r.model_copy(update={"id": f"r{i + 1}"}) for i, r in enumerate(regions)]
         grid = self.adapter.grid_for(img.size)
         answer_boxes = [tuple(int(v) for v in b) for b in grid.to_int_xyxy(used_boxes)] if len(used_boxes) else []
+        warnings = [*notes, *(w for o in outcomes for w in o.warnings)]
+        state: QuestionState = "not_asked"
+        if answer is not None:
+            state = "answered_on_region" if mode != "full" else "answered_on_whole_image"
+        if mode in ("full", "none") and outcomes:
+            warnings.append(
+                ResultWarning(
+                    code="nothing_found",
+                    message="no region passed the existence check; "
+                    + ("the answer was made on the whole image" if answer is not None else "no region is selected"),
+                )
+            )
+        status = ResultStatus(question=state, targets=[o.status for o in outcomes], warnings=warnings)
         return FocusResult(
             method="focus",
             model_id=self.adapter.model_id,
@@ -323,6 +457,32 @@ class FocusPipeline:
             image_cache_hits=self.adapter.counter.image_cache_hits,
             prefill_tokens_reused=self.adapter.counter.reused_tokens,
             timings_s={k: round(v, 4) for k, v in timings.items()},
+            status=status,
+        )
+
+    def _vocabulary_warning(self, unknown: list[str]) -> list[ResultWarning]:
+        known = self.adapter.vocabulary()
+        shown = ", ".join(known[:80]) + (" ..." if len(known) > 80 else "")
+        return [
+            ResultWarning(
+                code="out_of_vocabulary",
+                message=f"the model does not know the word(s) {', '.join(repr(w) for w in unknown[:10])}; "
+                + (f"it knows only: {shown}" if known else "rephrase the question"),
+            )
+        ]
+
+    def _refused(self, img: Image.Image, question: str | None, warnings: list[ResultWarning]) -> FocusResult:
+        """A result that answers nothing, with the reason in its warnings (no region, no answer)."""
+        return FocusResult(
+            method="focus",
+            model_id=self.adapter.model_id,
+            image_wh=img.size,
+            question=question,
+            answer=None,
+            answer_view="none",
+            forward_passes=self._passes(),
+            prefill_tokens=self.adapter.counter.prefill_tokens,
+            status=ResultStatus(question="refused", warnings=warnings),
         )
 
     def _passes(self) -> ForwardPasses:

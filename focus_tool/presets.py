@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from focus_tool.adapters.base import MLLMAdapter
-from focus_tool.config import AnswerConfig, FocusConfig, ProposalConfig, RankConfig, RelevanceConfig
+from focus_tool.config import PIPELINES, AnswerConfig, FocusConfig, ProposalConfig, RankConfig, RelevanceConfig
 from focus_tool.errors import ConfigError
 
 PRESETS: dict[str, FocusConfig] = {
@@ -131,6 +131,28 @@ def apply_overrides(cfg: FocusConfig, overrides: dict[str, Any]) -> FocusConfig:
             value = tuple(value)
         cfg = dataclasses.replace(cfg, **{group: dataclasses.replace(sub, **{field: value})})
     return cfg
+
+
+def pipeline_variant(cfg: FocusConfig, name: str) -> FocusConfig:
+    """``cfg`` as the paper's pipeline or as lean FOCUS (docs/method.md, "Adaptive ranking"); "preset": unchanged.
+
+    - paper: the first ``n_steps`` ROIs scored (+ overrun), the argmax answered even below ``rank.found_conf``
+      (App. C.1), one prefill per option under the logit scheme;
+    - lean: adaptive ranking with the preset's thresholds, options scored on one prefill, nothing selected below
+      ``rank.found_conf`` (the answer is then on the whole image, and the status says so).
+    """
+    if name not in PIPELINES:
+        raise ConfigError(f"unknown pipeline {name!r}; choose one of: {', '.join(PIPELINES)}")
+    if name == "preset":
+        return cfg
+    lean = name == "lean"
+    return dataclasses.replace(
+        cfg,
+        rank=dataclasses.replace(cfg.rank, mode="adaptive" if lean else "paper"),
+        answer=dataclasses.replace(
+            cfg.answer, shared_prefix=lean, on_not_found="full_image" if lean else "best_region"
+        ),
+    )
 
 
 def preset(name: str, overrides: dict[str, Any] | None = None) -> FocusConfig:

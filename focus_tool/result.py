@@ -83,6 +83,58 @@ class ForwardPasses(BaseModel):
         )
 
 
+TargetState = Literal["found", "not_found", "ambiguous", "unverified"]
+QuestionState = Literal["answered_on_region", "answered_on_whole_image", "refused", "not_asked"]
+WarningCode = Literal[
+    "target_not_in_question",
+    "no_target_in_question",
+    "out_of_vocabulary",
+    "flat_map",
+    "all_crops_no",
+    "ambiguous",
+    "nothing_found",
+    "answered_below_threshold",
+]
+
+
+class TargetStatus(BaseModel):
+    """Whether one target was found: its best region's P(Yes) against the preset's ``rank.found_conf``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    target: str
+    state: TargetState = Field(
+        description="found: the best region's P(Yes) >= the threshold; not_found: below it (no region selected); "
+        "ambiguous: more than one region of a single-instance target above it; unverified: no existence check "
+        "ran (ranking switched off)"
+    )
+    confidence: float | None = Field(ge=0.0, le=1.0, description="P(Yes) of the best region; None if unverified")
+    threshold: float = Field(ge=0.0, le=1.0, description="the P(Yes) threshold of 'found'")
+    regions_above: int = Field(ge=0, description="scored regions with P(Yes) >= threshold")
+
+
+class ResultWarning(BaseModel):
+    """Something a caller should know before trusting the result."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: WarningCode
+    message: str
+    target: str | None = None
+
+
+class ResultStatus(BaseModel):
+    """What an agent can branch on: per target found / not found / ambiguous, and how the question was answered."""
+
+    question: QuestionState = Field(
+        description="answered_on_region: the answer was made on the selected region(s); answered_on_whole_image: "
+        "nothing was found, so the answer is the whole-image answer; refused: the question was not answered "
+        "(see warnings); not_asked: no question, or answer=False"
+    )
+    targets: list[TargetStatus] = Field(default_factory=list)
+    warnings: list[ResultWarning] = Field(default_factory=list)
+
+
 class FocusResult(BaseModel):
     """What a zoom call returns."""
 
@@ -112,3 +164,4 @@ class FocusResult(BaseModel):
         default=0, ge=0, description="prompt tokens of those prefills served from the cache instead of recomputed"
     )
     timings_s: dict[str, float] = Field(default_factory=dict)
+    status: ResultStatus | None = Field(default=None, description="found / not found per target, answer basis")

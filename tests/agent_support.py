@@ -12,7 +12,7 @@ from focus_tool.service import ProgressFn
 from tests.bad_inputs import write_png
 from tests.tiny_models import save_tiny_llava
 
-QUESTION = "What colour is the card?"
+QUESTION = "What color is the card?"
 TARGET = "red card"
 
 

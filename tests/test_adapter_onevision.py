@@ -24,6 +24,7 @@ from tests.adapter_checks import (
     QUESTION,
     TARGET,
     assert_cells_tile_image,
+    best_region_anyway,
     capture_inputs_embeds,
     check_batched_yes_no,
     check_loaded_like_fresh,
@@ -241,7 +242,7 @@ def test_zoom_answers_on_the_context_image_and_crops(saved: Path) -> None:
     adapter = load_adapter(saved)
     assert adapter.answer_mode == "multi"
     image = noise_image(14, (240, 160))
-    result = FocusPipeline(adapter, config_for(adapter)).zoom(
+    result = FocusPipeline(adapter, best_region_anyway(config_for(adapter))).zoom(
         image, question=QUESTION, target=["red card", "blue card"]
     )
     assert result.answer_view == "multi" and result.answer is not None

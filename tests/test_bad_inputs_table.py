@@ -318,7 +318,7 @@ def request(case: Case, files: dict[str, str], tool: str = "focus_find") -> dict
     if tool == "focus_find":
         args.setdefault("target", TARGET)
     else:
-        args.setdefault("question", "What colour is the card?")
+        args.setdefault("question", "What color is the card?")
     return args
 
 

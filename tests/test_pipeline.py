@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from focus_tool.adapters.llava import LlavaAdapter
-from focus_tool.config import FocusConfig, ProposalConfig, RankConfig
+from focus_tool.config import AnswerConfig, FocusConfig, ProposalConfig, RankConfig
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.result import FocusResult
 from tests.tiny_models import tiny_llava
@@ -33,6 +33,7 @@ def _cfg(n_steps: int, overrun: bool) -> FocusConfig:
     return FocusConfig(
         proposal=ProposalConfig(k=16, s_min=1, s_max=1, s_dist=1.0, nms_iou=0.3),
         rank=RankConfig(n_steps=n_steps, overrun=overrun),
+        answer=AnswerConfig(on_not_found="best_region"),  # random weights: P(Yes) ~ 0.5 says nothing
     )
 
 

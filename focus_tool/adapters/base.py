@@ -219,6 +219,15 @@ class MLLMAdapter(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} exposes no attention maps (ViCrop needs them)")
 
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of ``text`` the model's tokenizer cannot represent (a closed vocabulary); none for byte-level or
+        byte-fallback tokenizers."""
+        return []
+
+    def vocabulary(self) -> list[str]:
+        """The words a closed-vocabulary model knows (for a refusal message); empty for open vocabularies."""
+        return []
+
     @abstractmethod
     def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
         """The map grid geometry for an image of this size (without running the model)."""

@@ -11,6 +11,7 @@ formats stay in each model's adapter, behind the hooks named here.
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,6 +120,22 @@ class TransformersAdapter(MLLMAdapter):
     @abstractmethod
     def _text_prompt(self, text: str) -> str:
         """The templated prompt of ``text`` alone (no image), ending with the generation prompt."""
+
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of ``text`` that tokenize to the unknown token (closed word-level vocabularies, e.g. the
+        embedded model's); none where the tokenizer has no unknown token or never produces it."""
+        unk = self.tokenizer.unk_token_id
+        if unk is None:
+            return []
+        words = dict.fromkeys(re.findall(r"[^\W\d_]+", text))
+        return [w for w in words if unk in self.tokenizer(w, add_special_tokens=False)["input_ids"]]
+
+    def vocabulary(self) -> list[str]:
+        """The alphabetic words of a small (closed, < 2000 entries) vocabulary, sorted; else empty."""
+        vocab = self.tokenizer.get_vocab()
+        if len(vocab) >= 2000:
+            return []
+        return sorted(w for w in vocab if w.isalpha())
 
     def yes_no_ids(self) -> tuple[int, int]:
         """Token ids of the first token of the assistant reply "Yes" / "No" after the chat template."""

@@ -47,6 +47,7 @@ KINDS: tuple[QuestionKind, ...] = ("attribute", "relative", "count")
 TRAIN_STREAM = 0  # seed streams: np.random.default_rng([stream, seed]) keeps training and test scenes disjoint
 TEST_STREAM = 1
 DEMO_STREAM = 2
+VALIDATION_STREAM = 3  # for choosing method thresholds (lean ranking); never the test split
 
 # Pip centres in card-relative coordinates (0..1), dice layout.
 _PIP_LAYOUT: dict[int, tuple[tuple[float, float], ...]] = {
@@ -283,13 +284,19 @@ def sample_bench_item(rng: np.random.Generator, kind: QuestionKind, item_id: str
     return BenchItem(scene=scene, question=q, item_id=item_id)
 
 
-def benchmark_items(seed: int, n: int, *, mix: tuple[float, float, float] = (0.6, 0.25, 0.15)) -> list[BenchItem]:
-    """The fixed-seed test split: ``n`` items from the test seed stream, kinds in proportion ``mix``."""
-    rng = np.random.default_rng([TEST_STREAM, seed])
+def benchmark_items(
+    seed: int, n: int, *, mix: tuple[float, float, float] = (0.6, 0.25, 0.15), stream: int = TEST_STREAM
+) -> list[BenchItem]:
+    """The fixed-seed test split: ``n`` items from the test seed stream, kinds in proportion ``mix``.
+
+    ``stream=VALIDATION_STREAM`` draws a disjoint validation split of the same distribution (thresholds are chosen
+    there, never on the test split)."""
+    rng = np.random.default_rng([stream, seed])
     counts = np.floor(np.asarray(mix) * n).astype(int)
     counts[0] += n - counts.sum()
     kinds: list[QuestionKind] = [k for k, c in zip(KINDS, counts, strict=True) for _ in range(c)]
-    return [sample_bench_item(rng, kind, item_id=f"synth_{seed}_{i:04d}") for i, kind in enumerate(kinds)]
+    prefix = "synth" if stream == TEST_STREAM else f"synth_s{stream}"
+    return [sample_bench_item(rng, kind, item_id=f"{prefix}_{seed}_{i:04d}") for i, kind in enumerate(kinds)]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -133,12 +133,12 @@ class FocusMethod:
 
     name = "focus"
 
-    def __init__(self, adapter: MLLMAdapter) -> None:
+    def __init__(self, adapter: MLLMAdapter, pipeline: str = "preset") -> None:
         from focus_tool.pipeline import FocusPipeline
-        from focus_tool.presets import config_for
+        from focus_tool.presets import config_for, pipeline_variant
 
         self.adapter = adapter
-        self.config = config_for(adapter)
+        self.config = pipeline_variant(config_for(adapter), pipeline)
         self._pipeline_cls = FocusPipeline
 
     def run(
@@ -172,10 +172,11 @@ def build_method(
     zoomeye_depth: int | None = None,
     vicrop_variant: str = "rel-att",
     vicrop_high: bool = False,
+    pipeline: str = "preset",
 ) -> Method:
-    """The engine called ``name`` over ``adapter``."""
+    """The engine called ``name`` over ``adapter``; ``pipeline``: FOCUS as the preset, the paper's or lean."""
     if name == "focus":
-        return FocusMethod(adapter)
+        return FocusMethod(adapter, pipeline)
     if name == "vanilla":
         from focus_tool.baselines.vanilla import VanillaMethod
         from focus_tool.presets import config_for
@@ -197,8 +198,22 @@ def build_method(
 # ---------------------------------------------------------------------------------------------------- one item
 
 
-def default_scheme(benchmark: str) -> str:
-    """The answer scheme used when none is given: the official regex on MME-RealWorld, lenient letters elsewhere."""
+def default_scheme(benchmark: str, model: str | None = None) -> str:
+    """The answer scheme used when none is given: the checkpoint preset's ``answer.scheme`` when it says "logit"
+    (the embedded model cannot answer with letters), else the official regex on MME-RealWorld and lenient letters
+    elsewhere. Read from the checkpoint's ``focus_preset.json``, before the model is loaded."""
+    from focus_tool.adapters.registry import default_model_path
+    from focus_tool.presets import PRESET_FILE
+
+    folder = default_model_path() if model is None else Path(model).expanduser()
+    file = folder / PRESET_FILE
+    if file.is_file():
+        try:
+            overrides = json.loads(file.read_text()).get("overrides", {})
+        except (ValueError, AttributeError):
+            overrides = {}
+        if isinstance(overrides, dict) and overrides.get("answer.scheme") == "logit":
+            return "logit"
     return "mme-regex" if benchmark == "mme-rw-lite" else "letter-lenient"
 
 
@@ -419,6 +434,7 @@ class EvalSpec:
     zoomeye_depth: int | None = None
     vicrop_variant: str = "rel-att"
     vicrop_high: bool = False
+    pipeline: str = "preset"  # FOCUS: the preset as it is, "paper" or "lean" (focus_tool.presets.pipeline_variant)
     command: str = ""
     progress: bool = True
 
@@ -481,6 +497,7 @@ def run_signature(spec: EvalSpec, scheme: str, adapter: MLLMAdapter | None = Non
         "zoomeye_depth": spec.zoomeye_depth,
         "vicrop_variant": spec.vicrop_variant,
         "vicrop_high": spec.vicrop_high,
+        **({"pipeline": spec.pipeline} if spec.pipeline != "preset" else {}),
     }
 
 
@@ -540,7 +557,7 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
     from tqdm import tqdm
 
     rank, world, barrier = _distributed()
-    scheme = spec.scheme or default_scheme(spec.benchmark)
+    scheme = spec.scheme or default_scheme(spec.benchmark, adapter.model_id if adapter is not None else spec.model)
     letter = scheme != "logit"
     spec.report.parent.mkdir(parents=True, exist_ok=True)
     # Every rank checks, before the model is loaded and before any record is written (the files cannot change under
@@ -586,6 +603,7 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
             zoomeye_depth=spec.zoomeye_depth,
             vicrop_variant=spec.vicrop_variant,
             vicrop_high=spec.vicrop_high,
+            pipeline=spec.pipeline,
         )
         todo = [it for it in mine if (name, it.item_id) not in done]
         bar = tqdm(todo, desc=f"{name} [{rank}/{world}]", disable=not spec.progress, file=sys.stderr)

@@ -91,3 +91,132 @@ def parse_targets(text: str, question: str, cfg: TargetConfig) -> list[Target]:
     if cfg.type2_rule == "all_or_keyword" and len(out) == 1 and re.search(cfg.type2_regex, question.lower()):
         out = [Target(out[0].phrase, True)]
     return out
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_NP_STOP = frozenset(
+    [
+        "of",
+        "on",
+        "in",
+        "at",
+        "to",
+        "from",
+        "with",
+        "by",
+        "for",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "how",
+        "many",
+        "much",
+        "does",
+        "do",
+        "did",
+        "there",
+        "here",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "image",
+        "picture",
+        "photo",
+        "the",
+        "a",
+        "an",
+        "each",
+        "every",
+        "any",
+        "some",
+        "above",
+        "below",
+        "under",
+        "over",
+        "behind",
+        "near",
+        "next",
+        "beside",
+        "between",
+        "inside",
+        "outside",
+    ]
+)
+_ATTRIBUTE_NOUNS = frozenset(
+    [
+        "color",
+        "colour",
+        "number",
+        "count",
+        "side",
+        "left",
+        "right",
+        "shape",
+        "size",
+        "material",
+        "kind",
+        "type",
+        "name",
+        "position",
+        "text",
+    ]
+)
+
+
+def _words(text: str) -> list[str]:
+    return [_singularise(w) for w in _WORD.findall(text.lower())]
+
+
+def grounded(targets: list[Target], question: str) -> tuple[list[Target], list[Target]]:
+    """Split ``targets`` into those whose every word occurs in ``question`` (singular and plural alike) and those
+    that do not (a target the model invented, e.g. "purple card" for a question about a circle)."""
+    words = set(_words(question))
+    kept = [t for t in targets if _words(t.phrase) and set(_words(t.phrase)) <= words]
+    return kept, [t for t in targets if t not in kept]
+
+
+def noun_phrases(question: str, cfg: TargetConfig) -> list[Target]:
+    """Fallback targets read from the question itself: the word runs after an article or "of", up to the next
+    function word or punctuation, attribute nouns ("color", "side", ...) dropped; a part named before its holder
+    ("the dots on the red card") gives way to the holder. E.g. "What is the color of the dots on the red card?" ->
+    red card; "Is the red card left of the blue card?" -> red card, blue card. A counting question makes its single
+    phrase type-2."""
+    out: list[Target] = []
+    for clause in re.split(r"[?,.;:!()]", question.lower()):
+        tokens = _WORD.findall(clause)
+        last: tuple[int, str] | None = None  # end index and phrase of the previous kept run
+        i = 0
+        while i < len(tokens):
+            if tokens[i] not in ("the", "a", "an", "of", "many"):
+                i += 1
+                continue
+            j = i + 1
+            while j < len(tokens) and tokens[j] not in _NP_STOP:
+                j += 1
+            run = tokens[i + 1 : j]
+            phrase = " ".join(run)
+            if run and run[-1] not in _ATTRIBUTE_NOUNS:
+                between = [t for t in tokens[last[0] : i + 1] if t not in ("the", "a", "an")] if last else []
+                if last is not None and between and set(between) <= {"on", "in", "of", "inside", "at"}:
+                    out = [t for t in out if t.phrase != last[1]]  # a part of this holder: the holder is the target
+                if phrase not in {t.phrase for t in out}:
+                    out.append(Target(phrase))
+                last = (j, phrase)
+            i = j
+    out = out[: cfg.max_targets]
+    if len(out) == 1 and re.search(cfg.type2_regex, question.lower()) and cfg.type2_rule == "all_or_keyword":
+        out = [Target(out[0].phrase, True)]
+    return out
