@@ -723,6 +723,18 @@ def summary_json(outcome: ZoomOutcome) -> str:
         ],
         "regions_total": len(r.regions),
         "answer_view": r.answer_view,
+        "status": None if r.status is None else r.status.question,
+        "targets_status": []
+        if r.status is None
+        else [
+            {
+                "target": t.target,
+                "state": t.state,
+                "confidence": None if t.confidence is None else round(t.confidence, 4),
+            }
+            for t in r.status.targets
+        ],
+        "warnings": [] if r.status is None else [f"{w.code}: {w.message}" for w in r.status.warnings],
         "forward_passes": {"search": fp.search, "answer": fp.answer, "extraction": fp.aux},
         "seconds": round(sum(v for k, v in r.timings_s.items() if k != "queue"), 3),
         "session": {
@@ -733,6 +745,8 @@ def summary_json(outcome: ZoomOutcome) -> str:
             "zoomed_into": r.session.parent_region_id,
         },
         "note": "boxes are [x0, y0, x1, y1] in original-image pixels; confidence is P(object present) in 0-1; "
+        "status: answered_on_region, answered_on_whole_image (nothing found), refused (see warnings) or not_asked; "
+        "a target state of not_found means no region is selected; ambiguous means several regions match; "
         "to zoom inside a region, call again with the same image and region_id set to its id",
     }
     return json.dumps(summary, separators=(",", ":"))
