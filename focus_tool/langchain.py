@@ -38,8 +38,10 @@ ZOOM_DESCRIPTION = (
     "Zoom into small details of an image with a local vision model (FOCUS). Give the image (absolute image_path "
     "under an allowed folder, or image_base64) and a question about a detail, or a target object to find. Returns "
     "the answer, ranked regions with ids, boxes [x0, y0, x1, y1] in original-image pixels and confidences 0-1, and "
-    "crops of the best regions as images. To look closer, call again with the same image and region_id set to a "
-    "returned id: the search then runs inside that region, and boxes stay in original-image pixels."
+    "crops of the best regions as images, and a status: per target found / not_found / ambiguous, whether the "
+    "answer was made on a region or on the whole image because nothing was found, and warnings; check it before "
+    "trusting the answer. To look closer, call again with the same image and region_id set to a returned id: the "
+    "search then runs inside that region, and boxes stay in original-image pixels."
 )
 
 

@@ -52,14 +52,17 @@ ZOOM_DESCRIPTION = (
     "Answer a question about a small detail of an image with a local vision model (FOCUS): it finds the relevant "
     "regions, ranks crops by the model's confidence and answers on the best crop. Give image_path (absolute, under "
     "an allowed folder; see focus_allowed_roots) or image_base64. Returns JSON text (answer, region ids, boxes "
-    "[x0, y0, x1, y1] in original-image pixels, confidences 0-1), crop images, and the same data as structured "
-    "content. To look closer, call again with the same image and region_id set to a returned id."
+    "[x0, y0, x1, y1] in original-image pixels, confidences 0-1, and a status: per target found / not_found / "
+    "ambiguous, whether the answer was made on a region or on the whole image because nothing was found, and "
+    "warnings; check it before trusting the answer), crop images, and the same data as structured content. To look "
+    "closer, call again with the same image and region_id set to a returned id."
 )
 FIND_DESCRIPTION = (
     "Find an object in an image with a local vision model (FOCUS), without answering a question: returns ranked "
     "regions with ids, boxes [x0, y0, x1, y1] in original-image pixels and confidences 0-1, plus crop images. Give "
     "image_path (absolute, under an allowed folder) or image_base64, and the object to find, e.g. 'red card'. "
-    "Pass region_id from an earlier result on the same image to search inside that region."
+    "Pass region_id from an earlier result on the same image to search inside that region. The status says per "
+    "target found / not_found (no region selected) / ambiguous (several match)."
 )
 ROOTS_DESCRIPTION = "List the folders image_path must be under, and the size limits for images."
 
