@@ -103,28 +103,20 @@ class Gemma3Adapter(ChatTemplateAdapter):
     model_class_name = "Gemma3ForConditionalGeneration"
     image_count_source = "the processor's views x mm_tokens_per_image"
 
-    def __init__(
-        self,
-        model: Any,
-        image_processor: Any,
-        tokenizer: Any,
-        *,
-        chat_template: str | None = None,
-        model_id: str = "gemma3",
-    ) -> None:
-        super().__init__(model, image_processor, tokenizer, chat_template=chat_template, model_id=model_id)
-        cfg = model.config
+    def _configure(self) -> None:
+        """Square size, patch and pooling from the config and image processor, the image tags, pan-and-scan."""
+        cfg = self.model.config
         vision = cfg.vision_config
-        size = dict(image_processor.size)
+        size = dict(self.image_processor.size)
         self.image_px: int = int(size.get("height") or 0)  # 896
         self.patch_px: int = int(vision.patch_size)  # 14
         self.side: int = math.isqrt(int(cfg.mm_tokens_per_image))  # 16 soft tokens per side
         self.pool: int = int(vision.image_size) // self.patch_px // max(self.side, 1)  # 4: 64 patches -> 16 tokens
-        self.boi_token: str = str(getattr(tokenizer, "boi_token", None) or "<start_of_image>")
-        self.eoi_token: str = str(getattr(tokenizer, "eoi_token", None) or "<end_of_image>")
+        self.boi_token: str = str(getattr(self.tokenizer, "boi_token", None) or "<start_of_image>")
+        self.eoi_token: str = str(getattr(self.tokenizer, "eoi_token", None) or "<end_of_image>")
         self.pan_and_scan: dict[str, Any] | None = self._pan_and_scan_settings()
         self._check_consistency(size, int(vision.image_size))
-        self._adds_bos = bool(tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id])
+        self._adds_bos = bool(self.tokenizer("")["input_ids"][:1] == [self.tokenizer.bos_token_id])
 
     def _pan_and_scan_settings(self) -> dict[str, Any] | None:
         """The pan-and-scan keyword arguments of the image processor (null settings -> the processor's defaults),
@@ -141,22 +133,14 @@ class Gemma3Adapter(ChatTemplateAdapter):
     def _check_consistency(self, size: dict[str, Any], vision_px: int) -> None:
         """The image processor must resize to the vision tower's square and the soft-token count must pool evenly."""
         cfg = self.model.config
-        if size.get("width") != self.image_px or self.image_px != vision_px:
-            raise ModelLoadError(
-                f"the image processor resizes to {size.get('width')} x {size.get('height')} px but the vision tower "
-                f"takes {vision_px} px; use the checkpoint's own preprocessor_config.json"
-            )
+        self._require_square_input(size, self.image_px, vision_px, verb="resizes to")
         patches = vision_px // self.patch_px
         if self.side < 1 or self.side**2 != int(cfg.mm_tokens_per_image) or patches % self.side:
             raise ModelLoadError(
                 f"mm_tokens_per_image {cfg.mm_tokens_per_image} in config.json does not pool the {patches} x "
                 f"{patches} patch grid into a square grid"
             )
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        for token in (self.boi_token, self.eoi_token):
-            tid = self.tokenizer.convert_tokens_to_ids(token)
-            if tid is None or tid == unk:
-                raise ModelLoadError(f"the tokenizer has no {token!r} token; use the checkpoint's own tokenizer")
+        self._require_tokens(self.boi_token, self.eoi_token)
 
     # ------------------------------------------------------------------ geometry
 

@@ -234,15 +234,58 @@ class ChatTemplateAdapter(TransformersAdapter):
     :meth:`_encode_interleaved`) and the prompt without a chat template (:meth:`_fallback_prompt`).
     """
 
+    preset_name: ClassVar[str]  # the preset of the family (focus_tool.presets) and the default model_id
     image_count_source: ClassVar[str]  # in messages: "image tokens per prompt ... differ from {it} ..."
 
     def __init__(
-        self, model: Any, image_processor: Any, tokenizer: Any, *, chat_template: str | None, model_id: str
+        self,
+        model: Any,
+        image_processor: Any,
+        tokenizer: Any,
+        *,
+        chat_template: str | None = None,
+        model_id: str | None = None,
     ) -> None:
-        super().__init__(model, tokenizer, model_id=model_id)
+        """Wrap a loaded model, its image processor and tokenizer; ``model_id`` defaults to :attr:`preset_name`.
+
+        Then :meth:`_configure` reads and checks the model's own settings.
+
+        Raises:
+            ModelLoadError: if the checkpoint's settings do not fit the adapter (from :meth:`_configure`).
+        """
+        super().__init__(model, tokenizer, model_id=self.preset_name if model_id is None else model_id)
         self.image_processor = image_processor
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
         self.image_token: str = str(tokenizer.convert_ids_to_tokens(self.image_token_id))
+        self._configure()
+
+    def _configure(self) -> None:
+        """Read the adapter's settings from ``self.model.config`` / ``self.image_processor`` / ``self.tokenizer``
+        and check that they agree (raising :class:`~focus_tool.errors.ModelLoadError`); nothing here."""
+
+    def _require_square_input(self, size: dict[str, Any], px: int, vision_px: int, *, verb: str) -> None:
+        """Check that the image processor's ``size`` is the ``px`` square the vision tower takes (``vision_px``).
+
+        Raises:
+            ModelLoadError: "the image processor {verb} W x H px but the vision tower takes ``vision_px`` px".
+        """
+        if size.get("width") != px or px != vision_px:
+            raise ModelLoadError(
+                f"the image processor {verb} {size.get('width')} x {size.get('height')} px but the vision tower "
+                f"takes {vision_px} px; use the checkpoint's own preprocessor_config.json"
+            )
+
+    def _require_tokens(self, *tokens: str) -> None:
+        """Check that the tokenizer knows each of ``tokens`` as one token (not the unknown token).
+
+        Raises:
+            ModelLoadError: naming the first token it lacks.
+        """
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        for token in tokens:
+            tid = self.tokenizer.convert_tokens_to_ids(token)
+            if tid is None or tid == unk:
+                raise ModelLoadError(f"the tokenizer has no {token!r} token; use the checkpoint's own tokenizer")
 
     @classmethod
     def _load_processors(cls, path: str) -> dict[str, Any]:

@@ -85,42 +85,31 @@ class InternVLAdapter(ChatTemplateAdapter):
     model_class_name = "InternVLForConditionalGeneration"
     image_count_source = "the processor's num_patches x image_seq_length"
 
-    def __init__(
-        self,
-        model: Any,
-        image_processor: Any,
-        tokenizer: Any,
-        *,
-        chat_template: str | None = None,
-        model_id: str = "internvl",
-    ) -> None:
-        super().__init__(model, image_processor, tokenizer, chat_template=chat_template, model_id=model_id)
-        if not all(hasattr(image_processor, k) for k in ("crop_to_patches", "min_patches", "max_patches")):
+    def _configure(self) -> None:
+        """Tile size, patch, pixel shuffle and tiling limits from the config and image processor, checked."""
+        ip = self.image_processor
+        if not all(hasattr(ip, k) for k in ("crop_to_patches", "min_patches", "max_patches")):
             raise ModelLoadError(
-                f"{type(image_processor).__name__} is not the GotOcr2 tiling image processor InternVL3 uses; "
+                f"{type(ip).__name__} is not the GotOcr2 tiling image processor InternVL3 uses; "
                 "use a checkpoint whose preprocessor_config.json names GotOcr2ImageProcessor(Fast)"
             )
-        cfg = model.config
+        cfg = self.model.config
         vision = cfg.vision_config
-        size = dict(image_processor.size)
+        size = dict(ip.size)
         self.tile_px: int = int(size.get("height") or 0)  # 448
         self.patch_px: int = int(_first(vision.patch_size))  # 14
         self.shuffle: int = round(1 / float(cfg.downsample_ratio))  # 2: pixel shuffle 0.5 folds 2 x 2 patches
         self.side: int = self.tile_px // self.patch_px // self.shuffle  # 16 tokens per tile side
-        self.min_patches: int = int(image_processor.min_patches)  # 1
-        self.max_patches: int = int(image_processor.max_patches)  # 12
-        self.start_token: str = str(getattr(tokenizer, "start_image_token", None) or "<img>")
-        self.end_token: str = str(getattr(tokenizer, "end_image_token", None) or "</img>")
+        self.min_patches: int = int(ip.min_patches)  # 1
+        self.max_patches: int = int(ip.max_patches)  # 12
+        self.start_token: str = str(getattr(self.tokenizer, "start_image_token", None) or "<img>")
+        self.end_token: str = str(getattr(self.tokenizer, "end_image_token", None) or "</img>")
         self._check_consistency(size, _first(vision.image_size))
 
     def _check_consistency(self, size: dict[str, Any], vision_px: int) -> None:
         """The image processor must tile at the vision tower's resolution and the token counts must agree."""
         cfg = self.model.config
-        if size.get("width") != self.tile_px or self.tile_px != vision_px:
-            raise ModelLoadError(
-                f"the image processor tiles at {size.get('width')} x {size.get('height')} px but the vision tower "
-                f"takes {vision_px} px; use the checkpoint's own preprocessor_config.json"
-            )
+        self._require_square_input(size, self.tile_px, vision_px, verb="tiles at")
         if cfg.vision_feature_select_strategy != "default":
             raise ModelLoadError(
                 f"vision_feature_select_strategy={cfg.vision_feature_select_strategy!r} is not supported; InternViT "
@@ -133,11 +122,7 @@ class InternVLAdapter(ChatTemplateAdapter):
                 f"image_seq_length {cfg.image_seq_length} in config.json differs from the {self.side**2} tokens a "
                 f"{self.tile_px}-px tile gives"
             )
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        for token in (self.start_token, self.end_token):
-            tid = self.tokenizer.convert_tokens_to_ids(token)
-            if tid is None or tid == unk:
-                raise ModelLoadError(f"the tokenizer has no {token!r} token; use the checkpoint's own tokenizer")
+        self._require_tokens(self.start_token, self.end_token)
 
     # ------------------------------------------------------------------ geometry
 

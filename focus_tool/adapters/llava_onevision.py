@@ -58,17 +58,9 @@ class LlavaOnevisionAdapter(ChatTemplateAdapter):
     model_class_name = "LlavaOnevisionForConditionalGeneration"
     image_count_source = "the model's feature counts"
 
-    def __init__(
-        self,
-        model: Any,
-        image_processor: Any,
-        tokenizer: Any,
-        *,
-        chat_template: str | None = None,
-        model_id: str = "llava-onevision",
-    ) -> None:
-        super().__init__(model, image_processor, tokenizer, chat_template=chat_template, model_id=model_id)
-        cfg = model.config
+    def _configure(self) -> None:
+        """Tile size, base grid and anyres pinpoints from the config, checked against the image processor."""
+        cfg = self.model.config
         vision = cfg.vision_config
         self.tile_px: int = int(vision.image_size)  # 384 for the 7B checkpoint
         self.side: int = int(vision.image_size // vision.patch_size)  # 27: 729 base tokens per tile

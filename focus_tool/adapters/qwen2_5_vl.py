@@ -51,23 +51,15 @@ class Qwen25VLAdapter(ChatTemplateAdapter):
     model_class_name = "Qwen2_5_VLForConditionalGeneration"
     image_count_source = "image_grid_thw counts"
 
-    def __init__(
-        self,
-        model: Any,
-        image_processor: Any,
-        tokenizer: Any,
-        *,
-        chat_template: str | None = None,
-        model_id: str = "qwen2.5-vl",
-    ) -> None:
-        super().__init__(model, image_processor, tokenizer, chat_template=chat_template, model_id=model_id)
-        cfg = model.config
+    def _configure(self) -> None:
+        """Patch and merge sizes and the pixel budget from the image processor, checked against the vision tower."""
+        cfg, ip = self.model.config, self.image_processor
         self.video_token_id: int = int(cfg.video_token_id)  # (image_token, set by the base class: "<|image_pad|>")
-        self.patch_px: int = int(image_processor.patch_size)  # 14
-        self.merge: int = int(image_processor.merge_size)  # 2
-        size = dict(image_processor.size)
-        self.min_pixels: int = int(size.get("shortest_edge", getattr(image_processor, "min_pixels", 56 * 56)))
-        self.max_pixels: int = int(size.get("longest_edge", getattr(image_processor, "max_pixels", 28 * 28 * 1280)))
+        self.patch_px: int = int(ip.patch_size)  # 14
+        self.merge: int = int(ip.merge_size)  # 2
+        size = dict(ip.size)
+        self.min_pixels: int = int(size.get("shortest_edge", getattr(ip, "min_pixels", 56 * 56)))
+        self.max_pixels: int = int(size.get("longest_edge", getattr(ip, "max_pixels", 28 * 28 * 1280)))
         vision = cfg.vision_config
         if (int(vision.patch_size), int(vision.spatial_merge_size)) != (self.patch_px, self.merge):
             raise ModelLoadError(

@@ -58,8 +58,6 @@ own vision block with its own ``image_grid_thw`` row, as Qwen2.5-VL's; it writes
 
 from __future__ import annotations
 
-from typing import Any
-
 from focus_tool.adapters.qwen2_5_vl import Qwen25VLAdapter
 from focus_tool.errors import ModelLoadError
 
@@ -78,9 +76,9 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
     family = "Qwen3-VL"
     model_class_name = "Qwen3VLForConditionalGeneration"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("model_id", self.preset_name)
-        super().__init__(*args, **kwargs)
+    def _configure(self) -> None:
+        """Qwen2.5-VL's settings, then the number of DeepStack feature maps (at most the LM's layers)."""
+        super()._configure()
         self.deepstack_layers: int = len(self.model.config.vision_config.deepstack_visual_indexes)
         if self.deepstack_layers > self.num_layers:
             raise ModelLoadError(

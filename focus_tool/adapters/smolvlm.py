@@ -148,11 +148,8 @@ class SmolVLMAdapter(ChatTemplateAdapter):
     image_count_source = "the processor's tiles (+ global image) x image_seq_len"
     reply_separator = " "  # "...Assistant:" then " Yes" (the checkpoints reply with a leading space)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """``(model, image_processor, tokenizer, *, chat_template=None, model_id="smolvlm")`` as the base takes them."""
-        kwargs.setdefault("chat_template", None)
-        kwargs.setdefault("model_id", self.preset_name)
-        super().__init__(*args, **kwargs)
+    def _configure(self) -> None:
+        """Tile size, patch, pixel shuffle, splitting and resize settings and the layout tokens, checked."""
         image_processor, tokenizer = self.image_processor, self.tokenizer
         if not all(hasattr(image_processor, k) for k in ("do_image_splitting", "max_image_size", "split_images")):
             raise ModelLoadError(
@@ -190,11 +187,7 @@ class SmolVLMAdapter(ChatTemplateAdapter):
         seq = int(getattr(self.model.model, "image_seq_len", self.side**2))
         if seq != self.side**2:
             raise ModelLoadError(f"the model packs {seq} tokens per tile, the processor settings give {self.side**2}")
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        for token in (self.image_token, self.fake_token):  # the row / column / global tags may be plain text
-            tid = self.tokenizer.convert_tokens_to_ids(token)
-            if tid is None or tid == unk:
-                raise ModelLoadError(f"the tokenizer has no {token!r} token; use the checkpoint's own tokenizer")
+        self._require_tokens(self.image_token, self.fake_token)  # the row / column / global tags may be plain text
 
     # ------------------------------------------------------------------ geometry
 
