@@ -99,3 +99,18 @@ def test_found_on_at_least_95_percent_of_the_test_split(pipe: FocusPipeline) -> 
         result = pipe.zoom(syn.render(item.scene), question=item.question.text, answer=False)
         found += all(t.state in ("found", "ambiguous") for t in result.status.targets)
     assert found / len(items) >= 0.95, found
+
+
+def test_pipeline_flag_gives_the_papers_ranking_back(tmp_path, capsys) -> None:
+    import json
+
+    from focus_tool.cli import main
+
+    path = tmp_path / "one_card.png"
+    _scene([_card(150, 300, "red"), _card(800, 350, "blue"), _card(480, 600, "green")]).save(path)
+    passes = {}
+    for name in ("paper", "lean"):
+        assert main(["zoom", str(path), "-t", "red card", "--pipeline", name, "--json"]) == 0
+        passes[name] = json.loads(capsys.readouterr().out)["forward_passes"]["search"]
+    assert passes["lean"] == 2  # one relevance prefill + the first region's existence check, accepted
+    assert passes["paper"] >= 1 + 4  # the paper scores n_steps = 4 regions
