@@ -250,41 +250,13 @@ class Gemma3Adapter(ChatTemplateAdapter):
         """``token_type_ids``: (B, N), 1 on soft tokens (the bidirectional image blocks), else 0."""
         return {"token_type_ids": (input_ids == self.image_token_id).long()}
 
-    def _encode_prompts(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]]) -> tuple[Any, list[str]]:
-        """Left-padded batch of ``prompts``, the i-th holding ``len(images[i])`` ``<start_of_image>`` placeholders,
-        each replaced by its image's sequence (crops included); pixel inputs of all images in order."""
-        flat = [im for ims in images for im in ims]
-        pixels: dict[str, torch.Tensor]
-        pixels, counts = self._pixel_inputs(flat) if flat else ({}, [])
-        per_view = self.side**2
-        remaining = iter(counts)
-        expanded, want = [], []
-        for prompt, ims in zip(prompts, images, strict=True):
-            pieces = prompt.split(self.boi_token)
-            if len(pieces) - 1 != len(ims):
-                raise ValueError(f"prompt has {len(pieces) - 1} image placeholders but {len(ims)} images were given")
-            mine = [next(remaining) for _ in ims]  # this prompt's images' soft-token counts
-            text = pieces[0]
-            for n, rest in zip(mine, pieces[1:], strict=True):
-                text += self._image_sequence(n // per_view - 1) + rest  # views - 1 crops
-            expanded.append(text)
-            want.append(sum(mine))
-        enc = self.tokenizer(expanded, return_tensors="pt", padding=True)
-        found = (enc["input_ids"] == self.image_token_id).sum(-1).tolist()
-        if found != want:
-            raise RuntimeError(f"image tokens per prompt {found} differ from {self.image_count_source} {want}")
-        enc.update(self._token_inputs(enc["input_ids"]))
-        enc.update(pixels)
-        return enc.to(self.device), expanded
+    def _image_placeholder(self) -> str:
+        """The chat template writes ``<start_of_image>`` for each image."""
+        return self.boi_token
 
-    def _encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> tuple[Any, list[str]]:
-        """Tokenised batch (left padded) of one image per prompt (or none), with pixel inputs and token types."""
-        per_prompt: list[list[Image.Image]] = [[im] for im in images] if images else [[] for _ in prompts]
-        return self._encode_prompts(prompts, per_prompt)
-
-    def _encode_interleaved(self, images: Sequence[Image.Image], prompt: str) -> Any:
-        """One prompt holding ``len(images)`` placeholders, in order; each gets its own image's sequence."""
-        return self._encode_prompts([prompt], [list(images)])[0]
+    def _image_text(self, image: Image.Image, n_tokens: int) -> str:
+        """The image's sequence (:meth:`_image_sequence`), its crops included: ``n_tokens / side^2 - 1`` of them."""
+        return self._image_sequence(n_tokens // self.side**2 - 1)
 
     # ------------------------------------------------------------------ model calls
 

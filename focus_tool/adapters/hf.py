@@ -23,7 +23,6 @@ from PIL import Image
 from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
 from focus_tool.adapters.common import (
     ContinuationInputs,
-    expand_image_tokens,
     load_chat_template,
     n_images,
     option_token_ids,
@@ -343,30 +342,60 @@ class ChatTemplateAdapter(TransformersAdapter):
         """Model inputs derived from the token ids (B, N) besides ``input_ids`` / ``attention_mask``; none here."""
         return {}
 
-    def _encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> tuple[Any, list[str]]:
-        """Tokenised batch (left padded) with pixel inputs; returns it and the image-expanded prompts.
+    def _image_placeholder(self) -> str:
+        """What the prompt writes in place of one image before encoding (here the image token itself)."""
+        return self.image_token
 
-        One image per prompt (or none). Pixel inputs and token counts: :meth:`_pixel_inputs`; further inputs:
-        :meth:`_token_inputs`.
+    def _image_text(self, image: Image.Image, n_tokens: int) -> str:
+        """The text that replaces one image's placeholder, holding its ``n_tokens`` image tokens (here the image
+        token ``n_tokens`` times, as the stock processors expand it)."""
+        return self.image_token * n_tokens
+
+    def _encode_prompts(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]]) -> tuple[Any, list[str]]:
+        """Left-padded batch of ``prompts``, the i-th holding ``len(images[i])`` placeholders
+        (:meth:`_image_placeholder`), each replaced by its image's text (:meth:`_image_text`); pixel inputs of all
+        images in order (:meth:`_pixel_inputs`), further inputs from :meth:`_token_inputs`. Returns the batch and the
+        expanded prompts.
+
+        Raises:
+            ValueError: if a prompt holds another number of placeholders than its images.
+            RuntimeError: if the tokenised prompts hold other image-token counts than :meth:`_pixel_inputs` gives.
         """
+        flat = [im for ims in images for im in ims]
         pixels: dict[str, torch.Tensor]
-        if images:
-            pixels, counts = self._pixel_inputs(images)
-            expanded = [expand_image_tokens(p, self.image_token, [n]) for p, n in zip(prompts, counts, strict=True)]
-        else:
-            pixels, counts = {}, [0] * len(prompts)
-            expanded = [expand_image_tokens(p, self.image_token, []) for p in prompts]
+        pixels, counts = self._pixel_inputs(flat) if flat else ({}, [])
+        placeholder = self._image_placeholder()
+        remaining = iter(zip(flat, counts, strict=True))
+        expanded, want = [], []
+        for prompt, ims in zip(prompts, images, strict=True):
+            pieces = prompt.split(placeholder)
+            if len(pieces) - 1 != len(ims):
+                raise ValueError(f"prompt has {len(pieces) - 1} image placeholders but {len(ims)} images were given")
+            text, total = pieces[0], 0
+            for rest in pieces[1:]:
+                image, n = next(remaining)
+                text += self._image_text(image, n) + rest
+                total += n
+            expanded.append(text)
+            want.append(total)
         enc = self.tokenizer(expanded, return_tensors="pt", padding=True)
         found = (enc["input_ids"] == self.image_token_id).sum(-1).tolist()
-        if found != counts:
-            raise RuntimeError(f"image tokens per prompt {found} differ from {self.image_count_source} {counts}")
+        if found != want:
+            raise RuntimeError(f"image tokens per prompt {found} differ from {self.image_count_source} {want}")
         enc.update(self._token_inputs(enc["input_ids"]))
         enc.update(pixels)
         return enc.to(self.device), expanded
 
-    @abstractmethod
+    def _encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> tuple[Any, list[str]]:
+        """Tokenised batch (left padded) of one image per prompt (or none) with its inputs (:meth:`_encode_prompts`);
+        returns it and the image-expanded prompts."""
+        per_prompt: list[list[Image.Image]] = [[im] for im in images] if images else [[] for _ in prompts]
+        return self._encode_prompts(prompts, per_prompt)
+
     def _encode_interleaved(self, images: Sequence[Image.Image], prompt: str) -> Any:
-        """One prompt holding ``len(images)`` image placeholders, in order, encoded with the images' pixel inputs."""
+        """One prompt holding ``len(images)`` image placeholders, in order, encoded with the images' pixel inputs
+        (here: each placeholder gets its own image's text, :meth:`_encode_prompts`)."""
+        return self._encode_prompts([prompt], [list(images)])[0]
 
     # ------------------------------------------------------------------ model calls (counted here)
 

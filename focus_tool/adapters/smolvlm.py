@@ -302,40 +302,9 @@ class SmolVLMAdapter(ChatTemplateAdapter):
             "pixel_attention_mask": pix["pixel_attention_mask"],
         }, counts
 
-    def _encode_prompts(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]]) -> tuple[Any, list[str]]:
-        """Left-padded batch of ``prompts``, the i-th holding ``len(images[i])`` ``<image>`` placeholders, each
-        replaced by its image's string (:meth:`image_prompt`); pixel inputs of all images in order."""
-        flat = [im for ims in images for im in ims]
-        pixels: dict[str, torch.Tensor]
-        pixels, counts = self._pixel_inputs(flat) if flat else ({}, [])
-        remaining = iter(zip(flat, counts, strict=True))
-        expanded, want = [], []
-        for prompt, ims in zip(prompts, images, strict=True):
-            pieces = prompt.split(self.image_token)
-            if len(pieces) - 1 != len(ims):
-                raise ValueError(f"prompt has {len(pieces) - 1} image placeholders but {len(ims)} images were given")
-            text, total = pieces[0], 0
-            for rest in pieces[1:]:
-                image, n = next(remaining)
-                text += self.image_prompt(image.size) + rest
-                total += n
-            expanded.append(text)
-            want.append(total)
-        enc = self.tokenizer(expanded, return_tensors="pt", padding=True)
-        found = (enc["input_ids"] == self.image_token_id).sum(-1).tolist()
-        if found != want:
-            raise RuntimeError(f"image tokens per prompt {found} differ from {self.image_count_source} {want}")
-        enc.update(pixels)
-        return enc.to(self.device), expanded
-
-    def _encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> tuple[Any, list[str]]:
-        """Tokenised batch (left padded) of one image per prompt (or none), with pixel inputs."""
-        per_prompt: list[list[Image.Image]] = [[im] for im in images] if images else [[] for _ in prompts]
-        return self._encode_prompts(prompts, per_prompt)
-
-    def _encode_interleaved(self, images: Sequence[Image.Image], prompt: str) -> Any:
-        """One prompt holding ``len(images)`` placeholders, in order; each gets its own image's string and tiles."""
-        return self._encode_prompts([prompt], [list(images)])[0]
+    def _image_text(self, image: Image.Image, n_tokens: int) -> str:
+        """The image's string with its tiles' and global image's tokens (:meth:`image_prompt`)."""
+        return self.image_prompt(image.size)
 
     # ------------------------------------------------------------------ token layout of a prefill
 
