@@ -59,12 +59,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import torch
 from PIL import Image
 
-from focus_tool.adapters.hf import ChatTemplateAdapter
 from focus_tool.adapters.prefix_cache import cache_kwargs
+from focus_tool.adapters.views import MultiViewAdapter
 from focus_tool.errors import ModelLoadError
 from focus_tool.grid import PatchGrid
 
@@ -93,7 +92,7 @@ class ImageView:
     grid: PatchGrid
 
 
-class Gemma3Adapter(ChatTemplateAdapter):
+class Gemma3Adapter(MultiViewAdapter):
     """Adapter for ``Gemma3ForConditionalGeneration`` checkpoints (896-px square view, optional pan-and-scan crops)."""
 
     preset_name = "gemma3"
@@ -174,20 +173,9 @@ class Gemma3Adapter(ChatTemplateAdapter):
             out.append(ImageView("crop", (i + 1) * n, grid))
         return out
 
-    def num_image_tokens(self, image_wh: tuple[int, int]) -> int:
-        """Soft tokens of one image: 256 per view (the image, then its crops), without boi / eoi tokens."""
-        return len(self.views(image_wh)) * self.side**2
-
     def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
         """The original view's side x side grid over the whole (stretched) image; crops are not map cells."""
         return PatchGrid.stretched(image_wh, self.side, self.side, (self.image_px, self.image_px))
-
-    def token_boxes(self, image_wh: tuple[int, int]) -> npt.NDArray[np.float64]:
-        """(n_tokens, 4) float ``xyxy`` image-pixel box of every soft token of one image, in order."""
-        s = self.side
-        r, c = np.divmod(np.arange(s * s), s)
-        cells = np.stack([c, r, c + 1, r + 1], axis=1).astype(np.float64)  # (s*s, 4) row-major, as the pooled map
-        return np.concatenate([v.grid.cells_to_image_xyxy(cells) for v in self.views(image_wh)])
 
     # ------------------------------------------------------------------ prompts
 
@@ -282,9 +270,4 @@ class Gemma3Adapter(ChatTemplateAdapter):
 
     def _map_positions(self, enc: Any, image_wh: tuple[int, int]) -> tuple[list[int], PatchGrid]:
         """The original view's soft tokens, row-major over its side x side grid, and that grid (no crop tokens)."""
-        grid = self.grid_for(image_wh)
-        image_pos = torch.nonzero(enc["input_ids"][0] == self.image_token_id).flatten()
-        n = self.num_image_tokens(image_wh)
-        if len(image_pos) != n:
-            raise RuntimeError(f"expected {n} image tokens ({len(self.views(image_wh))} views), found {len(image_pos)}")
-        return image_pos[: self.side**2].tolist(), grid
+        return self._image_positions(enc, image_wh)[: self.side**2].tolist(), self.grid_for(image_wh)

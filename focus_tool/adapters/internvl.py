@@ -41,41 +41,19 @@ and ``pixel_values`` holds all tiles of all images in order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import torch
 from PIL import Image
 
 from focus_tool.adapters.common import expand_image_tokens
-from focus_tool.adapters.hf import ChatTemplateAdapter
+from focus_tool.adapters.views import TiledAdapter
 from focus_tool.errors import ModelLoadError
-from focus_tool.grid import PatchGrid
 
 _FALLBACK_OPEN, _FALLBACK_CLOSE = "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"  # the hf template
 
 
-@dataclass(frozen=True)
-class TileView:
-    """One view of an image: a tile of the resized image or the thumbnail, and where its tokens sit.
-
-    Attributes:
-        kind: "tile" or "thumbnail".
-        row, col: the tile's place in the tile grid ((0, 0) for the thumbnail).
-        token_start: index of the view's first token within the image's ``<IMG_CONTEXT>`` run.
-        grid: the view's ``side x side`` token grid over its box of image pixels.
-    """
-
-    kind: Literal["tile", "thumbnail"]
-    row: int
-    col: int
-    token_start: int
-    grid: PatchGrid
-
-
-class InternVLAdapter(ChatTemplateAdapter):
+class InternVLAdapter(TiledAdapter):
     """Adapter for ``InternVLForConditionalGeneration`` checkpoints (dynamic 448-px tiles; multi-image answer)."""
 
     preset_name = "internvl"
@@ -84,6 +62,7 @@ class InternVLAdapter(ChatTemplateAdapter):
     family = "InternVL"
     model_class_name = "InternVLForConditionalGeneration"
     image_count_source = "the processor's num_patches x image_seq_length"
+    overview_kind = "thumbnail"
 
     def _configure(self) -> None:
         """Tile size, patch, pixel shuffle and tiling limits from the config and image processor, checked."""
@@ -137,50 +116,9 @@ class InternVLAdapter(ChatTemplateAdapter):
         cols, rows = get_optimal_tiled_canvas((h, w), tile, self.min_patches, self.max_patches)
         return int(cols), int(rows)
 
-    def views(self, image_wh: tuple[int, int]) -> list[TileView]:
-        """Every view of the image in token order: the tiles row-major, then the thumbnail (if more than one tile)."""
-        cols, rows = self.tile_grid(image_wh)
-        w, h = image_wh
-        n = self.side**2
-        out = []
-        for i in range(cols * rows):
-            r, c = divmod(i, cols)
-            box = (c * w / cols, r * h / rows, (c + 1) * w / cols, (r + 1) * h / rows)
-            grid = PatchGrid(image_wh, box, self.side, self.side, (self.tile_px, self.tile_px))
-            out.append(TileView("tile", r, c, i * n, grid))
-        if cols * rows > 1:
-            thumb = PatchGrid.stretched(image_wh, self.side, self.side, (self.tile_px, self.tile_px))
-            out.append(TileView("thumbnail", 0, 0, cols * rows * n, thumb))
-        return out
-
-    def num_image_tokens(self, image_wh: tuple[int, int]) -> int:
-        """``<IMG_CONTEXT>`` tokens of one image: 256 per view (tiles + thumbnail), without ``<img>`` / ``</img>``."""
-        return len(self.views(image_wh)) * self.side**2
-
-    def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
-        """The tiles stitched together: (rows * side) x (cols * side) cells over the whole image (no thumbnail)."""
-        cols, rows = self.tile_grid(image_wh)
-        return PatchGrid.stretched(
-            image_wh, rows * self.side, cols * self.side, (cols * self.tile_px, rows * self.tile_px)
-        )
-
-    def map_token_indices(self, image_wh: tuple[int, int]) -> npt.NDArray[np.int64]:
-        """(rows * side, cols * side) index into the image's ``<IMG_CONTEXT>`` run of each stitched map cell."""
-        cols, rows = self.tile_grid(image_wh)
-        s = self.side
-        out = np.zeros((rows * s, cols * s), dtype=np.int64)
-        local = np.arange(s * s, dtype=np.int64).reshape(s, s)  # row-major within a tile (pixel-shuffle order)
-        for v in self.views(image_wh):
-            if v.kind == "tile":
-                out[v.row * s : (v.row + 1) * s, v.col * s : (v.col + 1) * s] = v.token_start + local
-        return out
-
-    def token_boxes(self, image_wh: tuple[int, int]) -> npt.NDArray[np.float64]:
-        """(n_tokens, 4) float ``xyxy`` image-pixel box of every ``<IMG_CONTEXT>`` token of one image, in order."""
-        s = self.side
-        r, c = np.divmod(np.arange(s * s), s)
-        cells = np.stack([c, r, c + 1, r + 1], axis=1).astype(np.float64)  # (s*s, 4) in token order
-        return np.concatenate([v.grid.cells_to_image_xyxy(cells) for v in self.views(image_wh)])
+    def _has_overview(self, n_tiles: int) -> bool:
+        """The thumbnail follows the tiles when there is more than one."""
+        return n_tiles > 1
 
     # ------------------------------------------------------------------ prompts
 
@@ -241,18 +179,6 @@ class InternVLAdapter(ChatTemplateAdapter):
             raise RuntimeError(f"<img> blocks of {blocks} image tokens differ from the processor's counts {counts}")
         enc.update(pixels)
         return enc.to(self.device)
-
-    # ------------------------------------------------------------------ token layout of a prefill
-
-    def _map_positions(self, enc: Any, image_wh: tuple[int, int]) -> tuple[list[int], PatchGrid]:
-        """The tiles' tokens in stitched row-major order over the whole image, and that grid (no thumbnail)."""
-        grid = self.grid_for(image_wh)
-        image_pos = torch.nonzero(enc["input_ids"][0] == self.image_token_id).flatten()
-        n = self.num_image_tokens(image_wh)
-        if len(image_pos) != n:
-            raise RuntimeError(f"expected {n} image tokens ({len(self.views(image_wh))} views), found {len(image_pos)}")
-        index = torch.from_numpy(self.map_token_indices(image_wh)).flatten()
-        return image_pos.cpu()[index].tolist(), grid
 
 
 def _first(value: Any) -> int:

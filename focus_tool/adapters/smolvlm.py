@@ -64,38 +64,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import torch
 from PIL import Image
 
-from focus_tool.adapters.hf import ChatTemplateAdapter
+from focus_tool.adapters.views import TiledAdapter
 from focus_tool.errors import ModelLoadError
-from focus_tool.grid import PatchGrid
 
 _FALLBACK_OPEN, _FALLBACK_CLOSE = "<|im_start|>User", "<end_of_utterance>\nAssistant:"  # the hub template's layout
 _MAX_IMAGE_SIZE = 4096  # the processor's absolute cap on the resized long side [hf: MAX_IMAGE_SIZE]
-
-
-@dataclass(frozen=True)
-class TileView:
-    """One view of an image: a tile of the resized canvas or the global image, and where its tokens sit.
-
-    Attributes:
-        kind: "tile" or "global".
-        row, col: the tile's place in the tile grid ((0, 0) for the global image).
-        token_start: index of the view's first token within the image's ``<image>`` tokens.
-        grid: the view's ``side x side`` token grid over its box of image pixels.
-    """
-
-    kind: Literal["tile", "global"]
-    row: int
-    col: int
-    token_start: int
-    grid: PatchGrid
 
 
 def resized_canvas_wh(
@@ -137,7 +115,7 @@ def resized_canvas_wh(
     return w, h
 
 
-class SmolVLMAdapter(ChatTemplateAdapter):
+class SmolVLMAdapter(TiledAdapter):
     """Adapter for ``SmolVLMForConditionalGeneration`` checkpoints (tiles + global image; multi-image answer)."""
 
     preset_name = "smolvlm"
@@ -147,6 +125,7 @@ class SmolVLMAdapter(ChatTemplateAdapter):
     model_class_name = "SmolVLMForConditionalGeneration"
     image_count_source = "the processor's tiles (+ global image) x image_seq_len"
     reply_separator = " "  # "...Assistant:" then " Yes" (the checkpoints reply with a leading space)
+    overview_kind = "global"  # after the tiles, always
 
     def _configure(self) -> None:
         """Tile size, patch, pixel shuffle, splitting and resize settings and the layout tokens, checked."""
@@ -197,53 +176,6 @@ class SmolVLMAdapter(ChatTemplateAdapter):
         if not self.split or (w <= self.tile_px and h <= self.tile_px):
             return 0, 0
         return w // self.tile_px, h // self.tile_px
-
-    def views(self, image_wh: tuple[int, int]) -> list[TileView]:
-        """Every view of the image in token order: the tiles row-major, then the global image (always)."""
-        cols, rows = self.tile_grid(image_wh)
-        w, h = image_wh
-        n = self.side**2
-        tile = (self.tile_px, self.tile_px)
-        out = []
-        for i in range(cols * rows):
-            r, c = divmod(i, cols)
-            box = (c * w / cols, r * h / rows, (c + 1) * w / cols, (r + 1) * h / rows)
-            out.append(TileView("tile", r, c, i * n, PatchGrid(image_wh, box, self.side, self.side, tile)))
-        out.append(TileView("global", 0, 0, cols * rows * n, PatchGrid.stretched(image_wh, self.side, self.side, tile)))
-        return out
-
-    def num_image_tokens(self, image_wh: tuple[int, int]) -> int:
-        """``<image>`` tokens of one image: ``side^2`` per view (tiles + global image), layout tokens not counted."""
-        return len(self.views(image_wh)) * self.side**2
-
-    def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
-        """The tiles stitched together, (rows side) x (cols side) cells over the whole image; an image that is not
-        split: the global image's side x side grid."""
-        cols, rows = self.tile_grid(image_wh)
-        if cols * rows == 0:
-            return PatchGrid.stretched(image_wh, self.side, self.side, (self.tile_px, self.tile_px))
-        s = self.side
-        return PatchGrid.stretched(image_wh, rows * s, cols * s, (cols * self.tile_px, rows * self.tile_px))
-
-    def map_token_indices(self, image_wh: tuple[int, int]) -> npt.NDArray[np.int64]:
-        """(grid rows, grid cols) index into the image's ``<image>`` tokens of each map cell (tiles stitched)."""
-        cols, rows = self.tile_grid(image_wh)
-        s = self.side
-        local = np.arange(s * s, dtype=np.int64).reshape(s, s)  # row-major within a view (pixel-shuffle order)
-        if cols * rows == 0:
-            return local  # the global image is the only view
-        out = np.zeros((rows * s, cols * s), dtype=np.int64)
-        for v in self.views(image_wh):
-            if v.kind == "tile":
-                out[v.row * s : (v.row + 1) * s, v.col * s : (v.col + 1) * s] = v.token_start + local
-        return out
-
-    def token_boxes(self, image_wh: tuple[int, int]) -> npt.NDArray[np.float64]:
-        """(n_tokens, 4) float ``xyxy`` image-pixel box of every ``<image>`` token of one image, in order."""
-        s = self.side
-        r, c = np.divmod(np.arange(s * s), s)
-        cells = np.stack([c, r, c + 1, r + 1], axis=1).astype(np.float64)  # (s*s, 4) in token order
-        return np.concatenate([v.grid.cells_to_image_xyxy(cells) for v in self.views(image_wh)])
 
     def image_prompt(self, image_wh: tuple[int, int]) -> str:
         """The processor's string for one image (the module docstring's layout), by transformers' own helper."""
@@ -305,18 +237,6 @@ class SmolVLMAdapter(ChatTemplateAdapter):
     def _image_text(self, image: Image.Image, n_tokens: int) -> str:
         """The image's string with its tiles' and global image's tokens (:meth:`image_prompt`)."""
         return self.image_prompt(image.size)
-
-    # ------------------------------------------------------------------ token layout of a prefill
-
-    def _map_positions(self, enc: Any, image_wh: tuple[int, int]) -> tuple[list[int], PatchGrid]:
-        """The tiles' tokens in stitched row-major order over the whole image, and that grid (no global image)."""
-        grid = self.grid_for(image_wh)
-        image_pos = torch.nonzero(enc["input_ids"][0] == self.image_token_id).flatten()
-        n = self.num_image_tokens(image_wh)
-        if len(image_pos) != n:
-            raise RuntimeError(f"expected {n} image tokens ({len(self.views(image_wh))} views), found {len(image_pos)}")
-        index = torch.from_numpy(self.map_token_indices(image_wh)).flatten()
-        return image_pos.cpu()[index].tolist(), grid
 
     def _decoder_layers(self) -> Any:
         """SmolLM2's decoder layers: Idefics3-family models keep the LM at ``model.model.text_model``."""
