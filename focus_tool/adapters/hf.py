@@ -1,13 +1,15 @@
-"""Model-call plumbing shared by the adapters of transformers checkpoints (LLaVA-1.5, LLaVA-OneVision, Qwen2.5-VL).
+"""Model-call plumbing shared by the adapters of transformers checkpoints.
 
 :class:`TransformersAdapter` holds what every adapter does the same way around a ``*ForConditionalGeneration`` model:
 loading (model class, dtype, attention kernel, the :class:`~focus_tool.errors.ModelLoadError` wrapping), the counted
 prefill forward (through the image-prefix cache when enabled) and the per-layer values read from its cache, Yes/No
 token ids, batched Yes/No margins and greedy decoding. :class:`ChatTemplateAdapter` adds what the adapters that load
-an image processor and a tokenizer and build their prompts themselves share (LLaVA-OneVision, Qwen2.5-VL): the chat
-template, the batch encoding, the prefill and the multi-image answer calls. Token layouts, geometry and prompt
-formats stay in each model's adapter, behind the hooks named here.
-"""
+an image processor and a tokenizer and build their prompts themselves share (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL,
+Gemma 3, InternVL, SmolVLM): construction (``preset_name`` as the default ``model_id``, then the adapter's
+``_configure``), the chat template, the batch encoding with each image's placeholder replaced by its own text, the
+prefill, the interleaved turn and the multi-image answer calls. Token layouts, geometry and prompt formats stay in
+each model's adapter, behind the hooks named here; the views of tiling models are in
+:mod:`focus_tool.adapters.views`."""
 
 from __future__ import annotations
 
@@ -229,8 +231,10 @@ class ChatTemplateAdapter(TransformersAdapter):
     In transformers 5.x the stock processors of these models need a video processor (torchvision), so the adapter
     renders the chat template and expands each image placeholder to the model's token count itself. The subclass
     gives the pixel inputs and token counts (:meth:`_pixel_inputs`), any extra token inputs (:meth:`_token_inputs`),
-    the map tokens of a prefill (:meth:`_map_positions`), the interleaved layout (:meth:`_interleaved_prompt`,
-    :meth:`_encode_interleaved`) and the prompt without a chat template (:meth:`_fallback_prompt`).
+    the map tokens of a prefill (:meth:`_map_positions`) and the prompt without a chat template
+    (:meth:`_fallback_prompt`); where the model needs it, the text of one image in the prompt
+    (:meth:`_image_placeholder`, :meth:`_image_text`) and the interleaved layout (:meth:`_interleaved_text`,
+    :meth:`_interleaved_prompt`, :meth:`_encode_interleaved`).
     """
 
     preset_name: ClassVar[str]  # the preset of the family (focus_tool.presets) and the default model_id
@@ -328,9 +332,21 @@ class ChatTemplateAdapter(TransformersAdapter):
     def _fallback_prompt(self, content: list[dict[str, str]]) -> str:
         """One user turn of image / text items in the model's prompt format, for a checkpoint without a template."""
 
-    @abstractmethod
     def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
-        """The images of ``parts`` and the templated prompt of the turn (the layout of :meth:`generate_interleaved`)."""
+        """The images of ``parts`` and the templated prompt of the turn (the layout of :meth:`generate_interleaved`):
+        one content item per part, in order, each text line as :meth:`_interleaved_text` writes it."""
+        images = [p for p in parts if isinstance(p, Image.Image)]
+        content: list[dict[str, str]] = [
+            {"type": "image"}
+            if isinstance(p, Image.Image)
+            else {"type": "text", "text": self._interleaved_text(parts, i)}
+            for i, p in enumerate(parts)
+        ]
+        return images, self._render(content)
+
+    def _interleaved_text(self, parts: Sequence[Image.Image | str], i: int) -> str:
+        """The text item of the text line ``parts[i]`` in the interleaved turn (here: the line as is)."""
+        return str(parts[i])
 
     # ------------------------------------------------------------------ encoding
 

@@ -133,22 +133,13 @@ class InternVLAdapter(TiledAdapter):
         body = "".join(self.image_token + "\n" if c["type"] == "image" else c["text"] for c in content)
         return _FALLBACK_OPEN + body + _FALLBACK_CLOSE
 
-    def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
-        """The images of ``parts`` and the templated turn, in order: each image is followed by a line break (the
-        template's), a text line is preceded by one when it follows text and followed by one when an image comes
-        next, so ``[img, "a", img, "b", "q"]`` renders as ``<img>..</img>\\na\\n<img>..</img>\\nb\\nq``."""
-        images = [p for p in parts if isinstance(p, Image.Image)]
-        content: list[dict[str, str]] = []
-        for i, part in enumerate(parts):
-            if isinstance(part, Image.Image):
-                content.append({"type": "image"})
-                continue
-            after_text = i > 0 and isinstance(parts[i - 1], str)
-            before_image = i + 1 < len(parts) and isinstance(parts[i + 1], Image.Image)
-            content.append(
-                {"type": "text", "text": ("\n" if after_text else "") + part + ("\n" if before_image else "")}
-            )
-        return images, self._render(content)
+    def _interleaved_text(self, parts: Sequence[Image.Image | str], i: int) -> str:
+        """Each image is followed by a line break (the template's); a text line is preceded by one when it follows
+        text and followed by one when an image comes next, so ``[img, "a", img, "b", "q"]`` renders as
+        ``<img>..</img>\\na\\n<img>..</img>\\nb\\nq``."""
+        after_text = i > 0 and isinstance(parts[i - 1], str)
+        before_image = i + 1 < len(parts) and isinstance(parts[i + 1], Image.Image)
+        return ("\n" if after_text else "") + str(parts[i]) + ("\n" if before_image else "")
 
     # ------------------------------------------------------------------ encoding
 

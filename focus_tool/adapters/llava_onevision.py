@@ -192,9 +192,7 @@ class LlavaOnevisionAdapter(ChatTemplateAdapter):
         Warns once if the template reorders the turn (module docstring). With several images each is encoded as one
         base view of ``side^2 + 1`` tokens (:meth:`_encode_interleaved`).
         """
-        images = [p for p in parts if isinstance(p, Image.Image)]
-        content = [{"type": "image"} if isinstance(p, Image.Image) else {"type": "text", "text": p} for p in parts]
-        prompt = self._render(content)
+        images, prompt = super()._interleaved_prompt(parts)
         if len(images) > 1 and not self._order_logged:
             self._order_logged = True
             order = [None if isinstance(p, Image.Image) else p for p in parts]

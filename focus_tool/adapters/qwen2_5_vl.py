@@ -149,21 +149,11 @@ class Qwen25VLAdapter(ChatTemplateAdapter):
             raise RuntimeError(f"expected {grid.rows * grid.cols} image tokens, found {len(vis)}")
         return vis, grid
 
-    def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
-        """The images of ``parts`` and the templated prompt of the turn, in order (the ZoomEye prompt).
-
-        Layout: a line break after each text line that precedes an image and before each text line after the first
-        part, so ``[img, "a", img, "b", "q"]`` renders as ``<vision>\na\n<vision>\nb\nq``.
-        """
-        images = [p for p in parts if isinstance(p, Image.Image)]
-        content: list[dict[str, str]] = []
-        for i, part in enumerate(parts):
-            if isinstance(part, Image.Image):
-                content.append({"type": "image"})
-                continue
-            before_image = i + 1 < len(parts) and isinstance(parts[i + 1], Image.Image)
-            content.append({"type": "text", "text": ("\n" if i else "") + part + ("\n" if before_image else "")})
-        return images, self._render(content)
+    def _interleaved_text(self, parts: Sequence[Image.Image | str], i: int) -> str:
+        """The ZoomEye layout: a line break after each text line that precedes an image and before each text line
+        after the first part, so ``[img, "a", img, "b", "q"]`` renders as ``<vision>\\na\\n<vision>\\nb\\nq``."""
+        before_image = i + 1 < len(parts) and isinstance(parts[i + 1], Image.Image)
+        return ("\n" if i else "") + str(parts[i]) + ("\n" if before_image else "")
 
 
 def _run_lengths(positions: list[int]) -> list[int]:

@@ -201,17 +201,10 @@ class SmolVLMAdapter(TiledAdapter):
         colon = ":" if content and content[0]["type"] == "image" else ": "
         return _FALLBACK_OPEN + colon + body + _FALLBACK_CLOSE
 
-    def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
-        """The images of ``parts`` and the templated turn, in order; a text line is followed by a line break when
-        anything comes after it, so ``[img, "a", img, "b", "q"]`` renders as ``<image>a\\n<image>b\\nq``."""
-        images = [p for p in parts if isinstance(p, Image.Image)]
-        content: list[dict[str, str]] = []
-        for i, part in enumerate(parts):
-            if isinstance(part, Image.Image):
-                content.append({"type": "image"})
-            else:
-                content.append({"type": "text", "text": part + ("\n" if i + 1 < len(parts) else "")})
-        return images, self._render(content)
+    def _interleaved_text(self, parts: Sequence[Image.Image | str], i: int) -> str:
+        """A text line is followed by a line break when anything comes after it, so ``[img, "a", img, "b", "q"]``
+        renders as ``<image>a\\n<image>b\\nq``."""
+        return str(parts[i]) + ("\n" if i + 1 < len(parts) else "")
 
     # ------------------------------------------------------------------ encoding
 
