@@ -68,7 +68,7 @@ def methods(base: FocusConfig, grid: bool) -> dict[str, FocusConfig]:
     }
     if grid:
         for acc in (0.5, 0.9, 0.97):
-            for amb in (0.8, 1.01):
+            for amb in (0.5, 0.8, 1.01):
                 for flat in (2.0,):
                     name = f"lean_a{acc}_r{amb}_f{flat}"
                     rank = {"accept_conf": acc, "ambiguity_ratio": amb, "flat_peak": flat}

@@ -98,7 +98,7 @@ class RankConfig:
     # is reported not found and, under answer.on_not_found="full_image", no region is selected  [choice]
     found_conf: float = 0.5
     accept_conf: float = 0.9
-    ambiguity_ratio: float = 0.8
+    ambiguity_ratio: float = 0.5
     flat_peak: float = 2.0
     n_steps: int = 4  # ROIs scored per type-1 target; the tool default  [inferred, #30]
     overrun: bool = True  # keep scoring while every answer is No  [paper App. C.1]
