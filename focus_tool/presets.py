@@ -167,13 +167,17 @@ PRESET_KEYS: tuple[str, ...] = ("preset", "overrides", "zoomeye")  # FOCUS prese
 METHOD_SECTIONS: tuple[str, ...] = ("zoomeye",)
 
 
-def read_preset_file(adapter: MLLMAdapter, model_path: str | Path | None = None) -> dict[str, Any] | None:
+def read_preset_file(adapter: MLLMAdapter | None, model_path: str | Path | None = None) -> dict[str, Any] | None:
     """The checkpoint's ``focus_preset.json`` (folder ``model_path``, else ``adapter.model_id``), or None if absent.
+
+    With ``adapter=None`` the folder must be given (the eval harness reads it before loading the model).
 
     Raises:
         ConfigError: the file is not a JSON object, or has a key outside :data:`PRESET_KEYS`.
     """
-    file = Path(model_path if model_path is not None else adapter.model_id) / PRESET_FILE
+    if model_path is None and adapter is None:
+        raise ConfigError("read_preset_file needs an adapter or a checkpoint folder")
+    file = Path(model_path if model_path is not None else adapter.model_id) / PRESET_FILE  # type: ignore[union-attr]
     if not file.is_file():
         return None
     try:

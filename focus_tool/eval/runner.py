@@ -203,17 +203,12 @@ def default_scheme(benchmark: str, model: str | None = None) -> str:
     (the embedded model cannot answer with letters), else the official regex on MME-RealWorld and lenient letters
     elsewhere. Read from the checkpoint's ``focus_preset.json``, before the model is loaded."""
     from focus_tool.adapters.registry import default_model_path
-    from focus_tool.presets import PRESET_FILE
+    from focus_tool.presets import read_preset_file
 
     folder = default_model_path() if model is None else Path(model).expanduser()
-    file = folder / PRESET_FILE
-    if file.is_file():
-        try:
-            overrides = json.loads(file.read_text()).get("overrides", {})
-        except (ValueError, AttributeError):
-            overrides = {}
-        if isinstance(overrides, dict) and overrides.get("answer.scheme") == "logit":
-            return "logit"
+    overrides = (read_preset_file(None, folder) or {}).get("overrides", {})
+    if isinstance(overrides, dict) and overrides.get("answer.scheme") == "logit":
+        return "logit"
     return "mme-regex" if benchmark == "mme-rw-lite" else "letter-lenient"
 
 
