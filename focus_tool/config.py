@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from focus_tool.errors import ConfigError
+from focus_tool.prompts import LETTER_INSTRUCTION
 
 PIPELINES: tuple[str, ...] = ("preset", "paper", "lean")
 """Pipeline variants (``--pipeline``, :func:`focus_tool.presets.pipeline_variant`): the checkpoint's preset as it is,
@@ -130,7 +131,7 @@ class AnswerConfig:
     # §3.3 "global view") or, as drawn in App. D Fig. 10 (II), the union region of the ROIs  [inferred, #22]
     context_image: Literal["full", "union"] = "full"
     max_new_tokens: int = 16
-    answer_suffix: str = "Answer with the option's letter from the given choices directly."  # [paper App. C.5]
+    answer_suffix: str = LETTER_INSTRUCTION  # [paper App. C.5]
     # a target whose best region is below rank.found_conf: "full_image" = select nothing and answer on the whole
     # image (status says so); "best_region" = answer on the best region anyway, as the paper does (App. C.1: the
     # argmax after overrun), with a warning  [inferred, #23]

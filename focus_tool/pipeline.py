@@ -23,7 +23,7 @@ from focus_tool.config import FocusConfig
 from focus_tool.errors import InputRejected
 from focus_tool.inputs import InputPolicy, check_text, load_image
 from focus_tool.ops.boxes import expand_to_min_size
-from focus_tool.prompts import format_options
+from focus_tool.prompts import existence_prompt, format_options
 from focus_tool.result import (
     FocusResult,
     ForwardPasses,
@@ -218,7 +218,7 @@ class FocusPipeline:
     def _search(self, img: Image.Image, target: Target, timings: dict[str, float]) -> _TargetOutcome:
         cfg = self.config
         t0 = time.perf_counter()
-        prompt = f"Is there a {target.phrase} in the image?"
+        prompt = existence_prompt(target.phrase)
         feature = cfg.relevance.feature
         with self.adapter.counter.in_phase("search"):
             pre = self.adapter.prefill(img, prompt, target.phrase, keys_norope=feature == "key_norope")

@@ -94,6 +94,21 @@ class ForwardCounter:
         self.reused_tokens = 0
 
 
+@dataclass(frozen=True)
+class LMDims:
+    """The language model's dimensions, what the harness's analytic FLOPs estimate needs.
+
+    Attributes:
+        layers: decoder layers L.
+        hidden: hidden width d.
+        ffn: feed-forward width m.
+    """
+
+    layers: int
+    hidden: int
+    ffn: int
+
+
 @dataclass
 class Prefill:
     """One prefilled (image, prompt): the cache, token layout and geometry.
@@ -127,6 +142,9 @@ class MLLMAdapter(ABC):
 
     answer_mode: ClassVar[AnswerMode] = "single"
     supports_image_cache: ClassVar[bool] = False
+    # the family's FOCUS preset (a key of focus_tool.presets.PRESETS; "default" is the generic one); every
+    # registered backbone names its own (tests/test_registry.py)
+    preset_name: ClassVar[str] = "default"
     model_id: str
     counter: ForwardCounter
     num_layers: int
@@ -227,6 +245,19 @@ class MLLMAdapter(ABC):
     def vocabulary(self) -> list[str]:
         """The words a closed-vocabulary model knows (for a refusal message); empty for open vocabularies."""
         return []
+
+    @property
+    def encoder_px(self) -> int | None:
+        """The side (px) of one vision-encoder input (the global view or a tile), None without a fixed size.
+
+        ViCrop's high-resolution split and ZoomEye's patch size read it.
+        """
+        return None
+
+    @property
+    def lm_dims(self) -> LMDims | None:
+        """The language model's dimensions (for the analytic FLOPs estimate), None when unknown."""
+        return None
 
     @abstractmethod
     def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:

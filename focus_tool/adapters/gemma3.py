@@ -173,6 +173,11 @@ class Gemma3Adapter(MultiViewAdapter):
             out.append(ImageView("crop", (i + 1) * n, grid))
         return out
 
+    @property
+    def encoder_px(self) -> int:
+        """The square view side the vision tower takes (896 on the hub checkpoints)."""
+        return self.image_px
+
     def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
         """The original view's side x side grid over the whole (stretched) image; crops are not map cells."""
         return PatchGrid.stretched(image_wh, self.side, self.side, (self.image_px, self.image_px))

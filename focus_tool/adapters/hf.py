@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Self
 import torch
 from PIL import Image
 
-from focus_tool.adapters.base import ForwardCounter, MLLMAdapter, Prefill
+from focus_tool.adapters.base import ForwardCounter, LMDims, MLLMAdapter, Prefill
 from focus_tool.adapters.common import (
     ContinuationInputs,
     load_chat_template,
@@ -110,6 +110,12 @@ class TransformersAdapter(MLLMAdapter):
     @abstractmethod
     def _load_processors(cls, path: str) -> dict[str, Any]:
         """The processors of the checkpoint at ``path``, as keyword arguments of the constructor."""
+
+    @property
+    def lm_dims(self) -> LMDims:
+        """Layers, hidden and FFN width of the language model, from its config."""
+        cfg = self.model.config.text_config
+        return LMDims(int(cfg.num_hidden_layers), int(cfg.hidden_size), int(cfg.intermediate_size))
 
     @property
     def attn_implementation(self) -> str:

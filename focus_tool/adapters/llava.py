@@ -62,6 +62,11 @@ class LlavaAdapter(TransformersAdapter):
 
     # ------------------------------------------------------------------ prompts and geometry
 
+    @property
+    def encoder_px(self) -> int:
+        """The square input side of the vision tower (336 for LLaVA-1.5)."""
+        return self.input_px
+
     def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
         """Pad-to-square geometry: the side x side grid spans the padded square."""
         return PatchGrid.padded_square(image_wh, self.side, self.input_px)

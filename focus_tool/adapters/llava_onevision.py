@@ -111,6 +111,11 @@ class LlavaOnevisionAdapter(ChatTemplateAdapter):
         h, w = self.local_grid_shape(image_wh)
         return self.side * self.side + h * (w + 1)
 
+    @property
+    def encoder_px(self) -> int:
+        """The tile side the vision tower takes (384 for the 7B)."""
+        return self.tile_px
+
     def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
         """The local grid h x w over the whole image (newline and base tokens are not map cells)."""
         h, w = self.local_grid_shape(image_wh)

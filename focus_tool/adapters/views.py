@@ -99,6 +99,11 @@ class TiledAdapter(MultiViewAdapter):
     tile_px: int  # the tile side the vision tower takes
     overview_kind: ClassVar[Literal["thumbnail", "global"]]
 
+    @property
+    def encoder_px(self) -> int:
+        """The tile side the vision tower takes."""
+        return self.tile_px
+
     @abstractmethod
     def tile_grid(self, image_wh: tuple[int, int]) -> tuple[int, int]:
         """(cols, rows) of the tile grid the processor picks for an image of ``image_wh``; (0, 0): no tiles."""

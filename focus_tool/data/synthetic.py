@@ -25,6 +25,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
+from focus_tool.prompts import existence_prompt
+
 CARD_COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
@@ -143,8 +145,8 @@ def answer_options(kind: QuestionKind, correct: str, rng: np.random.Generator) -
 
 
 def existence_question(target: str) -> str:
-    """Stage II / V prompt of the paper: "Is there a {target} in the image?"."""
-    return f"Is there a {target} in the image?"
+    """Stage II / V prompt of the paper (:func:`focus_tool.prompts.existence_prompt`)."""
+    return existence_prompt(target)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from focus_tool.data import synthetic as syn
+from focus_tool.prompts import LETTER_INSTRUCTION
 from focus_tool.steps.targets import DEFAULT_EXTRACT_PROMPT
 
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
 IMAGE_TOKEN = "<image>"
-ANSWER_SUFFIX = "Answer with the option's letter from the given choices directly."
+ANSWER_SUFFIX = LETTER_INSTRUCTION
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
