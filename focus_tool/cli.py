@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from focus_tool.config import PIPELINES
 from focus_tool.errors import FocusError, quote_text
+from focus_tool.plugins import load_plugins
 
 if TYPE_CHECKING:
     from focus_tool.pipeline import FocusPipeline
@@ -401,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``focus``; returns the process exit code."""
+    try:
+        load_plugins()  # before the parser: a plugin's methods are --method choices
+    except FocusError as e:
+        sys.stderr.write(f"focus: error: {e}\n")
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False)
