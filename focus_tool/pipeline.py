@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -26,7 +26,6 @@ from focus_tool.ops.boxes import expand_to_min_size
 from focus_tool.prompts import existence_prompt, format_options
 from focus_tool.result import (
     FocusResult,
-    ForwardPasses,
     QuestionState,
     Region,
     RelevanceMapOut,
@@ -144,15 +143,12 @@ class FocusPipeline:
                     answer = self.adapter.generate(
                         img, self._answer_text(q, options), max_new_tokens=self.config.answer.max_new_tokens
                     )
-            return FocusResult(
+            return self._result(
+                img,
                 method="vanilla",
-                model_id=self.adapter.model_id,
-                image_wh=img.size,
                 question=q,
                 answer=answer,
                 answer_view="full",
-                forward_passes=self._passes(),
-                prefill_tokens=self.adapter.counter.prefill_tokens,
                 timings_s={"answer": time.perf_counter() - t0},
                 status=ResultStatus(question="answered_on_whole_image"),
             )
@@ -439,24 +435,18 @@ class FocusPipeline:
                 )
             )
         status = ResultStatus(question=state, targets=[o.status for o in outcomes], warnings=warnings)
-        return FocusResult(
-            method="focus",
-            model_id=self.adapter.model_id,
-            image_wh=img.size,
+        return self._result(
+            img,
             question=question,
             answer=answer,
             targets=[t.phrase for t in targets],
             target_types=["all" if t.all_instances else "single" for t in targets],
             regions=regions,
             answer_view=mode if question is not None else "none",
-            answer_boxes=answer_boxes,  # type: ignore[arg-type]
+            answer_boxes=answer_boxes,
             relevance_maps=[o.map_out for o in outcomes],
             full_image_confidence={o.target.phrase: round(o.full_conf, 6) for o in outcomes},
-            forward_passes=self._passes(),
-            prefill_tokens=self.adapter.counter.prefill_tokens,
-            image_cache_hits=self.adapter.counter.image_cache_hits,
-            prefill_tokens_reused=self.adapter.counter.reused_tokens,
-            timings_s={k: round(v, 4) for k, v in timings.items()},
+            timings_s=timings,
             status=status,
         )
 
@@ -473,17 +463,10 @@ class FocusPipeline:
 
     def _refused(self, img: Image.Image, question: str | None, warnings: list[ResultWarning]) -> FocusResult:
         """A result that answers nothing, with the reason in its warnings (no region, no answer)."""
-        return FocusResult(
-            method="focus",
-            model_id=self.adapter.model_id,
-            image_wh=img.size,
-            question=question,
-            answer=None,
-            answer_view="none",
-            forward_passes=self._passes(),
-            prefill_tokens=self.adapter.counter.prefill_tokens,
-            status=ResultStatus(question="refused", warnings=warnings),
-        )
+        return self._result(img, question=question, status=ResultStatus(question="refused", warnings=warnings))
 
-    def _passes(self) -> ForwardPasses:
-        return ForwardPasses.from_counter(self.adapter.counter)
+    def _result(self, img: Image.Image, *, method: str = "focus", **fields: Any) -> FocusResult:
+        """:meth:`FocusResult.from_run` for this adapter's model and counter on ``img``."""
+        return FocusResult.from_run(
+            method=method, model_id=self.adapter.model_id, image_wh=img.size, counter=self.adapter.counter, **fields
+        )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from focus_tool.adapters.base import ForwardCounter
 
 SCHEMA_VERSION = "1"
 
@@ -83,6 +87,9 @@ class ForwardPasses(BaseModel):
         )
 
 
+AnswerView = Literal["full", "crop", "union", "canvas", "multi", "none"]
+TargetType = Literal["single", "all"]
+Box = tuple[int, int, int, int]
 TargetState = Literal["found", "not_found", "ambiguous", "unverified"]
 QuestionState = Literal["answered_on_region", "answered_on_whole_image", "refused", "not_asked"]
 WarningCode = Literal[
@@ -139,20 +146,20 @@ class FocusResult(BaseModel):
     """What a zoom call returns."""
 
     schema_version: str = SCHEMA_VERSION
-    method: Literal["focus", "vanilla", "zoomeye", "vicrop"] = "focus"
+    method: str = Field(default="focus", description="the engine: a registered method name (focus_tool.methods)")
     model_id: str
     image_wh: tuple[int, int]
     question: str | None = None
     answer: str | None = None
     targets: list[str] = Field(default_factory=list)
-    target_types: list[Literal["single", "all"]] = Field(default_factory=list)
+    target_types: list[TargetType] = Field(default_factory=list)
     regions: list[Region] = Field(default_factory=list)
-    answer_view: Literal["full", "crop", "union", "canvas", "multi", "none"] = Field(
+    answer_view: AnswerView = Field(
         default="none",
         description="the answer input: one image (full / crop / union / canvas), or 'multi' = the outlined context "
         "image followed by one crop per answer box (global-local and native models)",
     )
-    answer_boxes: list[tuple[int, int, int, int]] = Field(default_factory=list)
+    answer_boxes: list[Box] = Field(default_factory=list)
     relevance_maps: list[RelevanceMapOut] = Field(default_factory=list)
     full_image_confidence: dict[str, float] = Field(default_factory=dict, description="P(Yes) on the whole image")
     forward_passes: ForwardPasses
@@ -165,3 +172,80 @@ class FocusResult(BaseModel):
     )
     timings_s: dict[str, float] = Field(default_factory=dict)
     status: ResultStatus | None = Field(default=None, description="found / not found per target, answer basis")
+
+    @field_validator("method")
+    @classmethod
+    def _method_registered(cls, v: str) -> str:
+        from focus_tool.methods import method_names
+
+        names = method_names()
+        if v not in names:
+            raise ValueError(f"unknown method {v!r}; registered methods: {', '.join(names)}")
+        return v
+
+    @classmethod
+    def from_run(
+        cls,
+        *,
+        method: str,
+        model_id: str,
+        image_wh: tuple[int, int],
+        counter: ForwardCounter,
+        timings_s: Mapping[str, float] | None = None,
+        question: str | None = None,
+        answer: str | None = None,
+        targets: Sequence[str] = (),
+        target_types: Sequence[TargetType] = (),
+        regions: Sequence[Region] = (),
+        answer_view: AnswerView = "none",
+        answer_boxes: Sequence[Box] = (),
+        relevance_maps: Sequence[RelevanceMapOut] = (),
+        full_image_confidence: Mapping[str, float] | None = None,
+        status: ResultStatus | None = None,
+    ) -> FocusResult:
+        """The result of one run, its model-work figures read from the run's counter.
+
+        ``forward_passes`` (:meth:`ForwardPasses.from_counter`), ``prefill_tokens`` and the encoded-image cache
+        figures (``image_cache_hits``, ``prefill_tokens_reused``) come from ``counter``; timings are rounded to
+        0.1 ms.
+
+        Args:
+            method: a registered method name (:func:`focus_tool.methods.method_names`).
+            model_id: the adapter's model id.
+            image_wh: the original image size (after EXIF transpose).
+            counter: the adapter's :class:`~focus_tool.adapters.base.ForwardCounter`, reset at the run's start.
+            timings_s: seconds per step.
+            question: the question (None for a target-only search).
+            answer: the answer (None when none was made).
+            targets: the target phrases searched.
+            target_types: "single" / "all" per target.
+            regions: the ranked regions, ids set.
+            answer_view: the answer input, see :attr:`answer_view`.
+            answer_boxes: the boxes the answer view was made from, integer image px.
+            relevance_maps: one map per target.
+            full_image_confidence: P(Yes) on the whole image per target.
+            status: found / not found per target and the answer basis.
+
+        Returns:
+            The validated result.
+        """
+        return cls(
+            method=method,
+            model_id=model_id,
+            image_wh=image_wh,
+            question=question,
+            answer=answer,
+            targets=list(targets),
+            target_types=list(target_types),
+            regions=list(regions),
+            answer_view=answer_view,
+            answer_boxes=list(answer_boxes),
+            relevance_maps=list(relevance_maps),
+            full_image_confidence=dict(full_image_confidence or {}),
+            forward_passes=ForwardPasses.from_counter(counter),
+            prefill_tokens=counter.prefill_tokens,
+            image_cache_hits=counter.image_cache_hits,
+            prefill_tokens_reused=counter.reused_tokens,
+            timings_s={k: round(v, 4) for k, v in (timings_s or {}).items()},
+            status=status,
+        )
