@@ -206,12 +206,35 @@ def method_section(adapter: MLLMAdapter, method: str, model_path: str | Path | N
     return section
 
 
+def register_preset(name: str, config: FocusConfig, *, replace: bool = False) -> None:
+    """Register ``config`` as the preset ``name`` (the ``preset_name`` a new backbone's adapter declares).
+
+    Args:
+        name: The preset name.
+        config: The FOCUS configuration of the preset.
+        replace: Allow replacing an existing preset of that name.
+
+    Raises:
+        ConfigError: ``name`` is taken and ``replace`` is false, or ``config`` is not a FocusConfig.
+    """
+    if not isinstance(config, FocusConfig):
+        raise ConfigError(f"preset {name!r} must be a FocusConfig, got {type(config).__name__}")
+    if name in PRESETS and not replace:
+        raise ConfigError(f"preset {name!r} is already registered; pass replace=True to replace it")
+    PRESETS[name] = config
+
+
 def config_for(adapter: MLLMAdapter, model_path: str | Path | None = None) -> FocusConfig:
     """The preset for a loaded model: the checkpoint's ``focus_preset.json`` if any, else by architecture."""
     spec = read_preset_file(adapter, model_path)
     if spec is not None:
         return preset(spec.get("preset", "default"), spec.get("overrides", {}))
-    cfg = PRESETS.get(getattr(adapter, "preset_name", "default"), PRESETS["default"])
+    if adapter.preset_name not in PRESETS:
+        raise ConfigError(
+            f"{type(adapter).__name__} names the preset {adapter.preset_name!r}, which is not registered; "
+            f"known: {', '.join(sorted(PRESETS))} (see focus_tool.presets.register_preset)"
+        )
+    cfg = PRESETS[adapter.preset_name]
     layers = cfg.relevance.layers
     if layers is not None and layers[1] > adapter.num_layers:  # a smaller model of the family: [O//2, O)
         cfg = dataclasses.replace(cfg, relevance=dataclasses.replace(cfg.relevance, layers=None))

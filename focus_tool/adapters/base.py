@@ -145,6 +145,8 @@ class MLLMAdapter(ABC):
     # the family's FOCUS preset (a key of focus_tool.presets.PRESETS; "default" is the generic one); every
     # registered backbone names its own (tests/test_registry.py)
     preset_name: ClassVar[str] = "default"
+    # the transformers class the adapter loads (what `focus models` lists); "" for an adapter without one
+    model_class_name: ClassVar[str] = ""
     model_id: str
     counter: ForwardCounter
     num_layers: int

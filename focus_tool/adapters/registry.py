@@ -14,7 +14,10 @@ from focus_tool.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-_ADAPTERS: Final[dict[str, str]] = {
+# The one per-backbone table: model_type -> the adapter class, or "module:Class" imported on first use. The HF class
+# and the preset name are read from the adapter (``model_class_name``, ``preset_name``); add a backbone here (built-in)
+# or with :func:`register_backbone` (third party).
+_BACKBONES: dict[str, str | type[MLLMAdapter]] = {
     "llava": "focus_tool.adapters.llava:LlavaAdapter",
     "llava_onevision": "focus_tool.adapters.llava_onevision:LlavaOnevisionAdapter",
     "qwen2_5_vl": "focus_tool.adapters.qwen2_5_vl:Qwen25VLAdapter",
@@ -24,30 +27,65 @@ _ADAPTERS: Final[dict[str, str]] = {
     "smolvlm": "focus_tool.adapters.smolvlm:SmolVLMAdapter",
     "idefics3": "focus_tool.adapters.smolvlm:Idefics3Adapter",  # the SmolVLM v1 checkpoints (SmolVLM-256M-Instruct)
 }
-# model_type -> (HF class, preset name); what `focus models` lists
-_ARCHITECTURES: Final[dict[str, tuple[str, str]]] = {
-    "llava": ("LlavaForConditionalGeneration", "llava-1.5"),
-    "llava_onevision": ("LlavaOnevisionForConditionalGeneration", "llava-onevision"),
-    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "qwen2.5-vl"),
-    "qwen3_vl": ("Qwen3VLForConditionalGeneration", "qwen3-vl"),
-    "internvl": ("InternVLForConditionalGeneration", "internvl"),
-    "gemma3": ("Gemma3ForConditionalGeneration", "gemma3"),
-    "smolvlm": ("SmolVLMForConditionalGeneration", "smolvlm"),
-    "idefics3": ("Idefics3ForConditionalGeneration", "smolvlm"),
-}
 _WARNED: set[str] = set()  # warn about the flash-attn fallback once per process
 _DTYPES: Final[tuple[str, ...]] = ("float32", "float16", "bfloat16")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
+def register_backbone(model_type: str, adapter: str | type[MLLMAdapter], *, replace: bool = False) -> None:
+    """Register the adapter for checkpoints whose ``config.json`` has ``model_type``.
+
+    Args:
+        model_type: The transformers ``model_type`` of the checkpoints the adapter runs.
+        adapter: The adapter class, or ``"module:Class"`` imported when a checkpoint of that type is loaded. The class
+            declares ``preset_name`` (a name in :data:`focus_tool.presets.PRESETS`, see
+            :func:`focus_tool.presets.register_preset`) and ``model_class_name`` (the transformers class).
+        replace: Allow replacing the adapter already registered for ``model_type``.
+
+    Raises:
+        ValueError: ``model_type`` is taken and ``replace`` is false, or ``adapter`` is a malformed string.
+    """
+    if model_type in _BACKBONES and not replace:
+        raise ValueError(f"backbone {model_type!r} is already registered ({_BACKBONES[model_type]}); pass replace=True")
+    if isinstance(adapter, str) and not re.match(r"^[\w.]+:\w+$", adapter):
+        raise ValueError(f"adapter {adapter!r} must be a class or 'module:Class'")
+    _BACKBONES[model_type] = adapter
+
+
+def adapter_class(model_type: str) -> type[MLLMAdapter]:
+    """The adapter class registered for ``model_type`` (imported on first use).
+
+    Raises:
+        ModelLoadError: no adapter is registered for ``model_type``, or its module cannot be imported.
+    """
+    if model_type not in _BACKBONES:
+        raise ModelLoadError(
+            f"unsupported architecture {model_type!r}; supported: {', '.join(supported_model_types())}"
+        )
+    entry = _BACKBONES[model_type]
+    if isinstance(entry, str):
+        module_name, _, class_name = entry.partition(":")
+        try:
+            entry = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as e:
+            raise ModelLoadError(f"cannot import the adapter {entry} for {model_type!r}: {e}") from e
+    if not (isinstance(entry, type) and issubclass(entry, MLLMAdapter)):
+        raise ModelLoadError(f"the adapter registered for {model_type!r} is not an MLLMAdapter subclass: {entry!r}")
+    return entry
+
+
 def supported_model_types() -> list[str]:
     """The ``model_type`` values of checkpoints focus-tool can run."""
-    return sorted(_ADAPTERS)
+    return sorted(_BACKBONES)
 
 
 def supported_architectures() -> list[tuple[str, str, str]]:
     """(model_type, transformers class, preset name) of every supported architecture, sorted by model_type."""
-    return [(mtype, *_ARCHITECTURES[mtype]) for mtype in supported_model_types()]
+    rows = []
+    for mtype in supported_model_types():
+        cls = adapter_class(mtype)
+        rows.append((mtype, cls.model_class_name, cls.preset_name))
+    return rows
 
 
 def resolve_attn_implementation(requested: str) -> str:
@@ -99,12 +137,11 @@ def load_adapter(
     if path is None and not default_model_path().joinpath("config.json").is_file():
         raise ModelLoadError("the embedded model is not installed; pass --model PATH to a LLaVA checkpoint")
     mtype = _model_type(path_str)
-    if mtype not in _ADAPTERS:
+    if mtype not in _BACKBONES:
         raise ModelLoadError(
             f"unsupported architecture {mtype!r} in {path_str}; supported: {', '.join(supported_model_types())}"
         )
-    module_name, _, class_name = _ADAPTERS[mtype].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = adapter_class(mtype)
     import torch
 
     if dtype is not None and dtype not in _DTYPES:
