@@ -224,6 +224,11 @@ def register_preset(name: str, config: FocusConfig, *, replace: bool = False) ->
     PRESETS[name] = config
 
 
+def unregister_preset(name: str) -> None:
+    """Remove the preset ``name`` (a no-op when it is not registered); for plugins' tests."""
+    PRESETS.pop(name, None)
+
+
 def config_for(adapter: MLLMAdapter, model_path: str | Path | None = None) -> FocusConfig:
     """The preset for a loaded model: the checkpoint's ``focus_preset.json`` if any, else by architecture."""
     spec = read_preset_file(adapter, model_path)

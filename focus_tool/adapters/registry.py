@@ -52,6 +52,11 @@ def register_backbone(model_type: str, adapter: str | type[MLLMAdapter], *, repl
     _BACKBONES[model_type] = adapter
 
 
+def unregister_backbone(model_type: str) -> None:
+    """Remove the backbone ``model_type`` (a no-op when it is not registered); for plugins' tests."""
+    _BACKBONES.pop(model_type, None)
+
+
 def adapter_class(model_type: str) -> type[MLLMAdapter]:
     """The adapter class registered for ``model_type`` (imported on first use).
 
