@@ -57,11 +57,11 @@ def _png(size: tuple[int, int]) -> bytes:
 def measure(folder: Path) -> dict[str, dict[str, object]]:
     """Run every case through a FocusService over the embedded model; returns {case: {mb, s, outcome, bytes}}."""
     from focus_tool.adapters.registry import load_adapter
+    from focus_tool.agent import AgentPolicy, FocusService
     from focus_tool.errors import FocusError
     from focus_tool.inputs import InputPolicy
     from focus_tool.pipeline import FocusPipeline
     from focus_tool.presets import config_for
-    from focus_tool.service import AgentPolicy, FocusService
 
     adapter = load_adapter()
     service = FocusService(

@@ -22,12 +22,12 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from focus_tool.adapters.registry import load_adapter
+from focus_tool.agent import AgentPolicy, FocusService
 from focus_tool.data import synthetic as syn
 from focus_tool.langchain import FocusZoomTool
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.presets import config_for
 from focus_tool.render import overlay
-from focus_tool.service import AgentPolicy, FocusService
 
 
 class OfflinePlanner(BaseChatModel):

@@ -17,9 +17,9 @@ import numpy as np
 from mcp import Client, StdioServerParameters
 from mcp.types import ImageContent, TextContent
 
+from focus_tool.agent import AgentResult
 from focus_tool.data import synthetic as syn
 from focus_tool.render import overlay
-from focus_tool.service import AgentResult
 
 
 async def run(model: str | None, out: str) -> None:

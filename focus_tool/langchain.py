@@ -2,14 +2,14 @@
 
 The tool formats and never computes: the service opens the image under the agent policy, reuses or runs FOCUS and
 cuts the crops. Content is a text block (compact JSON, enough without images) plus one base64 JPEG image block per
-top crop; the artifact is the :class:`~focus_tool.service.AgentResult` object (a ``FocusResult`` with session
+top crop; the artifact is the :class:`~focus_tool.agent.AgentResult` object (a ``FocusResult`` with session
 info).
 Expected failures (``FocusError``) and arguments that fail the schema (a wrong type, an unknown name) become a
 ``ToolException`` with one line that says what to fix (:func:`focus_tool.arguments.argument_error`: caller text
 quoted and truncated), so the model sees a fixable message and the next call is served. Async calls emit
 ``focus_progress`` custom events (``{"stage": ..., "fraction": ...}``): ``running FOCUS``, then each pipeline step
 (``targets``, ``search <target>``, ``answer`` or ``regions``, ``done``). URL inputs follow the service's
-:class:`~focus_tool.service.AgentPolicy` (``allow_urls``, off by default).
+:class:`~focus_tool.agent.AgentPolicy` (``allow_urls``, off by default).
 
 Requires the ``langchain`` extra (``langchain-core``).
 """
@@ -28,9 +28,9 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from focus_tool.agent import AgentResult, FocusService, ProgressFn, summary_json
 from focus_tool.arguments import argument_error
 from focus_tool.errors import FocusError
-from focus_tool.service import AgentResult, FocusService, ProgressFn, summary_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""focus-tool's MCP server: a thin shell over :class:`focus_tool.service.FocusService` (``create_server``)."""
+"""focus-tool's MCP server: a thin shell over :class:`focus_tool.agent.FocusService` (``create_server``)."""

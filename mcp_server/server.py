@@ -1,8 +1,8 @@
 """``create_server(settings)``: an ``MCPServer`` with ``focus_zoom``, ``focus_find`` and ``focus_allowed_roots``.
 
-The tools only parse, call :class:`focus_tool.service.FocusService` in a worker thread and format: a text block
+The tools only parse, call :class:`focus_tool.agent.FocusService` in a worker thread and format: a text block
 (compact JSON, enough alone), one ``ImageContent`` JPEG per top crop, and ``structured_content`` whose schema is
-:class:`focus_tool.service.AgentResult` (the ``FocusResult`` plus session info). The model loads in the lifespan in
+:class:`focus_tool.agent.AgentResult` (the ``FocusResult`` plus session info). The model loads in the lifespan in
 a background task, so the handshake never waits for weights; calls made during the load get progress heartbeats.
 
 Progress: ``loading model (N s)`` while the weights load, ``running FOCUS``, then one notification per pipeline step
@@ -39,9 +39,9 @@ from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from focus_tool import __version__
+from focus_tool.agent import AgentResult, FocusService, InferenceGate, Zoomable, ZoomOutcome, summary_json
 from focus_tool.arguments import argument_error
 from focus_tool.errors import FocusError
-from focus_tool.service import AgentResult, FocusService, InferenceGate, Zoomable, ZoomOutcome, summary_json
 from mcp_server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)

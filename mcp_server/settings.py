@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from focus_tool.agent import AgentPolicy
 from focus_tool.errors import ConfigError, quote_text
-from focus_tool.service import AgentPolicy
 
 Transport = Literal["stdio", "streamable-http"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -37,7 +37,7 @@ class ServerSettings:
         reuse_results: answer an identical repeated request from the session cache (off: the model runs every time;
             region ids are remembered either way).
         max_file_bytes, max_base64_bytes, max_pixels, max_crops, max_output_side_px, max_output_bytes: input and
-            output limits (see :class:`focus_tool.service.AgentPolicy`).
+            output limits (see :class:`focus_tool.agent.AgentPolicy`).
         allow_urls: fetch ``http(s)://`` URLs given as ``image_path`` (off: refused). Downloads are capped at
             ``max_base64_bytes``.
         url_timeout_s: total time budget of one download.

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from focus_tool.agent import ProgressFn
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.result import FocusResult, ForwardPasses, Region
-from focus_tool.service import ProgressFn
 from tests.bad_inputs import write_png
 from tests.tiny_models import save_tiny_llava
 

@@ -413,8 +413,8 @@ def test_python_api(case: Case, places: tuple[Path, dict[str, str]], pipeline: A
 
 @pytest.fixture(scope="module")
 def zoom_tool(places: tuple[Path, dict[str, str]]) -> Any:
+    from focus_tool.agent import AgentPolicy, FocusService
     from focus_tool.langchain import FocusZoomTool
-    from focus_tool.service import AgentPolicy, FocusService
     from tests.agent_support import ScriptedEngine
 
     root, _ = places

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from focus_tool.errors import InputRejected
-from focus_tool.service import (
+from focus_tool.agent import (
     AgentPolicy,
     FocusService,
     InferenceGate,
@@ -21,6 +20,7 @@ from focus_tool.service import (
     open_image,
     summary_json,
 )
+from focus_tool.errors import InputRejected
 from tests.agent_support import ScriptedEngine
 from tests.bad_inputs import write_huge_header_png, write_png, write_text_as_png, write_truncated_png
 from tests.http_images import ImageServer, Route, serve_routes
@@ -372,7 +372,7 @@ def test_inside_a_root_missing_files_are_named(root: Path, policy: AgentPolicy) 
 
 def test_images_are_decoded_only_inside_the_queue_slot(root: Path, policy: AgentPolicy, monkeypatch) -> None:
     """With one call running, a queued caller has not decoded its image yet (and a refusal needs no slot)."""
-    import focus_tool.service as service_mod
+    import focus_tool.agent.service as service_mod
 
     decoded: list[str] = []
     real = service_mod.decode_image

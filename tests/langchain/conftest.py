@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from focus_tool.agent import AgentPolicy, FocusService
 from focus_tool.langchain import FocusZoomTool
 from focus_tool.pipeline import FocusPipeline
-from focus_tool.service import AgentPolicy, FocusService
 from tests.agent_support import image_dir, tiny_pipeline
 
 

@@ -14,9 +14,9 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langchain_tests.integration_tests import ToolsIntegrationTests
 from langchain_tests.unit_tests import ToolsUnitTests
 
+from focus_tool.agent import AgentPolicy, AgentResult, FocusService
 from focus_tool.langchain import FocusZoomTool, ZoomInput
 from focus_tool.result import FocusResult
-from focus_tool.service import AgentPolicy, AgentResult, FocusService
 from tests.agent_support import QUESTION, TARGET, image_dir, tiny_pipeline
 
 _SHARED: dict[str, Any] = {}
@@ -166,7 +166,7 @@ def test_agent_zooms_then_zooms_inside_a_region_then_answers(zoom_tool: FocusZoo
 def test_content_and_artifact_carry_every_field(zoom_tool: FocusZoomTool, images: Path) -> None:
     """The tool formats and never filters: the artifact is the whole AgentResult (the status block among its fields)
     and the text block has every key of the service's summary_json."""
-    from focus_tool.service import summary_json
+    from focus_tool.agent import summary_json
     from tests.agent_support import ScriptedEngine
 
     args = {"image_path": str(images / "scene.png"), "question": QUESTION}

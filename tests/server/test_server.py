@@ -14,8 +14,8 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult, ImageContent, TextContent
 
+from focus_tool.agent import AgentResult
 from focus_tool.result import FocusResult
-from focus_tool.service import AgentResult
 from mcp_server.server import ServerState, create_server
 from mcp_server.settings import ServerSettings
 from tests.agent_support import QUESTION, TARGET
@@ -195,7 +195,7 @@ async def test_load_failure_is_reported(settings: ServerSettings, images: Path) 
 async def test_text_and_structured_content_carry_every_field(server: MCPServer[ServerState], images: Path) -> None:
     """The server formats and never filters: structured content is the whole AgentResult (every FocusResult field,
     the status block among them) and the text block has every key of the service's summary_json."""
-    from focus_tool.service import AgentPolicy, FocusService, summary_json
+    from focus_tool.agent import AgentPolicy, FocusService, summary_json
     from tests.agent_support import ScriptedEngine
 
     args = {"image_path": str(images / "scene.png"), "question": QUESTION}

@@ -14,9 +14,9 @@ from mcp import Client
 from mcp.types import TextContent
 from PIL import Image
 
+from focus_tool.agent import AgentPolicy, FocusService
 from focus_tool.langchain import FocusZoomTool
 from focus_tool.result import FocusResult, ResultStatus, ResultWarning, TargetStatus
-from focus_tool.service import AgentPolicy, FocusService
 from mcp_server.server import create_server
 from mcp_server.settings import ServerSettings
 from tests.agent_support import TARGET, ScriptedEngine

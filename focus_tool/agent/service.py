@@ -1,0 +1,208 @@
+"""The engine layer behind the agent surfaces (LangChain tool, MCP server): input policy, session cache, one queue.
+
+``FocusService.zoom`` is the one call both surfaces make. It
+
+1. opens the image under an :class:`AgentPolicy` (absolute paths under allowed roots with symlinks resolved, a
+   file-size cap, a base64 byte cap checked before decoding, a pixel cap and Pillow's decompression-bomb error
+   checked from the header, a fixed list of decoders); an ``http(s)`` URL in ``image_path`` is refused unless the
+   policy allows URLs, and then fetched by :mod:`focus_tool.fetch` (public addresses only, byte cap, timeout,
+   image content type) and decoded with the same checks;
+2. looks the request up in a small session cache keyed by the SHA-256 of the image bytes: an identical request
+   returns the stored result (*result reuse*: the forward passes it cost are reported as saved; switched off with
+   ``reuse_results=False``, e.g. for load tests), and a request with ``region_id`` zooms inside a region of an
+   earlier result on the same image;
+3. runs :class:`~focus_tool.pipeline.FocusPipeline` one call at a time behind a bounded queue with a wait timeout,
+   passing on the caller's per-step ``progress`` callback (called from the thread that runs the model).
+
+Zooming inside a region crops the region (grown to the pipeline's minimum side if needed), runs the pipeline on
+the crop and maps every box back with :meth:`PatchGrid.crop_to_image_xyxy`, so coordinates always stay in the
+original image. Sub-regions get hierarchical ids (``r1.2`` = region 2 found inside ``r1``).
+
+The encoded image is reused across calls on the same image: the service switches on the adapter's image-prefix KV
+cache (:mod:`focus_tool.adapters.prefix_cache`; LLaVA-1.5, the embedded model and LLaVA-OneVision), so a new
+question or target on an image seen before runs the language model over the question's tokens only. The result
+says so: ``session.reuse="encoded_image"`` and ``session.prefill_tokens_saved``; an identical repeated request is
+``reuse="result"`` with its ``forward_passes_saved``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from focus_tool.agent.cache import SessionCache
+from focus_tool.agent.gate import TRIM_AFTER_PIXELS, InferenceGate, release_freed_memory
+from focus_tool.agent.policy import AgentPolicy, LoadedImage, decode_image, read_source
+from focus_tool.agent.render import crop_jpegs, shift_result, top_regions
+from focus_tool.agent.wire import AgentResult, SessionInfo, ZoomOutcome
+from focus_tool.errors import InputRejected
+from focus_tool.fetch import DownloadPool
+from focus_tool.inputs import check_text
+from focus_tool.ops.boxes import expand_to_min_size
+from focus_tool.pipeline import FocusPipeline
+from focus_tool.result import FocusResult
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, float], None]
+"""``progress(message, fraction)`` as the pipeline calls it at each step ("targets", "search <target>", "answer" or
+"regions", "done"); ``fraction`` in [0, 1]. Same shape as :data:`focus_tool.pipeline.ProgressFn`."""
+
+
+class Zoomable(Protocol):
+    """What the service needs from an engine (:class:`~focus_tool.pipeline.FocusPipeline` satisfies it)."""
+
+    def zoom(
+        self,
+        image: Image.Image,
+        *,
+        question: str | None = None,
+        target: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> FocusResult:
+        """Run FOCUS on one image, calling ``progress`` as each step starts."""
+        ...
+
+
+class FocusService:
+    """The agent-facing engine: policy, session cache and queue around one FocusPipeline."""
+
+    def __init__(
+        self,
+        pipeline: Zoomable,
+        policy: AgentPolicy | None = None,
+        *,
+        cache: SessionCache | None = None,
+        gate: InferenceGate | None = None,
+        reuse_results: bool = True,
+        image_cache_entries: int = 4,
+        downloads: DownloadPool | None = None,
+    ) -> None:
+        """Wrap ``pipeline``; ``reuse_results=False`` runs the model on every call (region ids are still kept).
+
+        ``image_cache_entries`` > 0 switches on the adapter's encoded-image cache with that many images (if the
+        adapter supports it); 0 leaves the adapter as it is.
+        """
+        if image_cache_entries > 0 and isinstance(pipeline, FocusPipeline):
+            pipeline.adapter.enable_image_cache(image_cache_entries)  # False (left as is) where unsupported
+        self.pipeline = pipeline
+        self.policy = policy or AgentPolicy()
+        self.cache = cache or SessionCache()
+        self.gate = gate or InferenceGate()
+        self.reuse_results = reuse_results
+        self.downloads = downloads or DownloadPool(self.policy.url_workers)  # URL inputs: threads of their own
+
+    def zoom(
+        self,
+        *,
+        image_path: str = "",
+        image_base64: str = "",
+        question: str = "",
+        target: str = "",
+        region_id: str = "",
+        max_crops: int = 3,
+        return_images: bool = True,
+        progress: ProgressFn | None = None,
+    ) -> ZoomOutcome:
+        """Open the image, reuse or compute the result (inside ``region_id`` if given), and cut the top crops.
+
+        Args:
+            image_path: absolute path under an allowed root (exclusive with ``image_base64``).
+            image_base64: base64 image bytes.
+            question: question to answer; its targets are extracted by the model unless ``target`` is set.
+            target: object phrase to find (no answer without a question).
+            region_id: id of a region of an earlier result on the same image to zoom inside.
+            max_crops: how many top regions to return as images (1 .. policy.max_crops).
+            return_images: cut JPEG crops of the top regions.
+            progress: called by the pipeline as each step starts (from the calling thread, while the model runs);
+                not called on a cache hit.
+
+        Raises:
+            InputRejected: bad input, with the fix; ServiceBusy: queue full or wait timed out.
+        """
+        if not 1 <= max_crops <= self.policy.max_crops:
+            raise InputRejected(f"max_crops must be between 1 and {self.policy.max_crops}, got {max_crops}")
+        if not question.strip() and not target.strip():
+            raise InputRejected("give a question about the image, or a target object to find")
+        q = check_text(question, "question", self.policy.image) if question.strip() else ""
+        t = check_text(target, "target", self.policy.image) if target.strip() else ""
+        rid = region_id.strip()
+        src = read_source(  # bytes + header only; a URL is fetched on the download pool, before any queue slot
+            self.policy, image_path=image_path, image_base64=image_base64, downloads=self.downloads
+        )
+        if rid:
+            self.cache.region_box(src.sha256, rid)  # an unknown region id is refused before queueing
+        key = (q, t, rid)
+        t0 = time.perf_counter()
+        with self.gate.slot():  # decode inside the slot: concurrent callers never hold several decoded images
+            waited = time.perf_counter() - t0
+            image = decode_image(src.data, self.policy, what=src.what)
+            loaded = LoadedImage(image, src.sha256, src.source)
+            cached = self.cache.lookup(loaded.sha256, key) if self.reuse_results else None
+            if cached is not None:
+                fp = cached.forward_passes
+                info = SessionInfo(
+                    image_sha256=loaded.sha256,
+                    cache_hit=True,
+                    reuse="result",
+                    forward_passes_saved=fp.search + fp.answer + fp.aux,
+                    parent_region_id=rid or None,
+                    parent_box=self.cache.region_box(loaded.sha256, rid) if rid else None,
+                    known_region_ids=self.cache.known_ids(loaded.sha256),
+                )
+                result = AgentResult(**cached.model_dump(), session=info)
+            else:
+                result = self._compute(loaded, q, t, rid, progress, waited)
+            regions = top_regions(result, max_crops)
+            crops = crop_jpegs(image, regions, self.policy) if return_images else []
+            image_wh = image.size
+            del image, loaded
+            if image_wh[0] * image_wh[1] >= TRIM_AFTER_PIXELS:
+                release_freed_memory()
+        return ZoomOutcome(result=result, image_wh=image_wh, top_regions=regions, crops_jpeg=crops)
+
+    def _compute(
+        self,
+        loaded: LoadedImage,
+        question: str,
+        target: str,
+        region_id: str,
+        progress: ProgressFn | None,
+        waited: float,
+    ) -> AgentResult:
+        """Run the pipeline (the caller holds the gate's slot) and store the result in the session cache."""
+        image, parent_box = loaded.image, None
+        if region_id:
+            box = self.cache.region_box(loaded.sha256, region_id)
+            grown = expand_to_min_size(np.asarray(box, dtype=np.float64), self.policy.image.min_side_px, image.size)[0]
+            parent_box = (int(grown[0]), int(grown[1]), int(np.ceil(grown[2])), int(np.ceil(grown[3])))
+            image = image.crop(parent_box)
+        raw = self.pipeline.zoom(image, question=question or None, target=target or None, progress=progress)
+        del image
+        if parent_box is not None:
+            raw = shift_result(raw, origin_xy=parent_box[:2], image_wh=loaded.image.size, prefix=region_id)
+        raw = raw.model_copy(update={"timings_s": {**raw.timings_s, "queue": round(waited, 4)}})
+        known = self.cache.store(loaded.sha256, (question, target, region_id), raw)
+        info = SessionInfo(
+            image_sha256=loaded.sha256,
+            cache_hit=False,
+            reuse="encoded_image" if raw.image_cache_hits else "none",
+            forward_passes_saved=0,
+            prefill_tokens_saved=raw.prefill_tokens_reused,
+            parent_region_id=region_id or None,
+            parent_box=parent_box,
+            known_region_ids=known,
+        )
+        logger.info(
+            "zoom on %s image %s (region %s): %d regions",
+            loaded.source,
+            loaded.sha256[:12],
+            region_id or "-",
+            len(raw.regions),
+        )
+        return AgentResult(**raw.model_dump(), session=info)
