@@ -9,10 +9,8 @@ import argparse
 
 import numpy as np
 
-from focus_tool.adapters.registry import load_adapter
 from focus_tool.data import synthetic as syn
 from focus_tool.pipeline import FocusPipeline
-from focus_tool.presets import config_for
 from focus_tool.render import overlay
 
 
@@ -24,8 +22,7 @@ def main() -> None:
 
     item = syn.sample_bench_item(np.random.default_rng([syn.DEMO_STREAM, 7]), "count")
     image = syn.render(item.scene)
-    adapter = load_adapter(args.model)
-    pipe = FocusPipeline(adapter, config_for(adapter, args.model))
+    pipe = FocusPipeline.from_pretrained(args.model)
     result = pipe.zoom(image, question=item.question.text, options=list(item.question.options))
     print("question:", item.question.text, "options:", item.question.options, "(first is correct)")
     print("answer:", result.answer, "| targets:", result.targets)

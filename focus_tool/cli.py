@@ -86,14 +86,15 @@ def _device(name: str) -> str:
 
 
 def _pipeline(args: argparse.Namespace) -> FocusPipeline:
-    from focus_tool.adapters.registry import load_adapter
     from focus_tool.pipeline import FocusPipeline
-    from focus_tool.presets import config_for, pipeline_variant
 
-    adapter = load_adapter(
-        args.model, device=_device(args.device), attn_implementation=args.attn, dtype=getattr(args, "dtype", None)
+    return FocusPipeline.from_pretrained(
+        args.model,
+        device=_device(args.device),
+        attn_implementation=args.attn,
+        dtype=getattr(args, "dtype", None),
+        pipeline=getattr(args, "pipeline", "preset"),
     )
-    return FocusPipeline(adapter, pipeline_variant(config_for(adapter), getattr(args, "pipeline", "preset")))
 
 
 def cmd_zoom(args: argparse.Namespace) -> int:

@@ -26,10 +26,9 @@ def run_demo(
     ``tally`` > 0 also answers the demo images ``seed + 1 .. seed + tally`` (no output files) and prints how often
     each method was right: one image is an anecdote, and the first one may well be a miss.
     """
-    from focus_tool.adapters.registry import default_model_path, load_adapter
+    from focus_tool.adapters.registry import default_model_path
     from focus_tool.embedded.build import save_untrained
     from focus_tool.pipeline import FocusPipeline
-    from focus_tool.presets import config_for
     from focus_tool.render import overlay
 
     item, image, options = _demo_item(seed)
@@ -41,8 +40,8 @@ def run_demo(
         write("NOTE: the embedded model is not installed; this demo runs on an UNTRAINED (random) model of the same")
         write("      architecture, so its answers and boxes are meaningless. Train one: focus train-embedded")
         save_untrained(Path(model))
-    adapter = load_adapter(model)
-    pipe = FocusPipeline(adapter, config_for(adapter, model))
+    pipe = FocusPipeline.from_pretrained(model)
+    adapter = pipe.adapter
     q = item.question
     correct = "ABCD"[options.index(q.options[0])]
     scheme = pipe.config.answer.scheme

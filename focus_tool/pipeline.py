@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -68,6 +69,38 @@ class FocusPipeline:
         self.config = config or FocusConfig()
         self.policy = policy or InputPolicy()
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        attn_implementation: str = "sdpa",
+        dtype: str | None = None,
+        pipeline: str = "preset",
+        overrides: dict[str, Any] | None = None,
+    ) -> FocusPipeline:
+        """Load a checkpoint and its preset: the one way to build a pipeline from a model folder or hub id.
+
+        Args:
+            model: checkpoint folder or hub id (None: the embedded model).
+            device: torch device.
+            attn_implementation: "sdpa", "eager" or "flash_attention_2".
+            dtype: torch dtype name (None: the checkpoint's).
+            pipeline: "preset", "paper" or "lean" (:data:`focus_tool.config.PIPELINES`).
+            overrides: dotted-path settings, e.g. ``{"proposal.s_max": 7}``.
+
+        Raises:
+            ModelLoadError: the checkpoint cannot be loaded.
+            ConfigError: unknown pipeline variant or override.
+        """
+        from focus_tool.adapters.registry import load_adapter
+        from focus_tool.presets import apply_overrides, config_for, pipeline_variant
+
+        adapter = load_adapter(model, device=device, attn_implementation=attn_implementation, dtype=dtype)
+        cfg = pipeline_variant(config_for(adapter), pipeline)
+        return cls(adapter, apply_overrides(cfg, overrides) if overrides else cfg)
 
     # ------------------------------------------------------------------ public API
 
