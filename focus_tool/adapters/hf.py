@@ -39,12 +39,8 @@ from focus_tool.grid import PatchGrid
 
 
 def cache_values(cache: Any, layer: int) -> torch.Tensor:
-    """Values of ``layer`` from a transformers cache: (B, H_kv, N, D). Supports 5.x and older layouts."""
-    if hasattr(cache, "layers"):
-        return cache.layers[layer].values  # transformers 5.x DynamicCache
-    if hasattr(cache, "value_cache"):
-        return cache.value_cache[layer]  # transformers 4.4x
-    return cache[layer][1]  # legacy tuple of (keys, values)
+    """Values of ``layer`` from a transformers 5.x ``DynamicCache``: (B, H_kv, N, D)."""
+    return cache.layers[layer].values
 
 
 class TransformersAdapter(MLLMAdapter):

@@ -37,13 +37,10 @@ def image_digest(image: Image.Image) -> str:
 
 
 def _trim(cache: Any, length: int) -> None:
-    """Keep the first ``length`` positions of every layer (transformers 5.x ``DynamicCache``; older: ``crop``)."""
-    if hasattr(cache, "layers"):
-        for layer in cache.layers:  # crop()'s argument changed meaning across 5.x releases; slice directly
-            layer.keys = layer.keys[..., :length, :]
-            layer.values = layer.values[..., :length, :]
-    else:
-        cache.crop(length)
+    """Keep the first ``length`` positions of every layer of a transformers 5.x ``DynamicCache``."""
+    for layer in cache.layers:  # crop()'s argument changed meaning across 5.x releases; slice directly
+        layer.keys = layer.keys[..., :length, :]
+        layer.values = layer.values[..., :length, :]
 
 
 @functools.cache
