@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from focus_tool.adapters.registry import load_adapter
-from focus_tool.eval.runner import METHODS, EvalSpec, run_eval
+from focus_tool.eval.runner import EvalSpec, run_eval
+from focus_tool.methods import method_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -61,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS, help="output folder (default: benchmarks/results)")
     args = p.parse_args(argv)
     methods = tuple(m.strip() for m in args.methods.split(","))
-    unknown = [m for m in methods if m not in METHODS]
+    known = method_names()
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        p.error(f"unknown method(s) {unknown}; choose from {METHODS}")
+        p.error(f"unknown method(s) {unknown}; choose from {known}")
     name = args.name or f"{args.benchmark}_seed{args.seed}"
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

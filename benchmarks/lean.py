@@ -40,7 +40,7 @@ from tqdm import tqdm
 from focus_tool.adapters.registry import load_adapter
 from focus_tool.config import FocusConfig
 from focus_tool.data import synthetic as syn
-from focus_tool.eval.runner import FLOPS_FORMULA, RecordingCounter, llm_dims, tflops
+from focus_tool.eval.accounting import FLOPS_FORMULA, RecordingCounter, llm_dims, tflops
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.presets import config_for, pipeline_variant
 

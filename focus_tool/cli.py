@@ -346,15 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=2)
     t.set_defaults(func=cmd_train)
 
+    from focus_tool.methods import method_names
+
     e = sub.add_parser(
         "eval",
-        help="evaluate a method (focus, zoomeye, vicrop, vanilla) on a benchmark",
+        help=f"evaluate a method ({', '.join(method_names())}) on a benchmark",
         description="Run one method on a benchmark read from a local path (or the seeded synthetic split): "
         "resumable per-item JSONL next to the report (a rerun with another model or settings is refused), JSON + "
         "Markdown report, PNG plot. Data-parallel with "
         "torchrun --nproc_per_node N -m focus_tool.cli eval ...",
     )
-    e.add_argument("--method", required=True, choices=["focus", "zoomeye", "vicrop", "vanilla"])
+    e.add_argument("--method", required=True, choices=method_names())
     e.add_argument(
         "--benchmark", required=True, choices=["vstar", "hrbench4k", "hrbench8k", "mme-rw-lite", "synthetic"]
     )

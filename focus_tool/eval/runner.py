@@ -27,172 +27,31 @@ mixing its records with the old ones. Methods are not in the signature: adding a
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import os
-import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from PIL import Image, ImageDraw
 
-from focus_tool.adapters.base import ForwardCounter, MLLMAdapter
+from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.baselines.common import AnswerScheme, Method
 from focus_tool.errors import FocusError
+from focus_tool.eval.accounting import FLOPS_FORMULA, RecordingCounter, llm_dims, peak_mem_mb, tflops
 from focus_tool.eval.datasets import SUFFIXES, EvalItem, load_benchmark
 from focus_tool.eval.scoring import accuracy_breakdown, predicted_letter
-from focus_tool.result import FocusResult
+from focus_tool.methods import MethodOptions, build_method, method_spec
 
 logger = logging.getLogger(__name__)
 
-METHODS: Final[tuple[str, ...]] = ("focus", "zoomeye", "vicrop", "vanilla")
-FLOPS_FORMULA: Final[str] = (
-    "per counted sequence of n prefill tokens computed after c cached ones: L*(4*n*d^2 + 2*n*(c+n)*d + 2*n*d*m) "
-    "multiply-accumulates (FastV/PyramidDrop, as in FOCUS Tab. 14, c = 0 for a full prefill); LLM only, vision "
-    "encoder and decode steps excluded"
-)
 TIMING_KEYS: Final[frozenset[str]] = frozenset({"wall_s", "peak_mem_mb"})
-
-
-class RecordingCounter(ForwardCounter):
-    """A :class:`ForwardCounter` that also keeps every call's (rows, new tokens, context tokens) for the FLOPs
-    estimate (context: prefix tokens served from a cache, which the new tokens attend to)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[int, int, int]] = []
-
-    def log(self, n_rows: int, n_new: int, context: int) -> None:
-        """Remember the call."""
-        self.calls.append((n_rows, n_new, context))
-
-    def reset(self) -> None:
-        """Zero the counts; the call log is cleared per item by the runner (methods reset mid-question)."""
-        super().reset()
-
-
-def llm_dims(adapter: MLLMAdapter) -> tuple[int, int, int] | None:
-    """(layers L, hidden d, FFN m) of the language model, if the adapter exposes its config."""
-    model = getattr(adapter, "model", None)
-    cfg = getattr(getattr(model, "config", None), "text_config", None)
-    try:
-        return int(cfg.num_hidden_layers), int(cfg.hidden_size), int(cfg.intermediate_size)  # type: ignore[union-attr]
-    except (AttributeError, TypeError):
-        return None
-
-
-def tflops(calls: Sequence[tuple[int, ...]], dims: tuple[int, int, int] | None) -> float | None:
-    """Analytic TFLOPs (multiply-accumulates / 1e12) of the calls, :data:`FLOPS_FORMULA`.
-
-    A call is ``(rows, new tokens)`` or ``(rows, new tokens, context)``: each of the rows computes n = new / rows
-    tokens attending to ``context`` cached ones, L*(4*n*d^2 + 2*n*(context + n)*d + 2*n*d*m).
-    """
-    if dims is None:
-        return None
-    layers, d, m = dims
-    total = 0.0
-    for call in calls:
-        n_seq, n_tok = call[0], call[1]
-        ctx = call[2] if len(call) > 2 else 0
-        if n_seq <= 0:
-            continue
-        n = n_tok / n_seq
-        total += n_seq * layers * (4 * n * d * d + 2 * n * (ctx + n) * d + 2 * n * d * m)
-    return total / 1e12
-
-
-def peak_mem_mb(device: str) -> float:
-    """CUDA max allocated (MiB) on CUDA, else the process's peak resident set size (MiB)."""
-    if device.startswith("cuda"):
-        import torch
-
-        return float(torch.cuda.max_memory_allocated()) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
-# ---------------------------------------------------------------------------------------------------- methods
-
-
-class FocusMethod:
-    """FOCUS (:class:`FocusPipeline`) behind the harness's ``run`` signature.
-
-    The answer scheme is the pipeline's own (``AnswerConfig.scheme``): under ``"logit"`` the pipeline scores each
-    option as the assistant reply to the bare question on its answer view (one crop / union / canvas, or the
-    multi-image view of global-local models), so the answer passes are exactly the option passes (K per question)
-    and no free-form reply is generated. Under ``"letter"`` the options are shown as (A) (B) ... with the
-    benchmark's instruction (``suffix``) and one reply is generated.
-    """
-
-    name = "focus"
-
-    def __init__(self, adapter: MLLMAdapter, pipeline: str = "preset") -> None:
-        from focus_tool.pipeline import FocusPipeline
-        from focus_tool.presets import config_for, pipeline_variant
-
-        self.adapter = adapter
-        self.config = pipeline_variant(config_for(adapter), pipeline)
-        self._pipeline_cls = FocusPipeline
-
-    def run(
-        self,
-        image: Image.Image,
-        *,
-        question: str,
-        options: Sequence[str] | None,
-        scheme: AnswerScheme = "letter",
-        suffix: str = "",
-    ) -> FocusResult:
-        """FOCUS zoom + answer under ``scheme``.
-
-        Raises:
-            ValueError: ``scheme="logit"`` without options.
-        """
-        if scheme == "logit" and not options:
-            raise ValueError("the logit answer scheme needs options")
-        cfg = self.config
-        answer = dataclasses.replace(cfg.answer, scheme=scheme)
-        if suffix:
-            answer = dataclasses.replace(answer, answer_suffix=suffix)
-        pipe = self._pipeline_cls(self.adapter, dataclasses.replace(cfg, answer=answer))
-        return pipe.zoom(image, question=question, options=options)
-
-
-def build_method(
-    name: str,
-    adapter: MLLMAdapter,
-    *,
-    zoomeye_depth: int | None = None,
-    vicrop_variant: str = "rel-att",
-    vicrop_high: bool = False,
-    pipeline: str = "preset",
-) -> Method:
-    """The engine called ``name`` over ``adapter``; ``pipeline``: FOCUS as the preset, the paper's or lean."""
-    if name == "focus":
-        return FocusMethod(adapter, pipeline)
-    if name == "vanilla":
-        from focus_tool.baselines.vanilla import VanillaMethod
-        from focus_tool.presets import config_for
-
-        return VanillaMethod(adapter, config_for(adapter))
-    if name == "zoomeye":
-        from focus_tool.baselines.zoomeye import ZoomEyeMethod, zoomeye_config_for
-
-        return ZoomEyeMethod(adapter, zoomeye_config_for(adapter, depth_limit=zoomeye_depth))
-    if name == "vicrop":
-        from focus_tool.baselines.vicrop import ViCropConfig, ViCropMethod
-
-        if vicrop_variant not in ("rel-att", "grad-att"):
-            raise FocusError(f"unknown ViCrop variant {vicrop_variant!r}; choose rel-att or grad-att")
-        return ViCropMethod(adapter, ViCropConfig(variant=vicrop_variant, high=vicrop_high))  # type: ignore[arg-type]
-    raise FocusError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
 
 
 # ---------------------------------------------------------------------------------------------------- one item
@@ -584,22 +443,22 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
     if adapter is None:
         from focus_tool.adapters.registry import load_adapter
 
-        attn = spec.attn or ("eager" if "vicrop" in spec.methods else "sdpa")
+        kernels = {method_spec(name).attention for name in spec.methods}
+        attn = spec.attn or ("eager" if "eager" in kernels else "sdpa")
         adapter = load_adapter(spec.model, device=spec.device, attn_implementation=attn, dtype=spec.dtype)
     if not isinstance(adapter.counter, RecordingCounter):
         adapter.counter = RecordingCounter()
     done = _done_keys(spec.report)
     shard = _shard_path(spec.report, rank)
     mine = items[rank::world]
+    options = MethodOptions(
+        pipeline=spec.pipeline,
+        zoomeye_depth=spec.zoomeye_depth,
+        vicrop_variant=spec.vicrop_variant,
+        vicrop_high=spec.vicrop_high,
+    )
     for name in spec.methods:
-        method = build_method(
-            name,
-            adapter,
-            zoomeye_depth=spec.zoomeye_depth,
-            vicrop_variant=spec.vicrop_variant,
-            vicrop_high=spec.vicrop_high,
-            pipeline=spec.pipeline,
-        )
+        method = build_method(name, adapter, options)
         todo = [it for it in mine if (name, it.item_id) not in done]
         bar = tqdm(todo, desc=f"{name} [{rank}/{world}]", disable=not spec.progress, file=sys.stderr)
         for item in bar:

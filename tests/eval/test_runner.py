@@ -17,7 +17,9 @@ from PIL import Image
 from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.errors import ConfigError, FocusError
 from focus_tool.eval import runner
-from focus_tool.eval.runner import EvalSpec, items_path, run_eval, signature_path, tflops, weights_fingerprint
+from focus_tool.eval.accounting import tflops
+from focus_tool.eval.runner import EvalSpec, items_path, run_eval, signature_path, weights_fingerprint
+from focus_tool.methods import MethodOptions
 from tests.tiny_models import save_tiny_llava, tiny_llava
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -237,7 +239,7 @@ def test_build_method_reads_the_checkpoints_zoomeye_section(
     spec = {"preset": "default", "zoomeye": {"cues": "focus_extraction", "prompts": {"latent": "Is there a {target}?"}}}
     (tmp_path / "focus_preset.json").write_text(json.dumps(spec))
     monkeypatch.setattr(adapter, "model_id", str(tmp_path))
-    method = runner.build_method("zoomeye", adapter, zoomeye_depth=2)
+    method = runner.build_method("zoomeye", adapter, MethodOptions(zoomeye_depth=2))
     cfg = method.config  # type: ignore[attr-defined]
     assert cfg.cues == "focus_extraction" and cfg.prompts.latent == "Is there a {target}?" and cfg.depth_limit == 2
     (tmp_path / "focus_preset.json").write_text(json.dumps({"zoomeye": {"cues": "focus"}}))
@@ -253,7 +255,7 @@ class _AlwaysA:
     def __init__(self) -> None:
         from focus_tool.adapters.base import ForwardCounter
 
-        self.adapter = SimpleNamespace(counter=ForwardCounter(), model_id="always-a")
+        self.adapter = SimpleNamespace(counter=ForwardCounter(), model_id="always-a", lm_dims=None)
         self.calls: list[tuple[str, tuple[str, ...]]] = []
 
     def run(self, image: Image.Image, *, question: str, options: Any, scheme: str = "letter", suffix: str = "") -> Any:
@@ -277,7 +279,7 @@ def test_hrbench_cyclic_rows_are_searched_one_by_one_and_scored_officially(
     in cyc0 only: per-group accuracies 1.0 and 0.0, averaged over the 2 groups = 0.5 (VLMEvalKit report_acc_hrbench).
     """
     method = _AlwaysA()
-    monkeypatch.setattr(runner, "build_method", lambda name, adapter, **kw: method)
+    monkeypatch.setattr(runner, "build_method", lambda name, adapter, options=None: method)
     spec = _spec(tmp_path, benchmark="hrbench4k", data=FIX / "hrbench" / "hr_bench_4k.tsv", limit=2, methods=("focus",))
     report = run_eval(spec, adapter=method.adapter)  # type: ignore[arg-type]
     assert method.calls == [
