@@ -29,12 +29,12 @@ import numpy as np
 from PIL import Image
 
 from focus_tool.errors import FocusError
-from focus_tool.prompts import LETTERS
+from focus_tool.prompts import LETTER_INSTRUCTION, LETTERS
 
 Benchmark = Literal["vstar", "hrbench4k", "hrbench8k", "mme-rw-lite", "synthetic"]
 BENCHMARKS: Final[tuple[str, ...]] = ("vstar", "hrbench4k", "hrbench8k", "mme-rw-lite", "synthetic")
 
-VSTAR_SUFFIX = "Answer with the option's letter from the given choices directly."  # lmms-eval / jsonl `text`
+VSTAR_SUFFIX = LETTER_INSTRUCTION  # lmms-eval / jsonl `text`
 HRBENCH_SUFFIX = "Answer the option letter directly."  # lmms-eval hrbench_doc_to_text / ZoomEye
 MME_SUFFIX = (  # MME-RealWorld README / ZoomEye
     "Select the best answer to the above multiple-choice question based on the image. Respond with only the letter "
