@@ -146,13 +146,15 @@ def load_adapter(
         raise ModelLoadError(
             f"unsupported architecture {mtype!r} in {path_str}; supported: {', '.join(supported_model_types())}"
         )
-    cls = adapter_class(mtype)
+    from_pretrained = getattr(adapter_class(mtype), "from_pretrained", None)  # adapters that load checkpoints
+    if from_pretrained is None:
+        raise ModelLoadError(f"the adapter for {mtype!r} has no from_pretrained; it cannot load {path_str}")
     import torch
 
     if dtype is not None and dtype not in _DTYPES:
         raise ModelLoadError(f"unsupported dtype {dtype!r}; choose one of: {', '.join(_DTYPES)}")
     torch_dtype = getattr(torch, dtype) if dtype else None
-    adapter: MLLMAdapter = cls.from_pretrained(
+    adapter: MLLMAdapter = from_pretrained(
         path_str, device=device, attn_implementation=resolve_attn_implementation(attn_implementation), dtype=torch_dtype
     )
     return adapter
