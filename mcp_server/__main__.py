@@ -10,6 +10,7 @@ import logging
 import sys
 
 from focus_tool.errors import FocusError
+from focus_tool.plugins import load_plugins
 from mcp_server.settings import ServerSettings, add_server_arguments, settings_from_args
 
 logger = logging.getLogger("mcp_server")
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     add_server_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        load_plugins()  # a plugin's backbones load with --model
         run(settings_from_args(args))
     except FocusError as e:
         sys.stderr.write(f"focus-mcp: error: {e}\n")

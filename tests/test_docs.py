@@ -118,6 +118,7 @@ def test_readme_links_the_docs_it_promises() -> None:
     for doc in (
         "docs/method.md",
         "docs/agents.md",
+        "docs/extending.md",
         "LICENSE",
         "CHANGELOG.md",
         "focus_tool/embedded/model/MODEL_CARD.md",
