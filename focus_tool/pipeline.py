@@ -21,9 +21,8 @@ from PIL import Image
 
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.config import FocusConfig
-from focus_tool.errors import InputRejected
+from focus_tool.errors import ConfigError, InputRejected
 from focus_tool.inputs import InputPolicy, check_text, load_image
-from focus_tool.ops.boxes import expand_to_min_size
 from focus_tool.prompts import existence_prompt, format_options
 from focus_tool.result import (
     FocusResult,
@@ -36,8 +35,10 @@ from focus_tool.result import (
 )
 from focus_tool.steps.answer import answer_view, crop, focus_views
 from focus_tool.steps.proposals import propose_regions
-from focus_tool.steps.ranking import Ranking, map_doubts, rank_adaptive, rank_type1, rank_type2
+from focus_tool.steps.ranking import rank_adaptive, rank_type1, rank_type2
+from focus_tool.steps.regions import Regions
 from focus_tool.steps.relevance import relevance_map, to_grid
+from focus_tool.steps.status import target_status
 from focus_tool.steps.targets import Target, extraction_prompt, grounded, noun_phrases, parse_targets
 
 logger = logging.getLogger(__name__)
@@ -252,58 +253,40 @@ class FocusPipeline:
         with self.adapter.counter.in_phase("search"):
             pre = self.adapter.prefill(img, prompt, target.phrase, keys_norope=feature == "key_norope")
         lo, hi = self._layers()
-        if feature == "value":
-            feats = pre.layer_values[lo:hi]
-        elif feature == "key_norope" and pre.layer_keys_norope is not None:
+        if feature == "key_norope":
+            if pre.layer_keys_norope is None:
+                raise ConfigError(f"relevance.feature='key_norope': {type(self.adapter).__name__} has no pre-RoPE keys")
             feats = pre.layer_keys_norope[lo:hi]
         else:
-            raise NotImplementedError("feature='key_rope' needs the cache keys; not exposed by this adapter")
+            feats = pre.layer_values[lo:hi]
         vec = relevance_map(feats, pre.target_positions, pre.visual_positions, cfg.relevance)  # (P,)
         grid_map, grid = to_grid(vec, pre.grid, cfg.relevance)  # (rows, cols)
         timings["relevance"] = timings.get("relevance", 0.0) + time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        props = propose_regions(grid_map, cfg.proposal)
-        boxes = grid.clip_xyxy(grid.cells_to_image_xyxy(props.cells_xyxy))  # (N, 4) image px
-        keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
-        boxes, scores = boxes[keep], props.anchor_scores[keep]
-        if cfg.rank.min_crop_px > 0:
-            boxes = expand_to_min_size(boxes, cfg.rank.min_crop_px, img.size)
+        cands = Regions.from_proposals(propose_regions(grid_map, cfg.proposal), grid, img.size, cfg.rank.min_crop_px)
         timings["proposals"] = timings.get("proposals", 0.0) + time.perf_counter() - t1
 
         t2 = time.perf_counter()
         ex_prompt = prompt + (" " + cfg.rank.existence_suffix if cfg.rank.existence_suffix else "")
 
         def score(indices: Sequence[int]) -> np.ndarray:
-            crops = [crop(img, boxes[i]) for i in indices]
+            crops = [crop(img, cands.boxes[i]) for i in indices]
             with self.adapter.counter.in_phase("search"):
                 return self.adapter.yes_no_margins(crops, [ex_prompt] * len(crops)).numpy().astype(np.float64)
 
+        anchor_scores = [float(v) for v in cands.anchor_scores]
         if target.all_instances:
-            ranking = rank_type2(len(boxes), score, cfg.rank)
+            ranking = rank_type2(len(cands), score, cfg.rank)
         elif cfg.rank.mode == "adaptive":
-            ranking = rank_adaptive(len(boxes), score, [float(v) for v in scores], cfg.rank)
+            ranking = rank_adaptive(len(cands), score, anchor_scores, cfg.rank)
         else:
-            ranking = rank_type1(len(boxes), score, cfg.rank)
+            ranking = rank_type1(len(cands), score, cfg.rank)
         timings["ranking"] = timings.get("ranking", 0.0) + time.perf_counter() - t2
 
-        status, warnings, selected_idx = self._target_status(target, ranking, [float(v) for v in scores])
-        int_boxes = grid.to_int_xyxy(boxes)
-        order = sorted(range(len(boxes)), key=lambda i: (-ranking.confidence.get(i, -1.0), i))
-        regions = [
-            Region(
-                id="",
-                box=(int(int_boxes[i, 0]), int(int_boxes[i, 1]), int(int_boxes[i, 2]), int(int_boxes[i, 3])),
-                confidence=ranking.confidence.get(i),
-                target=target.phrase,
-                rank=r + 1,
-                anchor_score=round(float(scores[i]), 4),
-                selected=i in selected_idx,
-            )
-            for r, i in enumerate(order)
-            if (int_boxes[i, 2] > int_boxes[i, 0] and int_boxes[i, 3] > int_boxes[i, 1])
-        ]
-        selected = boxes[list(selected_idx)] if selected_idx else np.zeros((0, 4))
+        status, warnings, selected_idx = target_status(target, ranking, anchor_scores, cfg)
+        regions = cands.ranked(grid, ranking.confidence, selected_idx, target.phrase)
+        selected = cands.boxes[list(selected_idx)] if selected_idx else np.zeros((0, 4))
         selected_conf = np.array([ranking.confidence.get(i, np.nan) for i in selected_idx], dtype=np.float64)
         map_out = RelevanceMapOut(
             target=target.phrase,
@@ -314,71 +297,6 @@ class FocusPipeline:
         )
         full_conf = float(1 / (1 + np.exp(-pre.yes_no_margin)))
         return _TargetOutcome(target, regions, selected, selected_conf, map_out, full_conf, status, warnings)
-
-    def _target_status(
-        self, target: Target, ranking: Ranking, anchor_scores: list[float]
-    ) -> tuple[TargetStatus, list[ResultWarning], tuple[int, ...]]:
-        """Found / not found / ambiguous from the scored P(Yes), the warnings, and the ROIs to select."""
-        thr = self.config.rank.found_conf
-        conf = ranking.confidence
-        warnings: list[ResultWarning] = []
-        name = target.phrase
-        if "flat_map" in map_doubts(anchor_scores, self.config.rank):
-            warnings.append(
-                ResultWarning(
-                    code="flat_map",
-                    target=name,
-                    message=f"the relevance map of {name!r} has no clear peak; its regions are a guess",
-                )
-            )
-        if not ranking.selected and not conf:  # no region proposed at all
-            state = TargetStatus(target=name, state="not_found", confidence=None, threshold=thr, regions_above=0)
-            return state, warnings, ()
-        if not conf:  # ranking off (n_steps 1 without overrun)
-            state = TargetStatus(target=name, state="unverified", confidence=None, threshold=thr, regions_above=0)
-            return state, warnings, ranking.selected
-        best = max(conf.values())
-        above = sum(c >= thr for c in conf.values())
-        if best < thr:
-            warnings.append(
-                ResultWarning(
-                    code="all_crops_no",
-                    target=name,
-                    message=f"every region checked for {name!r} was answered No (best P(Yes) {best:.3f} < {thr})",
-                )
-            )
-            state = TargetStatus(target=name, state="not_found", confidence=best, threshold=thr, regions_above=0)
-            if self.config.answer.on_not_found == "full_image":
-                return state, warnings, ()
-            warnings.append(
-                ResultWarning(
-                    code="answered_below_threshold",
-                    target=name,
-                    message=f"answered on the best region of {name!r} although it is below the threshold "
-                    "(answer.on_not_found='best_region', the paper's rule)",
-                )
-            )
-            return state, warnings, ranking.selected
-        selected = tuple(i for i in ranking.selected if conf.get(i, 0.0) >= thr)
-        if not target.all_instances and above > 1:
-            warnings.append(
-                ResultWarning(
-                    code="ambiguous",
-                    target=name,
-                    message=f"{above} regions look like {name!r} (P(Yes) >= {thr}); the answer used the most "
-                    "confident one, check the others",
-                )
-            )
-            return (
-                TargetStatus(target=name, state="ambiguous", confidence=best, threshold=thr, regions_above=above),
-                warnings,
-                selected,
-            )
-        return (
-            TargetStatus(target=name, state="found", confidence=best, threshold=thr, regions_above=above),
-            (warnings),
-            selected,
-        )
 
     def _logit(self, options: Sequence[str] | None) -> bool:
         return self.config.answer.scheme == "logit" and bool(options)
@@ -429,7 +347,6 @@ class FocusPipeline:
                 np.concatenate([np.atleast_2d(b) for b in per_target]),
                 np.concatenate(per_conf),
                 self.config.answer,
-                question=question,
             )
             mode, used_boxes = "multi", views.boxes_xyxy
             if text is not None and question is not None:
