@@ -47,7 +47,7 @@ class RelevanceConfig:
     """Stages II-III: the V-V relevance map (spec Sec. 4, Fig. 7 of the paper)."""
 
     layers: tuple[int, int] | None = None  # [l, L) 0-based half-open; None = [O//2, O)  [paper Tab. 7 / inferred]
-    feature: Literal["value", "key_norope", "key_rope"] = "value"  # K-K is the ablation  [inferred, #28]
+    feature: Literal["value", "key_norope"] = "value"  # K-K is the ablation  [inferred, #28]
     layer_agg: Literal["sum", "product"] = "sum"  # Fig. 7 sums per-layer rows  [paper Fig. 7, #5]
     rollout_norm: Literal["row", "column"] = "row"  # [inferred, #4]
     negative_handling: Literal["clamp", "minmax", "none"] = "clamp"  # [inferred, #6]

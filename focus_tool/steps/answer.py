@@ -31,7 +31,7 @@ CONTEXT_CAPTION = {
     "union": "This is the part of the image that holds the focus regions; the outlined regions are the focus regions.",
 }
 CROP_CAPTION = "This is a zoomed-in view of focus region {k}."
-OUTLINE_RED, OUTLINE_BLUE = (255, 0, 0), (0, 0, 255)
+OUTLINE_RED = (255, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,6 @@ def focus_views(
     boxes: npt.NDArray[np.float64],
     confidences: npt.NDArray[np.float64],
     cfg: AnswerConfig,
-    *,
-    question: str | None = None,
 ) -> FocusViews:
     """The multi-image answer input: context image with the ROIs outlined, then one crop per ROI (spec Sec. 7).
 
@@ -147,7 +145,6 @@ def focus_views(
         boxes: (M, 4) selected ROIs in image pixels: one per target (type-1) or every kept ROI (type-2).
         confidences: (M,) their c_Yes; NaN for an unscored ROI (ranked after the scored ones).
         cfg: ``max_crops`` (crops passed, highest c_Yes first; ties keep the input order) and ``context_image``.
-        question: only read for the outline colour: blue if it mentions a "red rectangle" (as ZoomEye), else red.
 
     Returns:
         ``parts`` = [context, context caption, crop 1, "... focus region 1.", ..., crop k, "... focus region k."];
@@ -171,11 +168,12 @@ def focus_views(
         ctx_box = (0, 0, rgb.width, rgb.height)
     context = rgb.crop(ctx_box)
     draw = ImageDraw.Draw(context)
-    colour = OUTLINE_BLUE if question and "red rectangle" in question.lower() else OUTLINE_RED
     width = outline_width(max(context.size))
     for x0, y0, x1, y1 in int_boxes:  # inside the box: the outline covers the crop's border pixels
         draw.rectangle(
-            (x0 - ctx_box[0], y0 - ctx_box[1], x1 - 1 - ctx_box[0], y1 - 1 - ctx_box[1]), outline=colour, width=width
+            (x0 - ctx_box[0], y0 - ctx_box[1], x1 - 1 - ctx_box[0], y1 - 1 - ctx_box[1]),
+            outline=OUTLINE_RED,
+            width=width,
         )
     parts: list[Image.Image | str] = [context, CONTEXT_CAPTION[cfg.context_image]]
     for k, b in enumerate(boxes, start=1):

@@ -70,8 +70,6 @@ def relevance_map(
     target_positions: Sequence[int],
     visual_positions: Sequence[int],
     cfg: RelevanceConfig,
-    *,
-    valid: torch.Tensor | None = None,
 ) -> npt.NDArray[np.float64]:
     """V-V relevance of each visual token for one target phrase.
 
@@ -81,7 +79,6 @@ def relevance_map(
         target_positions: sequence positions of the target phrase's tokens (|T| >= 1).
         visual_positions: (P,) sequence positions of the visual tokens used for the map, row-major over the grid.
         cfg: map settings.
-        valid: optional (N,) bool mask of non-pad positions (batched prefills); sums then skip pad positions.
 
     Returns:
         (P,) float64 map, non-negative, summing to 1 (all zeros if every entry was clamped away).
@@ -90,9 +87,6 @@ def relevance_map(
         raise ValueError("relevance_map needs at least one target position")
     vis = torch.as_tensor(list(visual_positions), dtype=torch.long)
     tpos = list(target_positions)
-    if valid is not None:  # re-index positions into the compacted (valid-only) sequence
-        new_index = torch.cumsum(valid.long(), 0) - 1
-        vis, tpos = new_index[vis], [int(new_index[t]) for t in tpos]
     if cfg.map_source == "random":
         gen = np.random.default_rng(cfg.seed)
         m = gen.uniform(0.0, 1.0, size=len(vis))
