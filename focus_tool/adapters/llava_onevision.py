@@ -38,8 +38,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from focus_tool.adapters.chat import ChatTemplateAdapter
 from focus_tool.adapters.common import expand_image_tokens, keeps_content_order
-from focus_tool.adapters.hf import ChatTemplateAdapter
 from focus_tool.errors import ModelLoadError
 from focus_tool.grid import PatchGrid
 from focus_tool.ops.images import shrink_long_side

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from focus_tool.adapters.chat import ChatTemplateAdapter
 from focus_tool.adapters.common import ContinuationInputs, expand_image_tokens
-from focus_tool.adapters.hf import ChatTemplateAdapter
 from focus_tool.errors import ModelLoadError
 from focus_tool.grid import PatchGrid
 

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from focus_tool.adapters.hf import ChatTemplateAdapter
+from focus_tool.adapters.chat import ChatTemplateAdapter
 from focus_tool.grid import PatchGrid
 
 
