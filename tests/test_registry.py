@@ -17,9 +17,6 @@ from focus_tool.config import FocusConfig
 from focus_tool.errors import ConfigError, ModelLoadError
 from focus_tool.presets import PRESETS, config_for, register_preset
 
-# backbones whose ZoomEye search runs on the generic ZoomEyeConfig() (no tuned ZoomEye preset yet)
-_ZOOMEYE_GENERIC = {"gemma3", "internvl", "qwen3-vl", "smolvlm"}
-
 
 @pytest.fixture
 def clean_tables() -> Iterator[None]:
@@ -37,11 +34,12 @@ def test_every_backbone_declares_a_registered_preset(model_type: str) -> None:
     assert cls.preset_name != MLLMAdapter.preset_name, f"{cls.__name__} keeps the generic preset"
     assert cls.preset_name in PRESETS
     assert cls.model_class_name.endswith("ForConditionalGeneration")
-    assert cls.preset_name in ZOOMEYE_PRESETS or cls.preset_name in _ZOOMEYE_GENERIC
+    assert cls.preset_name in ZOOMEYE_PRESETS
 
 
-def test_zoomeye_presets_name_known_presets() -> None:
-    assert set(ZOOMEYE_PRESETS) <= set(PRESETS)
+def test_every_preset_has_a_zoomeye_row() -> None:
+    # generic backbones carry an explicit ZoomEyeConfig(); a missing row is a ConfigError, never a silent default
+    assert set(ZOOMEYE_PRESETS) == set(PRESETS)
 
 
 class _ToyAdapter(MLLMAdapter):

@@ -12,7 +12,7 @@ from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.baselines.common import AnswerScheme, answer_on
 from focus_tool.config import FocusConfig
 from focus_tool.pipeline import FocusPipeline
-from focus_tool.result import FocusResult, ForwardPasses
+from focus_tool.result import FocusResult
 
 
 class VanillaMethod:
@@ -54,15 +54,13 @@ class VanillaMethod:
             max_new_tokens=self.config.answer.max_new_tokens,
             shared_prefix=self.config.answer.shared_prefix,
         )
-        c = self.adapter.counter
-        return FocusResult(
+        return FocusResult.from_run(
             method="vanilla",
             model_id=self.adapter.model_id,
             image_wh=image.size,
+            counter=self.adapter.counter,
+            timings_s={"answer": time.perf_counter() - t0},
             question=question,
             answer=answer,
             answer_view="full",
-            forward_passes=ForwardPasses.from_counter(self.adapter.counter),
-            prefill_tokens=c.prefill_tokens,
-            timings_s={"answer": round(time.perf_counter() - t0, 4)},
         )

@@ -38,7 +38,7 @@ from PIL import Image
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.baselines.common import AnswerScheme, answer_on
 from focus_tool.errors import ConfigError, FocusError
-from focus_tool.result import FocusResult, ForwardPasses, Region, RelevanceMapOut
+from focus_tool.result import FocusResult, Region, RelevanceMapOut
 
 QUESTION_SUFFIX = "Answer the question using a single word or phrase."
 GENERIC_PROMPT = "Write a general description of the image."
@@ -152,7 +152,8 @@ class ViCropMethod:
         self.layer = self.config.layer if self.config.layer is not None else min(n - 1, round(14 / 32 * n))
         if not 0 <= self.layer < n:
             raise ConfigError(f"layer must be in [0, {n}), got {self.layer}")
-        self.base_size = self.config.base_size or int(getattr(adapter, "input_px", 336))
+        # 336: LLaVA-1.5's side, for adapters without a fixed encoder input
+        self.base_size = self.config.base_size or int(adapter.encoder_px or 336)
 
     def block_map(self, image: Image.Image, question: str) -> FloatMap:
         """(side, side) importance map of ``image`` resampled onto its own area (the pad band dropped)."""
@@ -214,10 +215,12 @@ class ViCropMethod:
         t2 = time.perf_counter()
         total = float(m.sum())
         norm = m / total if total > 0 else np.full_like(m, 1.0 / m.size)
-        return FocusResult(
+        return FocusResult.from_run(
             method="vicrop",
             model_id=self.adapter.model_id,
             image_wh=image.size,
+            counter=self.adapter.counter,
+            timings_s={"search": t1 - t0, "answer": t2 - t1},
             question=question,
             answer=answer,
             regions=[
@@ -234,7 +237,4 @@ class ViCropMethod:
                     view_xyxy=(0.0, 0.0, float(image.size[0]), float(image.size[1])),
                 )
             ],
-            forward_passes=ForwardPasses.from_counter(self.adapter.counter),
-            prefill_tokens=self.adapter.counter.prefill_tokens,
-            timings_s={"search": round(t1 - t0, 4), "answer": round(t2 - t1, 4)},
         )

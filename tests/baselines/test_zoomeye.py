@@ -31,21 +31,24 @@ from focus_tool.baselines.zoomeye import (
     DECOMPOSED,
     EXISTENCE,
     LATENT,
+    ZOOMEYE_PRESETS,
     ZoomEyeConfig,
     ZoomEyeMethod,
     ZoomEyePrompts,
     merge_boxes,
     parse_cues,
     priority_weight,
+    register_zoomeye_preset,
     root_view,
     split_grid,
     tree_depth,
     zoom_views,
     zoomeye_config_for,
 )
-from focus_tool.config import TargetConfig
+from focus_tool.config import FocusConfig, TargetConfig
 from focus_tool.errors import ConfigError
 from focus_tool.grid import PatchGrid
+from focus_tool.presets import register_preset, unregister_preset
 from focus_tool.steps.targets import extraction_prompt
 
 BOXES = {"0": (0, 0, 36, 36)}
@@ -73,6 +76,10 @@ class ScriptedAdapter(MLLMAdapter):
         self.table = table  # node -> (existence, latent, answering) confidences in [-1, 1]
         self.counter = ForwardCounter()
         self.calls: list[tuple[str, str]] = []
+
+    @property
+    def encoder_px(self) -> int | None:
+        return self.input_px
 
     def node_of(self, crop: Image.Image) -> str:
         r, g, _ = crop.getpixel((0, 0))
@@ -746,3 +753,41 @@ def test_no_cue_answers_on_the_full_image_and_warns(cues: str, caplog: pytest.Lo
     assert (fp.aux, fp.search, fp.answer) == (1, 0, 1)
     levels = [r.levelno for r in caplog.records if "no visual cue" in r.getMessage()]
     assert levels == [logging.WARNING, logging.DEBUG]  # once per method at warning level
+
+
+# ---------------------------------------------------------------------------------------------- per-backbone table
+
+
+class _UnlistedAdapter(PresetAdapter):
+    preset_name = "zoomeye-unlisted"
+
+
+def test_preset_without_zoomeye_row_is_an_error(tmp_path: Path) -> None:
+    error = r"no ZoomEye settings for preset 'zoomeye-unlisted'.*register_zoomeye_preset"
+    with pytest.raises(ConfigError, match=error):
+        zoomeye_config_for(_UnlistedAdapter(tmp_path))
+
+
+def test_register_zoomeye_preset(tmp_path: Path) -> None:
+    register_preset("zoomeye-unlisted", FocusConfig())
+    try:
+        register_zoomeye_preset("zoomeye-unlisted", ZoomEyeConfig(bias=0.5))
+        with pytest.raises(ConfigError, match="already registered"):
+            register_zoomeye_preset("zoomeye-unlisted", ZoomEyeConfig())
+        with pytest.raises(ConfigError, match="must be a ZoomEyeConfig"):
+            register_zoomeye_preset("zoomeye-other", FocusConfig(), replace=True)  # type: ignore[arg-type]
+        assert zoomeye_config_for(_UnlistedAdapter(tmp_path)).bias == 0.5
+    finally:
+        ZOOMEYE_PRESETS.pop("zoomeye-unlisted", None)
+        unregister_preset("zoomeye-unlisted")
+
+
+def test_patch_size_is_the_encoder_side() -> None:
+    class NoFixedSide(ScriptedAdapter):
+        @property
+        def encoder_px(self) -> int | None:
+            return None
+
+    assert ZoomEyeMethod(NoFixedSide({})).patch_size == 336  # no fixed encoder input: LLaVA-1.5's side
+    assert ZoomEyeMethod(ScriptedAdapter({})).patch_size == 10
+    assert ZoomEyeMethod(ScriptedAdapter({}), ZoomEyeConfig(patch_size=50)).patch_size == 50
