@@ -28,7 +28,7 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from focus_tool.agent import AgentResult, FocusService, ProgressFn, summary_json
+from focus_tool.agent import AgentPolicy, AgentResult, FocusService, ProgressFn, summary_json
 from focus_tool.arguments import argument_error
 from focus_tool.errors import FocusError
 
@@ -56,7 +56,9 @@ class ZoomInput(BaseModel):
         "URLs); empty if image_base64 is set.",
     )
     image_base64: str = Field(
-        default="", description="Base64-encoded PNG/JPEG/WebP bytes (max 3 MB decoded); empty if image_path is set."
+        default="",
+        description=f"Base64-encoded PNG/JPEG/WebP bytes (max {AgentPolicy.max_base64_bytes / 1e6:g} MB decoded); "
+        "empty if image_path is set.",
     )
     question: str = Field(
         default="", description="Question about a small detail of the image, e.g. 'What does the sign say?'."
@@ -69,7 +71,12 @@ class ZoomInput(BaseModel):
         description="Id of a region from an earlier focus_zoom result on the same image (e.g. 'r1') to zoom inside; "
         "empty to search the whole image.",
     )
-    max_crops: int = Field(default=3, ge=1, le=8, description="How many ranked crops to return (1-8).")
+    max_crops: int = Field(
+        default=3,
+        ge=1,
+        le=AgentPolicy.max_crops,
+        description=f"How many ranked crops to return (1-{AgentPolicy.max_crops}).",
+    )
 
 
 class FocusZoomTool(BaseTool):

@@ -39,7 +39,15 @@ from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from focus_tool import __version__
-from focus_tool.agent import AgentResult, FocusService, InferenceGate, Zoomable, ZoomOutcome, summary_json
+from focus_tool.agent import (
+    AgentPolicy,
+    AgentResult,
+    FocusService,
+    InferenceGate,
+    Zoomable,
+    ZoomOutcome,
+    summary_json,
+)
 from focus_tool.arguments import argument_error
 from focus_tool.errors import FocusError
 from mcp_server.settings import ServerSettings
@@ -74,13 +82,24 @@ ImagePath = Annotated[
     ),
 ]
 ImageBase64 = Annotated[
-    str, Field(description="Base64-encoded PNG/JPEG/WebP bytes (max 3 MB decoded); empty if image_path is set.")
+    str,
+    Field(
+        description=f"Base64-encoded PNG/JPEG/WebP bytes (max {AgentPolicy.max_base64_bytes / 1e6:g} MB decoded); "
+        "empty if image_path is set."
+    ),
 ]
 RegionId = Annotated[
     str,
     Field(description="Id of a region from an earlier result on the same image (e.g. 'r1') to zoom inside; or empty."),
 ]
-MaxCrops = Annotated[int, Field(ge=1, le=8, description="How many ranked crops to return as images (1-8).")]
+MaxCrops = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=AgentPolicy.max_crops,
+        description=f"How many ranked crops to return as images (1-{AgentPolicy.max_crops}).",
+    ),
+]
 Question = Annotated[str, Field(description="Question about a small detail of the image.")]
 Target = Annotated[str, Field(description="The object to find, e.g. 'red card' or 'street sign'.")]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from focus_tool.agent import AgentPolicy
+from focus_tool.agent import AgentPolicy, gate
 from focus_tool.errors import ConfigError, quote_text
 
 Transport = Literal["stdio", "streamable-http"]
@@ -59,18 +59,18 @@ class ServerSettings:
     structured_output: bool = True
     return_images: bool = True
     reuse_results: bool = True
-    max_file_bytes: int = 20_000_000
-    max_base64_bytes: int = 3_000_000
-    max_pixels: int = 40_000_000
-    max_crops: int = 8
-    max_output_side_px: int = 768
-    max_output_bytes: int = 800_000
-    allow_urls: bool = False
-    url_timeout_s: float = 10.0
-    url_allow_private: bool = False
-    url_workers: int = 4
-    max_waiting: int = 16
-    timeout_s: float = 120.0
+    max_file_bytes: int = AgentPolicy.max_file_bytes
+    max_base64_bytes: int = AgentPolicy.max_base64_bytes
+    max_pixels: int = AgentPolicy.max_pixels
+    max_crops: int = AgentPolicy.max_crops
+    max_output_side_px: int = AgentPolicy.max_output_side_px
+    max_output_bytes: int = AgentPolicy.max_output_bytes
+    allow_urls: bool = AgentPolicy.allow_urls
+    url_timeout_s: float = AgentPolicy.url_timeout_s
+    url_allow_private: bool = AgentPolicy.url_allow_private
+    url_workers: int = AgentPolicy.url_workers
+    max_waiting: int = gate.MAX_WAITING
+    timeout_s: float = gate.TIMEOUT_S
     log_level: LogLevel = "INFO"
 
     def __post_init__(self) -> None:
@@ -245,7 +245,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="HTTP host: a loopback address (127.0.0.1, another 127.x, ::1) or localhost; only Host / Origin headers "
         "naming it are served",
     )
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument(
+        "--port", type=int, default=ServerSettings.port, help=f"HTTP port (default {ServerSettings.port})"
+    )
     parser.add_argument(
         "--no-structured-output",
         action="store_true",
@@ -257,10 +259,30 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the model on every call, even for an identical repeated request (load tests, timing)",
     )
-    parser.add_argument("--max-crops", type=int, default=8, help="upper bound on crops per call (default 8)")
-    parser.add_argument("--max-base64-bytes", type=int, default=3_000_000, help="decoded base64 cap (default 3 MB)")
-    parser.add_argument("--max-file-bytes", type=int, default=20_000_000, help="image file cap (default 20 MB)")
-    parser.add_argument("--max-pixels", type=int, default=40_000_000, help="image pixel cap (default 40 M)")
+    parser.add_argument(
+        "--max-crops",
+        type=int,
+        default=ServerSettings.max_crops,
+        help=f"upper bound on crops per call (default {ServerSettings.max_crops})",
+    )
+    parser.add_argument(
+        "--max-base64-bytes",
+        type=int,
+        default=ServerSettings.max_base64_bytes,
+        help=f"decoded base64 cap (default {ServerSettings.max_base64_bytes / 1e6:g} MB)",
+    )
+    parser.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=ServerSettings.max_file_bytes,
+        help=f"image file cap (default {ServerSettings.max_file_bytes / 1e6:g} MB)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=ServerSettings.max_pixels,
+        help=f"image pixel cap (default {ServerSettings.max_pixels / 1e6:g} M)",
+    )
     parser.add_argument(
         "--allow-urls",
         action="store_true",
@@ -272,7 +294,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--url-timeout",
         type=float,
         default=None,
-        help="total seconds per URL download (default 10; env FOCUS_URL_TIMEOUT)",
+        help=f"total seconds per URL download (default {ServerSettings.url_timeout_s:g}; env FOCUS_URL_TIMEOUT)",
     )
     parser.add_argument(
         "--allow-private-urls",
@@ -284,11 +306,16 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url-workers",
         type=int,
-        default=4,
-        help="URL downloads running at once, on their own threads; one more is refused as busy (default 4)",
+        default=ServerSettings.url_workers,
+        help="URL downloads running at once, on their own threads; one more is refused as busy "
+        f"(default {ServerSettings.url_workers})",
     )
-    parser.add_argument("--queue", type=int, default=16, help="calls that may wait behind the running one")
-    parser.add_argument("--timeout", type=float, default=120.0, help="longest wait in the queue, seconds")
+    parser.add_argument(
+        "--queue", type=int, default=ServerSettings.max_waiting, help="calls that may wait behind the running one"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=ServerSettings.timeout_s, help="longest wait in the queue, seconds"
+    )
     parser.add_argument(
         "--log-level", default=env("FOCUS_LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
@@ -319,7 +346,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_file_bytes=args.max_file_bytes,
         max_pixels=args.max_pixels,
         allow_urls=args.allow_urls if args.allow_urls is not None else _env_bool("FOCUS_ALLOW_URLS"),
-        url_timeout_s=args.url_timeout if args.url_timeout is not None else _env_float("FOCUS_URL_TIMEOUT", 10.0),
+        url_timeout_s=args.url_timeout
+        if args.url_timeout is not None
+        else _env_float("FOCUS_URL_TIMEOUT", ServerSettings.url_timeout_s),
         url_allow_private=(
             args.allow_private_urls if args.allow_private_urls is not None else _env_bool("FOCUS_ALLOW_PRIVATE_URLS")
         ),

@@ -10,6 +10,9 @@ from contextlib import contextmanager
 
 from focus_tool.errors import ConfigError, FocusError
 
+MAX_WAITING = 16  # callers that may queue behind the running inference (the server's --queue default)
+TIMEOUT_S = 120.0  # longest wait in that queue, seconds (--timeout)
+
 
 class ServiceBusy(FocusError):
     """The inference queue is full, or the wait for the model timed out; retry later."""
@@ -18,7 +21,7 @@ class ServiceBusy(FocusError):
 class InferenceGate:
     """One inference at a time; at most ``max_waiting`` callers queue, each for at most ``timeout_s`` seconds."""
 
-    def __init__(self, *, max_waiting: int = 16, timeout_s: float = 120.0) -> None:
+    def __init__(self, *, max_waiting: int = MAX_WAITING, timeout_s: float = TIMEOUT_S) -> None:
         if max_waiting < 0:
             raise ConfigError(f"the queue length must be >= 0, got {max_waiting}; pass 0 to refuse while busy")
         if not 0 < timeout_s <= threading.TIMEOUT_MAX:  # also refuses nan and inf (a lock cannot wait that long)
