@@ -20,7 +20,8 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.data import synthetic as syn
 from focus_tool.embedded.build import EmbeddedArch
-from focus_tool.embedded.train import IGNORE, PATCH_LABEL_KEYS, collate, export_checkpoint, sample_example
+from focus_tool.embedded.data import IGNORE, PATCH_LABEL_KEYS, collate, sample_example
+from focus_tool.embedded.train import export_checkpoint
 
 
 def main(path: Path) -> None:

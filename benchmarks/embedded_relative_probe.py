@@ -31,7 +31,7 @@ from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.adapters.registry import load_adapter
 from focus_tool.data import synthetic as syn
 from focus_tool.embedded.build import EmbeddedArch
-from focus_tool.embedded.train import PATCH_LABEL_KEYS, Example, _patch_labels, collate, sample_example
+from focus_tool.embedded.data import PATCH_LABEL_KEYS, Example, collate, patch_labels, sample_example
 from focus_tool.eval.synthetic import _oracle_box, _vision_only_map
 from focus_tool.ops.images import pad_to_square
 from focus_tool.pipeline import FocusPipeline
@@ -96,7 +96,7 @@ def _next_logits(lm: Any, processor: Any, ex: Example) -> torch.Tensor:
 
 def _logits(lm: Any, processor: Any, image: Any, prompt: str, scene: syn.Scene, window: Any) -> torch.Tensor:
     """Next-token logits after ``prompt`` on ``image`` (the training chat format), (V,)."""
-    labels = _patch_labels(scene, window, EmbeddedArch().image_size // EmbeddedArch().patch_size, 96)
+    labels = patch_labels(scene, window, EmbeddedArch().image_size // EmbeddedArch().patch_size, 96)
     ex = Example(prompt=prompt, answer="x", image=image, **dict(zip(PATCH_LABEL_KEYS, labels, strict=True)))
     return _next_logits(lm, processor, ex)
 
@@ -178,7 +178,7 @@ def solo_side_probe(model: str, n: int = 60) -> dict[str, float]:
         truth = "left" if card.center[0] < cx else "right"
         lg = _logits(lm, processor, image, f"Is the {card.name} on the left or right side?", scene, window)
         lm_ok.append(list(syn.SIDES)[int(torch.argmax(lg[side_ids]))] == truth)
-        card_cells = torch.as_tensor(_patch_labels(scene, window, grid, 96)[0] > 0)
+        card_cells = torch.as_tensor(patch_labels(scene, window, grid, 96)[0] > 0)
         pv = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
         with torch.no_grad():
             feats = lm.get_image_features(

@@ -11,19 +11,18 @@ import pytest
 from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.data import synthetic as syn
 from focus_tool.embedded.build import EmbeddedArch
-from focus_tool.embedded.train import (
+from focus_tool.embedded.data import (
     CARD_CLASSES,
     COUNT_CLASSES,
     IGNORE,
     PIP_CLASSES,
-    POS_MARGIN,
     SIDE_CLASSES,
-    _clutter_leanings,
-    _patch_labels,
-    main,
+    clutter_leanings,
+    patch_labels,
     sample_example,
-    train,
 )
+from focus_tool.embedded.losses import POS_MARGIN
+from focus_tool.embedded.train import main, train
 from tests.tiny_models import TINY
 
 pytestmark = pytest.mark.slow
@@ -109,7 +108,7 @@ def test_patch_labels(
 ) -> None:
     scene = _two_card_scene(b_x0)
     grid = 12
-    labels = [lab.reshape(grid, grid) for lab in _patch_labels(scene, window, grid, 96)]
+    labels = [lab.reshape(grid, grid) for lab in patch_labels(scene, window, grid, 96)]
     side = max(window[2] - window[0], window[3] - window[1])
     classes = (CARD_CLASSES, PIP_CLASSES, COUNT_CLASSES, SIDE_CLASSES)
     for card, want in zip(scene.cards, (want_red, want_blue), strict=True):
@@ -154,7 +153,7 @@ def test_clutter_leanings_name_the_card_colour_a_grey_shape_is_tinted_toward() -
         syn.Clutter((500.0, 500.0, 550.0, 550.0), (160, 120, 125), True),  # reddish, outside the window
     )
     scene = syn.Scene((800, 800), (235, 235, 235), (), shapes)
-    assert _clutter_leanings(scene, window) == ["green"]
+    assert clutter_leanings(scene, window) == ["green"]
 
 
 def test_hard_existence_examples_ask_yes_no_with_slivers_and_tinted_clutter_as_no() -> None:
