@@ -24,6 +24,7 @@ from focus_tool.adapters.common import (
 )
 from focus_tool.adapters.prefix_cache import output_cache
 from focus_tool.errors import ModelLoadError
+from focus_tool.prompts import existence_prompt
 
 
 def cache_values(cache: Any, layer: int) -> torch.Tensor:
@@ -131,7 +132,7 @@ class TransformersAdapter(MLLMAdapter):
     def yes_no_ids(self) -> tuple[int, int]:
         """Token ids of the first token of the assistant reply "Yes" / "No" after the chat template."""
         if self._yes_no is None:
-            prompt = self._text_prompt("Is there a cat in the image?")
+            prompt = self._text_prompt(existence_prompt("cat"))
             yes, no = (reply_first_token(self.tokenizer, prompt, self.reply_separator + w) for w in ("Yes", "No"))
             self._yes_no = (yes, no)
         return self._yes_no

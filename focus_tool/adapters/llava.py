@@ -94,6 +94,23 @@ class LlavaAdapter(TransformersAdapter):
             enc["pixel_values"] = enc["pixel_values"].to(self.dtype)
         return enc
 
+    def vision_word_similarity(self, image: Image.Image, text: str) -> torch.Tensor:
+        """(P,) per image token, the cosine of its projector output with each word of ``text``'s input embedding,
+        clamped at 0 and multiplied over the words: a relevance map from the vision side alone (no LLM pass).
+
+        Used by the synthetic report as the "vision only" pointing baseline.
+        """
+        enc = self._inputs([image], [self.chat_text("x", with_image=True)])
+        with torch.inference_mode():
+            feats = self.model.model.get_image_features(pixel_values=enc["pixel_values"])
+            feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
+            feats = feats[0] if isinstance(feats, (list, tuple)) else feats
+            feats = feats.reshape(-1, feats.shape[-1]).float()  # (P, width)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            emb = self.model.get_input_embeddings().weight[ids].float()  # (T, width)
+            sim = torch.nn.functional.normalize(feats, dim=-1) @ torch.nn.functional.normalize(emb, dim=-1).T
+        return sim.clamp_min(0).prod(-1)  # (P,) all words agree
+
     def target_token_positions(self, prompt: str, target: str, input_ids: torch.Tensor) -> list[int]:
         """Sequence positions (in the image-expanded ``input_ids``) of the tokens overlapping ``target``.
 

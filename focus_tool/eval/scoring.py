@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal
 
+from focus_tool.eval.records import Scored
 from focus_tool.prompts import LETTERS
 
 Scheme = Literal["logit", "letter-strict", "letter-lenient", "mme-regex"]
@@ -98,18 +99,26 @@ def predicted_letter(reply: str, options: Sequence[str], scheme: str, raw_option
     raise ValueError(f"unknown answer scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
 
 
-def _acc(rs: list[dict[str, Any]]) -> float:
-    return sum(bool(r["correct"]) for r in rs) / len(rs) if rs else float("nan")
+def _acc(rs: Sequence[Scored]) -> float:
+    return sum(r.correct for r in rs) / len(rs) if rs else float("nan")
 
 
-def _group(rs: list[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _group(rs: Sequence[Scored], key: Callable[[Scored], str]) -> dict[str, list[Scored]]:
+    out: dict[str, list[Scored]] = defaultdict(list)
     for r in rs:
-        out[str(r.get(key, ""))].append(r)
+        out[key(r)].append(r)
     return dict(sorted(out.items()))
 
 
-def accuracy_breakdown(records: list[dict[str, Any]], benchmark: str) -> dict[str, Any]:
+def _category(r: Scored) -> str:
+    return r.category
+
+
+def _extra(name: str) -> Callable[[Scored], str]:
+    return lambda r: r.extra.get(name, "")
+
+
+def accuracy_breakdown(records: Sequence[Scored], benchmark: str) -> dict[str, Any]:
     """Official accuracy of per-item records (``correct``, ``category``, ``extra``) plus its breakdown.
 
     - HR-Bench (VLMEvalKit ``report_acc_hrbench``): accuracy within each ``cycle_category`` group, then the sum over
@@ -119,20 +128,20 @@ def accuracy_breakdown(records: list[dict[str, Any]], benchmark: str) -> dict[st
     - MME-RealWorld: per task (Perception / Reasoning), subtask and category; overall weighted by item count.
     - V* / synthetic: overall and per category.
     """
-    flat = [{**r, **{f"x_{k}": v for k, v in (r.get("extra") or {}).items()}} for r in records]
+    flat = list(records)
     out: dict[str, Any] = {"n": len(flat)}
     if benchmark.startswith("hrbench"):
-        cycles = _group(flat, "x_cycle_category")
+        cycles = _group(flat, _extra("cycle_category"))
         out["per_cycle"] = {c: _acc(rs) for c, rs in cycles.items()}
         out["accuracy"] = sum(out["per_cycle"].values()) / len(cycles) if cycles else float("nan")
         out["per_category"] = {
-            cat: sum(_acc(g) for g in _group(rs, "x_cycle_category").values()) / len(cycles)
-            for cat, rs in _group(flat, "category").items()
+            cat: sum(_acc(g) for g in _group(rs, _extra("cycle_category")).values()) / len(cycles)
+            for cat, rs in _group(flat, _category).items()
         }
         return out
     out["accuracy"] = _acc(flat)
-    out["per_category"] = {c: _acc(rs) for c, rs in _group(flat, "category").items()}
+    out["per_category"] = {c: _acc(rs) for c, rs in _group(flat, _category).items()}
     if benchmark == "mme-rw-lite":
-        out["per_task"] = {t: _acc(rs) for t, rs in _group(flat, "x_task").items()}
-        out["per_subtask"] = {t: _acc(rs) for t, rs in _group(flat, "x_subtask").items()}
+        out["per_task"] = {t: _acc(rs) for t, rs in _group(flat, _extra("task")).items()}
+        out["per_subtask"] = {t: _acc(rs) for t, rs in _group(flat, _extra("subtask")).items()}
     return out

@@ -42,7 +42,7 @@ from focus_tool.grid import PatchGrid
 from focus_tool.ops.boxes import box_coverage, box_intersection
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.presets import config_for
-from focus_tool.prompts import LETTERS
+from focus_tool.prompts import LETTERS, existence_prompt
 from focus_tool.steps.answer import crop
 from focus_tool.steps.relevance import relevance_map, to_grid
 
@@ -71,19 +71,8 @@ def _oracle_box(gt: np.ndarray, wh: tuple[int, int], grow: float = 3.0) -> np.nd
 
 
 def _vision_only_map(adapter: LlavaAdapter, image: Image.Image, target: str) -> np.ndarray:
-    """Cosine of each projector output with the mean input embedding of the target's words, (P,)."""
-    model = adapter.model
-    enc = adapter._inputs([image], [adapter.chat_text("x", with_image=True)])
-    with torch.inference_mode():
-        feats = model.model.get_image_features(pixel_values=enc["pixel_values"])
-        feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
-        feats = feats[0] if isinstance(feats, (list, tuple)) else feats
-        feats = feats.reshape(-1, feats.shape[-1]).float()  # (P, width)
-        ids = adapter.tokenizer(target, add_special_tokens=False)["input_ids"]
-        emb = model.get_input_embeddings().weight[ids].float()  # (T, width)
-        sim = torch.nn.functional.normalize(feats, dim=-1) @ torch.nn.functional.normalize(emb, dim=-1).T
-    m = sim.clamp_min(0).prod(-1)  # (P,) all words agree
-    return m.numpy().astype(np.float64)
+    """Cosine of each projector output with the target's words, (P,) (:meth:`LlavaAdapter.vision_word_similarity`)."""
+    return adapter.vision_word_similarity(image, target).numpy().astype(np.float64)
 
 
 def _letter(answer: str | None) -> str:
@@ -199,7 +188,7 @@ def evaluate(
         # coverage and pointing use the ground-truth target (independent of extraction)
         rec["pointing_layers"] = {}
         for ti, target in enumerate(q.targets):
-            pre = adapter.prefill(image, f"Is there a {target} in the image?", target)
+            pre = adapter.prefill(image, existence_prompt(target), target)
             tgt_gt = gt[ti : ti + 1]
             for layer in range(adapter.num_layers):
                 m = relevance_map(
@@ -227,7 +216,7 @@ def evaluate(
             if (box_intersection(cand[None], same) == 0).all():
                 neg_box = cand
                 break
-        prompt = f"Is there a {q.targets[0]} in the image?"
+        prompt = existence_prompt(q.targets[0])
         if neg_box is not None:
             margins = adapter.yes_no_margins([crop(image, pos_box), crop(image, neg_box)], [prompt] * 2)
             conf = 1 / (1 + np.exp(-margins.numpy()))
@@ -245,9 +234,7 @@ def evaluate(
                 crops = [crop(image, b) for b in wins]
                 margins = torch.cat(
                     [
-                        adapter.yes_no_margins(
-                            crops[i : i + 16], [f"Is there a {target} in the image?"] * len(crops[i : i + 16])
-                        )
+                        adapter.yes_no_margins(crops[i : i + 16], [existence_prompt(target)] * len(crops[i : i + 16]))
                         for i in range(0, len(crops), 16)
                     ]
                 )

@@ -13,6 +13,7 @@ from focus_tool.eval.datasets import (
     load_vstar,
     parse_lettered_text,
 )
+from focus_tool.eval.records import Scored
 from focus_tool.eval.scoring import accuracy_breakdown, extract_lenient, extract_mme, extract_strict, predicted_letter
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
@@ -32,7 +33,7 @@ def test_vstar_letter_run_shuffles_so_always_a_is_not_perfect() -> None:
     items = load_vstar(FIX / "vstar", shuffle_seed=0)
     assert {it.answer_letter for it in items} != {"A"}
     records = [
-        {"correct": predicted_letter("A", it.options, "letter-lenient") == it.answer_letter, "category": it.category}
+        Scored(correct=predicted_letter("A", it.options, "letter-lenient") == it.answer_letter, category=it.category)
         for it in items
     ]
     assert accuracy_breakdown(records, "vstar")["accuracy"] < 1.0
@@ -59,7 +60,7 @@ def test_hrbench_cyclic_rows_and_fractional_score() -> None:
         assert it.options[it.answer_index] in ("red", "the red one")
     assert items[0].load_image().size == (64, 48)
     # a model always answering "A" is right only in the cycle where the correct option is first
-    records = [{"correct": it.answer_letter == "A", "category": it.category, "extra": it.extra} for it in items]
+    records = [Scored(correct=it.answer_letter == "A", category=it.category, extra=it.extra) for it in items]
     acc = accuracy_breakdown(records, "hrbench4k")
     assert acc["per_cycle"] == {"cyc0": 1.0, "cyc1": 0.0, "cyc2": 0.0, "cyc3": 0.0}
     assert acc["accuracy"] == pytest.approx(0.25) and acc["per_category"] == {"cross": 0.25, "single": 0.25}
@@ -68,9 +69,9 @@ def test_hrbench_cyclic_rows_and_fractional_score() -> None:
 def test_hrbench_cyclic_average_is_over_groups() -> None:
     """Unequal groups: cycle means (1.0, 0.0) average to 0.5 although 2 of 3 rows are right."""
     recs = [
-        {"correct": True, "category": "single", "extra": {"cycle_category": "a"}},
-        {"correct": True, "category": "single", "extra": {"cycle_category": "a"}},
-        {"correct": False, "category": "single", "extra": {"cycle_category": "b"}},
+        Scored(correct=True, category="single", extra={"cycle_category": "a"}),
+        Scored(correct=True, category="single", extra={"cycle_category": "a"}),
+        Scored(correct=False, category="single", extra={"cycle_category": "b"}),
     ]
     assert accuracy_breakdown(recs, "hrbench8k")["accuracy"] == pytest.approx(0.5)
 
@@ -79,9 +80,9 @@ def test_hrbench_per_category_divides_by_all_groups_as_the_official_scorer() -> 
     """report_acc_hrbench: per type, the sum of its per-group accuracies over the groups where it occurs, divided by
     the number of groups. "cross" occurs only in group a (1.0): 1.0 / 2 groups = 0.5."""
     recs = [
-        {"correct": True, "category": "single", "extra": {"cycle_category": "a"}},
-        {"correct": False, "category": "single", "extra": {"cycle_category": "b"}},
-        {"correct": True, "category": "cross", "extra": {"cycle_category": "a"}},
+        Scored(correct=True, category="single", extra={"cycle_category": "a"}),
+        Scored(correct=False, category="single", extra={"cycle_category": "b"}),
+        Scored(correct=True, category="cross", extra={"cycle_category": "a"}),
     ]
     acc = accuracy_breakdown(recs, "hrbench4k")
     assert acc["per_cycle"] == {"a": 1.0, "b": 0.0} and acc["accuracy"] == pytest.approx(0.5)
@@ -132,9 +133,9 @@ def test_mme_regex_branches(reply: str, letter: str) -> None:
 
 def test_mme_split_and_weighted_overall() -> None:
     recs = [
-        {"correct": True, "category": "OCR", "extra": {"task": "Perception", "subtask": "s1"}},
-        {"correct": True, "category": "RS", "extra": {"task": "Perception", "subtask": "s2"}},
-        {"correct": False, "category": "AD", "extra": {"task": "Reasoning", "subtask": "s3"}},
+        Scored(correct=True, category="OCR", extra={"task": "Perception", "subtask": "s1"}),
+        Scored(correct=True, category="RS", extra={"task": "Perception", "subtask": "s2"}),
+        Scored(correct=False, category="AD", extra={"task": "Reasoning", "subtask": "s3"}),
     ]
     acc = accuracy_breakdown(recs, "mme-rw-lite")
     assert acc["per_task"] == {"Perception": 1.0, "Reasoning": 0.0}
