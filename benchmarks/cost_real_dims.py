@@ -221,7 +221,7 @@ TINY = (
         grid_rows=4,
         grid_cols=4,
         input_px=56,
-        lm_lengths=(8, 16, 32),
+        lm_lengths=(8, 32, 128),  # up to past map_positions: the map's prefill is read inside the measured range
         note="",
     ),
     replace(
@@ -239,7 +239,7 @@ TINY = (
         vision_intermediate=64,
         vision_heads=2,
         projector_in=128,
-        lm_lengths=(8, 16, 32),
+        lm_lengths=(8, 32, 128),
         note="",
     ),
 )
@@ -327,11 +327,34 @@ def method_seconds(
 
 
 def fit_cost(lengths: Sequence[float], seconds: Sequence[float]) -> tuple[float, float, float]:
-    """Least-squares ``t(n) = a*n + b*n^2 + c`` through the measured (n, t) points; returns (a, b, c)."""
+    """Least-squares ``t(n) = a*n + b*n^2 + c`` through the measured (n, t) points; returns (a, b, c).
+
+    The free fit is kept when it predicts a positive time everywhere on ``[0, 4 * longest measured length]`` (the
+    lengths the reports read it at). Timings near the clock's resolution (tiny models, one round) can tilt it below
+    zero there; then the fit is the non-negative least squares one instead (a, b, c >= 0: every term of a layer's
+    cost is a cost), found exactly by solving each subset of the three terms and keeping the best admissible one.
+    """
     n = np.asarray(lengths, dtype=np.float64)
-    x = np.stack([n, n * n, np.ones_like(n)], axis=1)
-    coef, *_ = np.linalg.lstsq(x, np.asarray(seconds, dtype=np.float64), rcond=None)
-    return float(coef[0]), float(coef[1]), float(coef[2])
+    t = np.asarray(seconds, dtype=np.float64)
+    x = np.stack([n, n * n, np.ones_like(n)], axis=1)  # (P, 3)
+    coef, *_ = np.linalg.lstsq(x, t, rcond=None)
+    a, b, c = (float(v) for v in coef)
+    probe = [0.0, 4.0 * float(n.max())]
+    if b != 0 and 0 < -a / (2 * b) < probe[1]:
+        probe.append(-a / (2 * b))  # the parabola's vertex: its minimum when b > 0
+    if all(a * m + b * m * m + c > 0 for m in probe):
+        return a, b, c
+    best, best_res = np.zeros(3), float(np.sum(t * t))
+    for cols in ([0], [1], [2], [0, 1], [0, 2], [1, 2], [0, 1, 2]):
+        sub, *_ = np.linalg.lstsq(x[:, cols], t, rcond=None)
+        if np.any(sub < 0):
+            continue
+        full = np.zeros(3)
+        full[cols] = sub
+        res = float(np.sum((x @ full - t) ** 2))
+        if res < best_res:
+            best, best_res = full, res
+    return float(best[0]), float(best[1]), float(best[2])
 
 
 # ---------------------------------------------------------------------------------------------- timing

@@ -95,6 +95,30 @@ def test_fit_recovers_a_quadratic() -> None:
     assert (a, b, c) == pytest.approx((2e-4, 3e-8, 0.05), rel=1e-6)
 
 
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        [1.0e-4, 3.0e-4, 2.0e-4, 1.0e-4],  # noise at the clock's resolution: the free fit dips below zero
+        [0.5, 0.2, 0.1, 0.05],  # falling with length: only the constant term is admissible
+    ],
+)
+def test_fit_stays_positive_on_noise(seconds: list[float]) -> None:
+    crd = _module()
+    ns = [64, 118, 256, 640]
+    a, b, c = crd.fit_cost(ns, seconds)
+    assert min(a, b, c) >= 0
+    assert all(a * n + b * n * n + c > 0 for n in [0, *ns, 4 * ns[-1]])
+
+
+def test_committed_fit_is_the_free_fit() -> None:
+    """The committed report's points give a positive free fit, so the non-negative fallback leaves it as it was."""
+    crd = _module()
+    rep = json.loads((ROOT / "benchmarks" / "results" / "cost_real_dims" / "report.json").read_text())
+    for b in rep["backbones"]:
+        got = crd.fit_cost([p["n"] for p in b["lm_points"]], [p["layer_s"] for p in b["lm_points"]])
+        assert got == pytest.approx(tuple(b["lm_fit"][k] for k in "abc"), rel=1e-9)
+
+
 def test_committed_compare_report_converts() -> None:
     crd = _module()
     data = crd.load_report(ROOT / "benchmarks" / "results" / "compare" / "embedded_synthetic.json")
