@@ -21,12 +21,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from focus_tool.adapters.registry import load_adapter
 from focus_tool.agent import AgentPolicy, FocusService
 from focus_tool.data import synthetic as syn
 from focus_tool.langchain import FocusZoomTool
 from focus_tool.pipeline import FocusPipeline
-from focus_tool.presets import config_for
 from focus_tool.render import overlay
 
 
@@ -73,8 +71,7 @@ def main() -> None:
     image_path = folder / "scene.png"
     syn.render(item.scene).save(image_path)
 
-    adapter = load_adapter(args.model)
-    pipeline = FocusPipeline(adapter, config_for(adapter, args.model))
+    pipeline = FocusPipeline.from_pretrained(args.model)
     tool = FocusZoomTool(service=FocusService(pipeline, AgentPolicy(allowed_roots=(folder,))))
     planner = OfflinePlanner(image_path=str(image_path), question=item.question.text, target=item.question.targets[0])
     agent = create_agent(planner, tools=[tool])
