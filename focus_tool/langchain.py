@@ -28,7 +28,7 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from focus_tool.agent import AgentPolicy, AgentResult, FocusService, ProgressFn, summary_json
+from focus_tool.agent import DEFAULT_CROPS, AgentPolicy, AgentResult, FocusService, ProgressFn, summary_json
 from focus_tool.arguments import argument_error
 from focus_tool.errors import FocusError
 
@@ -72,7 +72,7 @@ class ZoomInput(BaseModel):
         "empty to search the whole image.",
     )
     max_crops: int = Field(
-        default=3,
+        default=DEFAULT_CROPS,
         ge=1,
         le=AgentPolicy.max_crops,
         description=f"How many ranked crops to return (1-{AgentPolicy.max_crops}).",
@@ -107,7 +107,7 @@ class FocusZoomTool(BaseTool):
         question: str = "",
         target: str = "",
         region_id: str = "",
-        max_crops: int = 3,
+        max_crops: int = DEFAULT_CROPS,
         run_manager: CallbackManagerForToolRun | None = None,
     ) -> tuple[list[dict[str, Any]], AgentResult]:
         return self._zoom(image_path, image_base64, question, target, region_id, max_crops, None)
@@ -150,7 +150,7 @@ class FocusZoomTool(BaseTool):
         question: str = "",
         target: str = "",
         region_id: str = "",
-        max_crops: int = 3,
+        max_crops: int = DEFAULT_CROPS,
         run_manager: AsyncCallbackManagerForToolRun | None = None,
     ) -> tuple[list[dict[str, Any]], AgentResult]:
         """Run the same synchronous path in a worker thread (the engine serialises inference), with progress events."""

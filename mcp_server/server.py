@@ -40,6 +40,7 @@ from pydantic.fields import FieldInfo
 
 from focus_tool import __version__
 from focus_tool.agent import (
+    DEFAULT_CROPS,
     AgentPolicy,
     AgentResult,
     FocusService,
@@ -303,7 +304,7 @@ def create_server(
         image_path: ImagePath = "",
         image_base64: ImageBase64 = "",
         region_id: RegionId = "",
-        max_crops: MaxCrops = 3,
+        max_crops: MaxCrops = DEFAULT_CROPS,
     ) -> Annotated[CallToolResult, AgentResult]:
         return await serve(
             ctx,
@@ -326,7 +327,7 @@ def create_server(
         image_path: ImagePath = "",
         image_base64: ImageBase64 = "",
         region_id: RegionId = "",
-        max_crops: MaxCrops = 3,
+        max_crops: MaxCrops = DEFAULT_CROPS,
     ) -> Annotated[CallToolResult, AgentResult]:
         return await serve(
             ctx,

@@ -9,6 +9,7 @@ Modules: :mod:`~focus_tool.agent.policy` (what is accepted, the input checks), :
 from focus_tool.agent.cache import SessionCache
 from focus_tool.agent.gate import InferenceGate, ServiceBusy
 from focus_tool.agent.policy import (
+    DEFAULT_CROPS,
     SAFE_FORMATS,
     AgentPolicy,
     ImageSource,
@@ -24,6 +25,7 @@ from focus_tool.agent.service import FocusService, ProgressFn, Zoomable
 from focus_tool.agent.wire import AgentResult, SessionInfo, ZoomOutcome, summary_json
 
 __all__ = [
+    "DEFAULT_CROPS",
     "SAFE_FORMATS",
     "AgentPolicy",
     "AgentResult",

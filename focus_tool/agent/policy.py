@@ -15,6 +15,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Final
 
 from PIL import Image
 
@@ -24,6 +25,9 @@ from focus_tool.inputs import PATH_QUOTE_CHARS, InputPolicy, check_image_header,
 from focus_tool.inputs import SAFE_FORMATS as SAFE_FORMATS  # re-exported: the one format list
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+DEFAULT_CROPS: Final = 3
+"""Crops a zoom returns when the caller names no number (every surface's default; at most ``max_crops``)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,7 +37,7 @@ from PIL import Image
 
 from focus_tool.agent.cache import SessionCache
 from focus_tool.agent.gate import TRIM_AFTER_PIXELS, InferenceGate, release_freed_memory
-from focus_tool.agent.policy import AgentPolicy, LoadedImage, decode_image, read_source
+from focus_tool.agent.policy import DEFAULT_CROPS, AgentPolicy, LoadedImage, decode_image, read_source
 from focus_tool.agent.render import crop_jpegs, shift_result, top_regions
 from focus_tool.agent.wire import AgentResult, SessionInfo, ZoomOutcome
 from focus_tool.errors import InputRejected
@@ -105,7 +105,7 @@ class FocusService:
         question: str = "",
         target: str = "",
         region_id: str = "",
-        max_crops: int = 3,
+        max_crops: int = DEFAULT_CROPS,
         return_images: bool = True,
         progress: ProgressFn | None = None,
     ) -> ZoomOutcome:
