@@ -201,7 +201,8 @@ class DownloadPool:
 @functools.cache
 def _deadline_backend_class() -> Callable[[float], httpcore.NetworkBackend]:
     """An ``httpcore`` network backend whose every connect, read, write and TLS handshake times out at one absolute
-    deadline: each socket operation gets ``min(its own timeout, time left)``; none starts once time is up."""
+    deadline: each socket operation gets ``min(its own timeout, time left)``; none starts once time is up.
+    """
     import httpcore
 
     def left(deadline: float, timeout: float | None, error: type[Exception]) -> float:
@@ -348,7 +349,8 @@ def _read_image_body(
     too_slow: InputRejected,
 ) -> bytes:
     """Check status, content type and length of a streamed response, then read at most ``max_bytes`` by the
-    deadline (checked before every chunk; each read also times out at it)."""
+    deadline (checked before every chunk; each read also times out at it).
+    """
     if status != 200:
         raise InputRejected(f"fetching {_short(url)} failed: HTTP {status} {reason}".rstrip())
     ctype = fields.get("content-type", "").split(";", 1)[0].strip().lower()

@@ -143,6 +143,7 @@ def decode_image_bytes(data: bytes, policy: InputPolicy | None = None, *, what: 
 
     Args:
         data: the encoded file.
+        policy: formats and caps (default :class:`InputPolicy`).
         what: how messages name the image (already quoted where it is caller text).
 
     Returns:

@@ -69,7 +69,8 @@ def _heat_layer(base: Image.Image, result: FocusResult, scale: float, alpha: flo
 
 def _drawn_regions(result: FocusResult) -> list[Region]:
     """The regions to draw, target by target (in result order), best first: the top ranks and every region the
-    answer used."""
+    answer used.
+    """
     targets = list(dict.fromkeys(r.target for r in result.regions))
     keep = [r for r in result.regions if r.rank <= MAX_RANK_DRAWN or r.selected]
     return sorted(keep, key=lambda r: (targets.index(r.target), r.rank))

@@ -162,7 +162,8 @@ class _Progress:
 
 def _step_sender(send: MemoryObjectSendStream[Step]) -> Callable[[str, float], None]:
     """The pipeline's progress callback, for the worker thread: queue the step on the event loop (waits for the loop
-    to take it, never for the network; a full or closed queue drops the step)."""
+    to take it, never for the network; a full or closed queue drops the step).
+    """
 
     def on_step(message: str, fraction: float) -> None:
         try:
@@ -193,7 +194,8 @@ TOOL_ARGUMENTS: dict[str, dict[str, FieldInfo]] = {  # what each tool's argument
 
 def transport_security(settings: ServerSettings) -> TransportSecuritySettings:
     """DNS-rebinding protection with explicit allow-lists for the bound address (see
-    :func:`mcp_server.settings.http_allow_lists`): a foreign ``Host`` gets 421, a foreign ``Origin`` 403."""
+    :func:`mcp_server.settings.http_allow_lists`): a foreign ``Host`` gets 421, a foreign ``Origin`` 403.
+    """
     hosts, origins = settings.http_allow_lists()
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 

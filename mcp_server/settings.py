@@ -98,13 +98,15 @@ class ServerSettings:
     @property
     def bind_host(self) -> str:
         """The host to bind, normalised: ``localhost`` in lower case, an IP address in its compressed form
-        (``0:0:0:0:0:0:0:1`` and ``[::1]`` -> ``::1``)."""
+        (``0:0:0:0:0:0:0:1`` and ``[::1]`` -> ``::1``).
+        """
         return _normalise_host(self.host)
 
     def http_allow_lists(self) -> tuple[list[str], list[str]]:
         """The ``Host`` and ``Origin`` values the HTTP transport accepts: the bound address with its port (IPv6 in
         brackets, in its compressed spelling and in the spelling given), plus ``localhost``; see
-        :func:`http_allow_lists`."""
+        :func:`http_allow_lists`.
+        """
         return http_allow_lists(self.host, self.port)
 
     def policy(self) -> AgentPolicy:

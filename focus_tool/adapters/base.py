@@ -55,7 +55,8 @@ class ForwardCounter:
 
     def add(self, n_sequences: int, n_tokens: int, *, images: int = 0, reused: int = 0) -> None:
         """Record ``n_sequences`` passes over ``n_tokens`` prompt tokens (``reused`` of them served from the
-        encoded-image cache) and ``images`` vision-tower images in the current phase."""
+        encoded-image cache) and ``images`` vision-tower images in the current phase.
+        """
         self.counts[self.phase] += n_sequences
         self.prefill_tokens += n_tokens
         self.tokens[self.phase] += n_tokens - reused
@@ -241,7 +242,8 @@ class MLLMAdapter(ABC):
 
     def unknown_words(self, text: str) -> list[str]:
         """Words of ``text`` the model's tokenizer cannot represent (a closed vocabulary); none for byte-level or
-        byte-fallback tokenizers."""
+        byte-fallback tokenizers.
+        """
         return []
 
     def vocabulary(self) -> list[str]:

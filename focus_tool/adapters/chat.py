@@ -5,7 +5,8 @@
 the adapter's ``_configure``), the chat template, the batch encoding with each image's placeholder replaced by its
 own text, the prefill, the interleaved turn and the multi-image answer calls. Token layouts, geometry and prompt
 formats stay in each model's adapter, behind the hooks named here; the views of tiling models are in
-:mod:`focus_tool.adapters.views`."""
+:mod:`focus_tool.adapters.views`.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ class ChatTemplateAdapter(TransformersAdapter):
 
     def _configure(self) -> None:
         """Read the adapter's settings from ``self.model.config`` / ``self.image_processor`` / ``self.tokenizer``
-        and check that they agree (raising :class:`~focus_tool.errors.ModelLoadError`); nothing here."""
+        and check that they agree (raising :class:`~focus_tool.errors.ModelLoadError`); nothing here.
+        """
 
     def _require_square_input(self, size: dict[str, Any], px: int, vision_px: int, *, verb: str) -> None:
         """Check that the image processor's ``size`` is the ``px`` square the vision tower takes (``vision_px``).
@@ -139,7 +141,8 @@ class ChatTemplateAdapter(TransformersAdapter):
 
     def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
         """The images of ``parts`` and the templated prompt of the turn (the layout of :meth:`generate_interleaved`):
-        one content item per part, in order, each text line as :meth:`_interleaved_text` writes it."""
+        one content item per part, in order, each text line as :meth:`_interleaved_text` writes it.
+        """
         images = [p for p in parts if isinstance(p, Image.Image)]
         content: list[dict[str, str]] = [
             {"type": "image"}
@@ -169,7 +172,8 @@ class ChatTemplateAdapter(TransformersAdapter):
 
     def _image_text(self, image: Image.Image, n_tokens: int) -> str:
         """The text that replaces one image's placeholder, holding its ``n_tokens`` image tokens (here the image
-        token ``n_tokens`` times, as the stock processors expand it)."""
+        token ``n_tokens`` times, as the stock processors expand it).
+        """
         return self.image_token * n_tokens
 
     def _encode_prompts(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]]) -> tuple[Any, list[str]]:
@@ -209,13 +213,15 @@ class ChatTemplateAdapter(TransformersAdapter):
 
     def _encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> tuple[Any, list[str]]:
         """Tokenised batch (left padded) of one image per prompt (or none) with its inputs (:meth:`_encode_prompts`);
-        returns it and the image-expanded prompts."""
+        returns it and the image-expanded prompts.
+        """
         per_prompt: list[list[Image.Image]] = [[im] for im in images] if images else [[] for _ in prompts]
         return self._encode_prompts(prompts, per_prompt)
 
     def _encode_interleaved(self, images: Sequence[Image.Image], prompt: str) -> Any:
         """One prompt holding ``len(images)`` image placeholders, in order, encoded with the images' pixel inputs
-        (here: each placeholder gets its own image's text, :meth:`_encode_prompts`)."""
+        (here: each placeholder gets its own image's text, :meth:`_encode_prompts`).
+        """
         return self._encode_prompts([prompt], [list(images)])[0]
 
     # ------------------------------------------------------------------ model calls (counted here)
@@ -273,7 +279,7 @@ class ChatTemplateAdapter(TransformersAdapter):
     def option_log_likelihoods(
         self, images: Sequence[Image.Image], text: str, options: Sequence[str], *, shared_prefix: bool = False
     ) -> torch.Tensor:
-        """(K,) mean log-probability of each option's tokens written as the assistant reply.
+        r"""(K,) mean log-probability of each option's tokens written as the assistant reply.
 
         SEAL / ZoomEye logit matching, the contract of :meth:`LlavaAdapter.option_log_likelihoods`: ``images`` then
         ``text`` in one user turn (:meth:`chat_text`), the option written right after the generation prompt
@@ -297,7 +303,8 @@ class ChatTemplateAdapter(TransformersAdapter):
         self, images: list[Image.Image], prompt: str, options: Sequence[str], *, shared_prefix: bool
     ) -> torch.Tensor:
         """(K,) option scores after ``prompt`` with ``images``: one prefill when ``shared_prefix`` and the options'
-        tokens extend the prompt's, else :func:`reply_log_likelihoods` (K full sequences)."""
+        tokens extend the prompt's, else :func:`reply_log_likelihoods` (K full sequences).
+        """
         ids = option_token_ids(self.tokenizer, prompt, options, self.reply_separator) if shared_prefix else None
         if ids is not None:
             enc = self._encode_interleaved(images, prompt)

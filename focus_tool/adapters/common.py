@@ -111,7 +111,8 @@ def target_positions(tokenizer: Any, expanded_prompt: str, target: str, input_id
 
 def n_images(enc: Any) -> int:
     """Images in an encoded batch (vision-tower inputs): one ``image_grid_thw`` row (Qwen) or ``pixel_values``
-    entry (LLaVA: (B, 3, H, W); OneVision: (B, tiles, 3, H, W)) per image; 0 without pixel inputs."""
+    entry (LLaVA: (B, 3, H, W); OneVision: (B, tiles, 3, H, W)) per image; 0 without pixel inputs.
+    """
     if "image_grid_thw" in enc:
         return int(enc["image_grid_thw"].shape[0])
     if "pixel_values" in enc:
@@ -166,7 +167,8 @@ def option_token_ids(
     tokenizer: Any, prompt: str, options: Sequence[str], separator: str = ""
 ) -> list[list[int]] | None:
     """Each option's tokens written right after ``prompt`` (``separator`` + option), or None when some option's
-    tokens of prompt + option do not extend the prompt's tokens (a merge across the boundary: no shared prefix)."""
+    tokens of prompt + option do not extend the prompt's tokens (a merge across the boundary: no shared prefix).
+    """
     base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     out = []
     for option in options:

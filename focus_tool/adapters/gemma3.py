@@ -1,4 +1,4 @@
-"""Gemma 3 adapter (``Gemma3ForConditionalGeneration``, e.g. google/gemma-3-4b-it, -12b-it, -27b-it).
+r"""Gemma 3 adapter (``Gemma3ForConditionalGeneration``, e.g. google/gemma-3-4b-it, -12b-it, -27b-it).
 
 Loading without torchvision: the stock ``Gemma3Processor`` is an ordinary ``ProcessorMixin``, but this adapter does
 its one job itself, as the other adapters do: it loads ``AutoImageProcessor`` (``Gemma3ImageProcessorPil`` when
@@ -6,7 +6,7 @@ torchvision is absent; the hub config names ``Gemma3ImageProcessor``) and ``Auto
 SentencePiece-style BPE with byte fallback that prepends ``<bos>``) and replaces each ``<start_of_image>`` the chat
 template writes by the processor's image sequence [hf: ``Gemma3Processor.replace_image_token``]::
 
-    \\n\\n<start_of_image> <image_soft_token> x 256 <end_of_image>\\n\\n
+    \n\n<start_of_image> <image_soft_token> x 256 <end_of_image>\n\n
 
 Geometry [hf: ``Gemma3ImageProcessorPil``, ``Gemma3MultiModalProjector``]: the image is **resized to a square**
 (896 x 896 on the hub checkpoints, bilinear, no padding, no crop: the aspect ratio is not kept), SigLIP sees 64 x 64
@@ -119,7 +119,8 @@ class Gemma3Adapter(MultiViewAdapter):
 
     def _pan_and_scan_settings(self) -> dict[str, Any] | None:
         """The pan-and-scan keyword arguments of the image processor (null settings -> the processor's defaults),
-        or None when pan-and-scan is off."""
+        or None when pan-and-scan is off.
+        """
         ip = self.image_processor
         if not getattr(ip, "do_pan_and_scan", None):
             return None
@@ -186,7 +187,8 @@ class Gemma3Adapter(MultiViewAdapter):
 
     def _render(self, content: list[dict[str, str]]) -> str:
         """The templated turn without the template's leading ``<bos>`` when the tokenizer prepends one itself (the
-        stock processor tokenises the rendered template without adding specials: one ``<bos>`` either way)."""
+        stock processor tokenises the rendered template without adding specials: one ``<bos>`` either way).
+        """
         prompt = super()._render(content)
         bos = self.tokenizer.bos_token
         if self._adds_bos and bos and prompt.startswith(bos):
@@ -195,15 +197,17 @@ class Gemma3Adapter(MultiViewAdapter):
 
     def _fallback_prompt(self, content: list[dict[str, str]]) -> str:
         """The hub template's layout, items in order: an image as ``<start_of_image>``, text trimmed; ``<bos>`` first
-        only when the tokenizer does not prepend it."""
+        only when the tokenizer does not prepend it.
+        """
         body = "".join(self.boi_token if c["type"] == "image" else c["text"].strip() for c in content)
         bos = "" if self._adds_bos else str(self.tokenizer.bos_token or "")
         return bos + _FALLBACK_OPEN + body + _FALLBACK_CLOSE
 
     def _interleaved_prompt(self, parts: Sequence[Image.Image | str]) -> tuple[list[Image.Image], str]:
-        """The images of ``parts`` and the templated turn, in order; consecutive text lines are joined by a line
+        r"""The images of ``parts`` and the templated turn, in order; consecutive text lines are joined by a line
         break (the template trims every text item), so ``[img, "a", img, "b", "q"]`` renders as
-        ``<img seq>a<img seq>b\\nq`` with the image sequences' own blank lines around each image."""
+        ``<img seq>a<img seq>b\nq`` with the image sequences' own blank lines around each image.
+        """
         images = [p for p in parts if isinstance(p, Image.Image)]
         content: list[dict[str, str]] = []
         for part in parts:

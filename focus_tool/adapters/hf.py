@@ -4,7 +4,8 @@
 loading (model class, dtype, attention kernel, the :class:`~focus_tool.errors.ModelLoadError` wrapping), the counted
 prefill forward (through the image-prefix cache when enabled) and the per-layer values read from its cache, Yes/No
 token ids, batched Yes/No margins and greedy decoding. The chat-template adapters build on it in
-:mod:`focus_tool.adapters.chat`."""
+:mod:`focus_tool.adapters.chat`.
+"""
 
 from __future__ import annotations
 
@@ -115,7 +116,8 @@ class TransformersAdapter(MLLMAdapter):
 
     def unknown_words(self, text: str) -> list[str]:
         """Words of ``text`` that tokenize to the unknown token (closed word-level vocabularies, e.g. the
-        embedded model's); none where the tokenizer has no unknown token or never produces it."""
+        embedded model's); none where the tokenizer has no unknown token or never produces it.
+        """
         unk = self.tokenizer.unk_token_id
         if unk is None:
             return []

@@ -1,4 +1,4 @@
-"""InternVL3 adapter (``InternVLForConditionalGeneration``, e.g. OpenGVLab/InternVL3-8B-hf).
+r"""InternVL3 adapter (``InternVLForConditionalGeneration``, e.g. OpenGVLab/InternVL3-8B-hf).
 
 Loading without torchvision: the stock ``InternVLProcessor`` needs a video processor (torchvision) in transformers
 5.x, so this adapter loads ``AutoImageProcessor`` (``GotOcr2ImageProcessorPil`` when torchvision is absent; the hub
@@ -34,7 +34,7 @@ after ``</img>`` follow from the cache length, and the prefix up to the last ``<
 image and the template.
 
 Answer step (spec Sec. 7, ``answer_mode = "multi"``): the checkpoint's template renders content items in order
-(image -> ``<IMG_CONTEXT>\\n``); each image of a several-image turn is tiled on its own, as the stock processor does,
+(image -> ``<IMG_CONTEXT>\n``); each image of a several-image turn is tiled on its own, as the stock processor does,
 and ``pixel_values`` holds all tiles of all images in order.
 """
 
@@ -124,19 +124,21 @@ class InternVLAdapter(TiledAdapter):
 
     def _render(self, content: list[dict[str, str]]) -> str:
         """The templated turn with each ``<IMG_CONTEXT>`` wrapped in ``<img>`` ... ``</img>`` (as the processor does;
-        the run is expanded to the image's token count later)."""
+        the run is expanded to the image's token count later).
+        """
         prompt = super()._render(content)
         return prompt.replace(self.image_token, self.start_token + self.image_token + self.end_token)
 
     def _fallback_prompt(self, content: list[dict[str, str]]) -> str:
-        """The hf template's ChatML layout, items in order: an image as ``<IMG_CONTEXT>\\n``, text as is."""
+        r"""The hf template's ChatML layout, items in order: an image as ``<IMG_CONTEXT>\n``, text as is."""
         body = "".join(self.image_token + "\n" if c["type"] == "image" else c["text"] for c in content)
         return _FALLBACK_OPEN + body + _FALLBACK_CLOSE
 
     def _interleaved_text(self, parts: Sequence[Image.Image | str], i: int) -> str:
-        """Each image is followed by a line break (the template's); a text line is preceded by one when it follows
+        r"""Each image is followed by a line break (the template's); a text line is preceded by one when it follows
         text and followed by one when an image comes next, so ``[img, "a", img, "b", "q"]`` renders as
-        ``<img>..</img>\\na\\n<img>..</img>\\nb\\nq``."""
+        ``<img>..</img>\na\n<img>..</img>\nb\nq``.
+        """
         after_text = i > 0 and isinstance(parts[i - 1], str)
         before_image = i + 1 < len(parts) and isinstance(parts[i + 1], Image.Image)
         return ("\n" if after_text else "") + str(parts[i]) + ("\n" if before_image else "")

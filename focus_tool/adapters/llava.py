@@ -1,4 +1,4 @@
-"""LLaVA-1.5 adapter (``LlavaForConditionalGeneration`` + ``LlavaProcessor``), also used by the embedded model.
+r"""LLaVA-1.5 adapter (``LlavaForConditionalGeneration`` + ``LlavaProcessor``), also used by the embedded model.
 
 How the image reaches the encoder (a choice, spec Sec. 4.4 / row 24): the whole image is padded to a square with
 the CLIP mean colour, centred (original LLaVA-1.5 "pad" mode), *before* the processor runs. The processor then
@@ -7,7 +7,7 @@ visible, and the 24 x 24 (or 12 x 12) token grid spans the padded square: ``Patc
 
 Token layout: one ``<image>`` placeholder expands to (image_size / patch_size)^2 contiguous tokens, row-major,
 CLS dropped (``vision_feature_select_strategy="default"``). Prompts use the processor's chat template (image
-before the text; LLaVA-1.5's "USER: <image>\\n{text} ASSISTANT:"). The FOCUS path never reads attention weights;
+before the text; LLaVA-1.5's "USER: <image>\n{text} ASSISTANT:"). The FOCUS path never reads attention weights;
 only :meth:`LlavaAdapter.attention_to_image` (ViCrop baseline) does, from one decoder layer's attention module
 under eager attention, through a forward hook (the model is never asked for all layers' attention outputs).
 """
@@ -189,7 +189,7 @@ class LlavaAdapter(TransformersAdapter):
 
     @torch.inference_mode()
     def generate_images(self, images: Sequence[Image.Image], text: str, *, max_new_tokens: int) -> str:
-        """Greedy reply to several images then ``text`` in one prompt (ViCrop's "<image><image>\\n{q}"); one pass."""
+        r"""Greedy reply to several images then ``text`` in one prompt (ViCrop's "<image><image>\n{q}"); one pass."""
         prompt = self._chat_text_images(text, len(images))
         return self._greedy(self._inputs(list(images) or None, [prompt]), max_new_tokens)
 

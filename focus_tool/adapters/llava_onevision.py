@@ -1,4 +1,4 @@
-"""LLaVA-OneVision adapter (``LlavaOnevisionForConditionalGeneration``, e.g. llava-hf/llava-onevision-qwen2-7b-ov-hf).
+r"""LLaVA-OneVision adapter (``LlavaOnevisionForConditionalGeneration``, e.g. llava-hf/llava-onevision-qwen2-7b-ov-hf).
 
 Loading without torchvision: in transformers 5.x the stock ``LlavaOnevisionProcessor`` needs a video processor,
 which needs torchvision. This adapter loads ``AutoImageProcessor`` (the PIL backend when torchvision is absent) and

@@ -52,7 +52,8 @@ def _cache_kwarg_name(model_class: type) -> str:
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     """The forward keyword that passes a KV cache to ``model``: ``cache`` from transformers 5.24 on, where
     ``past_key_values`` is deprecated (announced for removal in 5.40), ``past_key_values`` before. Looked up once
-    per model class: this runs on every cached prefill."""
+    per model class: this runs on every cached prefill.
+    """
     return {_cache_kwarg_name(type(model)): cache}  # type: ignore[arg-type]  # (mypy: classes are hashable)
 
 

@@ -111,7 +111,8 @@ class Qwen25VLAdapter(ChatTemplateAdapter):
 
     def _continuation_inputs(self, enc: Any) -> ContinuationInputs:
         """M-RoPE positions of a continuation of the prefilled prompt: text positions after the prefix, shifted by
-        the ``rope_deltas`` the prefill left on the model (as ``generate`` does; all three sections alike)."""
+        the ``rope_deltas`` the prefill left on the model (as ``generate`` does; all three sections alike).
+        """
 
         def inputs(rows: int, prefix_len: int, new_len: int) -> dict[str, Any]:
             deltas = self.model.model.rope_deltas  # (1, 1), set by the prefill of ``enc``
@@ -150,8 +151,9 @@ class Qwen25VLAdapter(ChatTemplateAdapter):
         return vis, grid
 
     def _interleaved_text(self, parts: Sequence[Image.Image | str], i: int) -> str:
-        """The ZoomEye layout: a line break after each text line that precedes an image and before each text line
-        after the first part, so ``[img, "a", img, "b", "q"]`` renders as ``<vision>\\na\\n<vision>\\nb\\nq``."""
+        r"""The ZoomEye layout: a line break after each text line that precedes an image and before each text line
+        after the first part, so ``[img, "a", img, "b", "q"]`` renders as ``<vision>\na\n<vision>\nb\nq``.
+        """
         before_image = i + 1 < len(parts) and isinstance(parts[i + 1], Image.Image)
         return ("\n" if i else "") + str(parts[i]) + ("\n" if before_image else "")
 

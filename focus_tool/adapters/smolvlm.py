@@ -1,4 +1,4 @@
-"""SmolVLM adapter (Idefics3 family): ``SmolVLMForConditionalGeneration`` (model_type ``smolvlm``, e.g.
+r"""SmolVLM adapter (Idefics3 family): ``SmolVLMForConditionalGeneration`` (model_type ``smolvlm``, e.g.
 HuggingFaceTB/SmolVLM2-2.2B-Instruct, SmolVLM2-256M-Video-Instruct) and ``Idefics3ForConditionalGeneration``
 (model_type ``idefics3``: the SmolVLM v1 checkpoints HuggingFaceTB/SmolVLM-256M-Instruct, -500M-Instruct, -Instruct).
 
@@ -13,10 +13,10 @@ torchvision is absent) and ``AutoTokenizer`` (SmolLM2's byte-level BPE, ``GPT2To
 job itself: each ``<image>`` the chat template writes becomes the processor's image string, built by transformers'
 own ``get_image_prompt_string`` [hf: ``processing_smolvlm``; ``Idefics3Processor.replace_image_token`` is the same]::
 
-    <fake_token_around_image><row_1_col_1><image>*n ... <fake_token_around_image><row_1_col_C><image>*n \\n
+    <fake_token_around_image><row_1_col_1><image>*n ... <fake_token_around_image><row_1_col_C><image>*n \n
     ...
-    <fake_token_around_image><row_R_col_1><image>*n ... <fake_token_around_image><row_R_col_C><image>*n \\n
-    \\n<fake_token_around_image><global-img><image>*n<fake_token_around_image>
+    <fake_token_around_image><row_R_col_1><image>*n ... <fake_token_around_image><row_R_col_C><image>*n \n
+    \n<fake_token_around_image><global-img><image>*n<fake_token_around_image>
 
 (an image that is not split: ``<fake_token_around_image><global-img><image>*n<fake_token_around_image>``).
 
@@ -202,8 +202,9 @@ class SmolVLMAdapter(TiledAdapter):
         return _FALLBACK_OPEN + colon + body + _FALLBACK_CLOSE
 
     def _interleaved_text(self, parts: Sequence[Image.Image | str], i: int) -> str:
-        """A text line is followed by a line break when anything comes after it, so ``[img, "a", img, "b", "q"]``
-        renders as ``<image>a\\n<image>b\\nq``."""
+        r"""A text line is followed by a line break when anything comes after it, so ``[img, "a", img, "b", "q"]``
+        renders as ``<image>a\n<image>b\nq``.
+        """
         return str(parts[i]) + ("\n" if i + 1 < len(parts) else "")
 
     # ------------------------------------------------------------------ encoding
@@ -238,7 +239,8 @@ class SmolVLMAdapter(TiledAdapter):
 
 class Idefics3Adapter(SmolVLMAdapter):
     """The SmolVLM v1 checkpoints (SmolVLM-256M / 500M-Instruct, SmolVLM-Instruct): the same model under its
-    ``Idefics3ForConditionalGeneration`` class (model_type ``idefics3``)."""
+    ``Idefics3ForConditionalGeneration`` class (model_type ``idefics3``).
+    """
 
     model_class_name = "Idefics3ForConditionalGeneration"
     family = "SmolVLM (Idefics3)"

@@ -29,10 +29,14 @@ class View(Protocol):
     """One view of an image: where its tokens start among the image's tokens and its token grid."""
 
     @property
-    def token_start(self) -> int: ...
+    def token_start(self) -> int:
+        """Offset of the view's first token among the image's tokens."""
+        ...
 
     @property
-    def grid(self) -> PatchGrid: ...
+    def grid(self) -> PatchGrid:
+        """The view's token grid and its mapping to image pixels."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,8 @@ class TiledAdapter(MultiViewAdapter):
 
     def grid_for(self, image_wh: tuple[int, int]) -> PatchGrid:
         """The tiles stitched together, (rows side) x (cols side) cells over the whole image; an image without
-        tiles: the overview's side x side grid."""
+        tiles: the overview's side x side grid.
+        """
         cols, rows = self.tile_grid(image_wh)
         if cols * rows == 0:
             return PatchGrid.stretched(image_wh, self.side, self.side, (self.tile_px, self.tile_px))
@@ -152,7 +157,8 @@ class TiledAdapter(MultiViewAdapter):
 
     def _map_positions(self, enc: Any, image_wh: tuple[int, int]) -> tuple[list[int], PatchGrid]:
         """The tiles' tokens in stitched row-major order over the whole image, and that grid (no overview, unless
-        it is the only view)."""
+        it is the only view).
+        """
         grid = self.grid_for(image_wh)
         image_pos = self._image_positions(enc, image_wh)
         index = torch.from_numpy(self.map_token_indices(image_wh)).flatten()

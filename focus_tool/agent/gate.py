@@ -83,7 +83,8 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 def release_freed_memory() -> None:
     """Return freed heap memory to the OS. glibc keeps what a thread freed in that thread's malloc arena, so each
-    worker thread that once decoded a 40 MP image would keep ~200 MB (4 threads: +730 MB instead of +220 MB)."""
+    worker thread that once decoded a 40 MP image would keep ~200 MB (4 threads: +730 MB instead of +220 MB).
+    """
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

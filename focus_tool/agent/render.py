@@ -1,5 +1,6 @@
 """What the agent surfaces render from a result: the top regions, their JPEG crops, and a crop's result mapped
-back to the original image."""
+back to the original image.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The agent surfaces' wire types: :class:`AgentResult` (a result plus :class:`SessionInfo`), the
-:class:`ZoomOutcome` a surface formats, and :func:`summary_json`, the compact text an LLM reads."""
+:class:`ZoomOutcome` a surface formats, and :func:`summary_json`, the compact text an LLM reads.
+"""
 
 from __future__ import annotations
 

@@ -54,7 +54,8 @@ def answer_on(
 ) -> str:
     """Answer on ``images`` (one prompt) under ``scheme``; passes are counted in the "answer" phase.
 
-    ``shared_prefix``: logit scheme on one prefill (:meth:`MLLMAdapter.option_log_likelihoods`)."""
+    ``shared_prefix``: logit scheme on one prefill (:meth:`MLLMAdapter.option_log_likelihoods`).
+    """
     with adapter.counter.in_phase("answer"):
         if scheme == "logit":
             if not options:

@@ -292,7 +292,8 @@ def benchmark_items(
     """The fixed-seed test split: ``n`` items from the test seed stream, kinds in proportion ``mix``.
 
     ``stream=VALIDATION_STREAM`` draws a disjoint validation split of the same distribution (thresholds are chosen
-    there, never on the test split)."""
+    there, never on the test split).
+    """
     rng = np.random.default_rng([stream, seed])
     counts = np.floor(np.asarray(mix) * n).astype(int)
     counts[0] += n - counts.sum()

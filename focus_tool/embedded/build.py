@@ -1,10 +1,10 @@
-"""Build the embedded model's tokenizer, processor and (untrained) ``LlavaForConditionalGeneration``.
+r"""Build the embedded model's tokenizer, processor and (untrained) ``LlavaForConditionalGeneration``.
 
 Everything is a stock transformers object saved in the hub file layout, so the checkpoint loads through the
 same ``from_pretrained`` path as ``llava-hf/llava-1.5-7b-hf``:
 - tokenizer: a closed word-level vocabulary (``tokenizers`` WordLevel, whitespace + punctuation split);
 - image processor: ``LlavaImageProcessorPil`` at 96 px (pad-to-square is done by the adapter, as for LLaVA-1.5);
-- chat template: LLaVA-1.5's "USER: <image>\\n{text} ASSISTANT:";
+- chat template: LLaVA-1.5's "USER: <image>\n{text} ASSISTANT:";
 - model: CLIP-style vision tower (96 px, 8-px patches -> 12 x 12 tokens) + 2-layer MLP projector + Llama LM.
 """
 

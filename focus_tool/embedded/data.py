@@ -85,7 +85,8 @@ def patch_labels(
     scene: syn.Scene, window: tuple[float, float, float, float], grid: int, view_px: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-patch card-colour, pip-colour, pip-count and side (left / right half) classes for the padded square
-    view of ``window``."""
+    view of ``window``.
+    """
     wx0, wy0, wx1, wy1 = window
     side = max(wx1 - wx0, wy1 - wy0)
     padx, pady = (side - (wx1 - wx0)) / 2, (side - (wy1 - wy0)) / 2
@@ -159,7 +160,8 @@ def _qa(rng: np.random.Generator, kind: syn.QuestionKind, cards: list[syn.Card])
 
 def _side_qa(rng: np.random.Generator, card: syn.Card, mid_x: float) -> tuple[str, str]:
     """A training-only question: which half of the view ``card`` lies in (the first hop of a left / right question,
-    which the benchmark never asks)."""
+    which the benchmark never asks).
+    """
     q = f"Is the {card.name} on the left or right side?"
     correct = "left" if card.center[0] < mid_x else "right"
     if rng.random() < OPEN_ANSWER_SHARE:
@@ -198,7 +200,8 @@ def sample_example(
     (pip colour, pip count, its half of the view, or left / right of the other); ``force_side``: a view with a card
     in its left or right half and the question which half (reading the side without having to pick the card);
     ``force_exist``: an existence question on a view placed anywhere around a card, half of the time a hard "No" (a
-    colour seen only as a sliver of a card, or one a clutter shape is tinted toward)."""
+    colour seen only as a sliver of a card, or one a clutter shape is tinted toward).
+    """
     if not (force_pair or force_side or force_exist) and rng.random() < 0.12:
         return _extraction_example(rng)
     grid = arch.image_size // arch.patch_size

@@ -39,6 +39,8 @@ def hinge_alignment(proj: Any, labels: Any, words: Any, pos: float = 0.5, neg: f
         proj: (n, P, width) projector outputs.
         labels: (n, P) class per patch, 0 = none, k >= 1 = words[k-1], IGNORE = unsure.
         words: (K, width) word input embeddings.
+        pos: the least cosine of a labelled patch with its word.
+        neg: the largest |cosine| of every other (patch, word) pair.
     """
     import torch.nn.functional as F
 

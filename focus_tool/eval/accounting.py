@@ -22,7 +22,8 @@ FLOPS_FORMULA: Final[str] = (
 
 class RecordingCounter(ForwardCounter):
     """A :class:`ForwardCounter` that also keeps every call's (rows, new tokens, context tokens) for the FLOPs
-    estimate (context: prefix tokens served from a cache, which the new tokens attend to)."""
+    estimate (context: prefix tokens served from a cache, which the new tokens attend to).
+    """
 
     def __init__(self) -> None:
         super().__init__()

@@ -19,7 +19,8 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def _phase_means(rs: Sequence[ItemRecord]) -> dict[str, dict[str, float]]:
     """Per-phase means of the computed tokens, encoded images and cached-prefix continuations (records that
-    carry them; older records do not)."""
+    carry them; older records do not).
+    """
     out: dict[str, dict[str, float]] = {}
     phases = {
         "phase_tokens": [r.phase_tokens for r in rs],

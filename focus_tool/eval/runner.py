@@ -86,7 +86,8 @@ logger = logging.getLogger(__name__)
 def default_scheme(benchmark: str, model: str | None = None) -> str:
     """The answer scheme used when none is given: the checkpoint preset's ``answer.scheme`` when it says "logit"
     (the embedded model cannot answer with letters), else the official regex on MME-RealWorld and lenient letters
-    elsewhere. Read from the checkpoint's ``focus_preset.json``, before the model is loaded."""
+    elsewhere. Read from the checkpoint's ``focus_preset.json``, before the model is loaded.
+    """
     from focus_tool.adapters.registry import default_model_path
     from focus_tool.presets import read_preset_file
 

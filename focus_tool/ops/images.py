@@ -15,7 +15,8 @@ are padded exactly as before."""
 
 def shrink_long_side(image: Image.Image, max_side: int = MAX_PAD_SIDE_PX) -> Image.Image:
     """``image`` itself when max(W, H) <= ``max_side``, else resized (bicubic, aspect kept, sides >= 1 px) to that
-    long side: for a view a processor pads to a square of the long side at full resolution."""
+    long side: for a view a processor pads to a square of the long side at full resolution.
+    """
     w, h = image.size
     s = max(w, h)
     if s <= max_side:

@@ -47,7 +47,8 @@ def confidence_from_margin(margin: npt.NDArray[np.float64], scale: str = "softma
 def map_doubts(anchor_scores: Sequence[float], cfg: RankConfig) -> tuple[str, ...]:
     """Why the map alone does not settle a target: ``"ambiguous_map"`` (a second anchor within ``ambiguity_ratio``
     of the first) and / or ``"flat_map"`` (the first anchor under ``flat_peak`` x the map mean). Anchor scores are
-    relevance at each ROI's anchor relative to the map mean, in ROI order."""
+    relevance at each ROI's anchor relative to the map mean, in ROI order.
+    """
     doubts = []
     if len(anchor_scores) > 1 and anchor_scores[1] >= cfg.ambiguity_ratio * anchor_scores[0]:
         doubts.append("ambiguous_map")
@@ -58,7 +59,8 @@ def map_doubts(anchor_scores: Sequence[float], cfg: RankConfig) -> tuple[str, ..
 
 def rank_adaptive(n_rois: int, score: Scorer, anchor_scores: Sequence[float], cfg: RankConfig) -> Ranking:
     """Adaptive type-1 ranking: the first ROI alone when it is a confident Yes on a clear map, else :func:`rank_type1`
-    with the first score reused (see the module docstring)."""
+    with the first score reused (see the module docstring).
+    """
     if n_rois == 0:
         return Ranking((), {}, (), 0)
     m0 = float(score([0])[0])

@@ -182,7 +182,8 @@ def _words(text: str) -> list[str]:
 
 def grounded(targets: list[Target], question: str) -> tuple[list[Target], list[Target]]:
     """Split ``targets`` into those whose every word occurs in ``question`` (singular and plural alike) and those
-    that do not (a target the model invented, e.g. "purple card" for a question about a circle)."""
+    that do not (a target the model invented, e.g. "purple card" for a question about a circle).
+    """
     words = set(_words(question))
     kept = [t for t in targets if _words(t.phrase) and set(_words(t.phrase)) <= words]
     return kept, [t for t in targets if t not in kept]
@@ -193,7 +194,8 @@ def noun_phrases(question: str, cfg: TargetConfig) -> list[Target]:
     function word or punctuation, attribute nouns ("color", "side", ...) dropped; a part named before its holder
     ("the dots on the red card") gives way to the holder. E.g. "What is the color of the dots on the red card?" ->
     red card; "Is the red card left of the blue card?" -> red card, blue card. A counting question makes its single
-    phrase type-2."""
+    phrase type-2.
+    """
     out: list[Target] = []
     for clause in re.split(r"[?,.;:!()]", question.lower()):
         tokens = _WORD.findall(clause)

@@ -18,7 +18,8 @@ from focus_tool.presets import config_for, method_section
 @dataclass(frozen=True, kw_only=True)
 class ZoomEyeConfig:
     """ZoomEye's hyperparameters (peers.md §1.8); defaults are LLaVA-1.5's (Local input). Per backbone:
-    :func:`zoomeye_config_for`."""
+    :func:`zoomeye_config_for`.
+    """
 
     input_mode: InputMode | None = None  # None: "global_local" for answer_mode "multi" adapters, else "local"
     patch_size: int | None = None  # None = the adapter's encoder input side (336 LLaVA-1.5, 384 OV tile)

@@ -25,7 +25,8 @@ logger = logging.getLogger("focus_tool.baselines.zoomeye")
 
 class ZoomEyeMethod:
     """ZoomEye over any adapter with ``yes_no_margins`` and ``generate`` (Local input), plus the interleaved
-    multi-image methods for the Global+Local input."""
+    multi-image methods for the Global+Local input.
+    """
 
     name = "zoomeye"
 
@@ -52,7 +53,8 @@ class ZoomEyeMethod:
         colour: Literal["red", "blue"] = "red",
     ) -> list[float]:
         """ZoomEye confidences of ``kind`` for ``nodes`` in the configured input mode; the prompt
-        (:meth:`ZoomEyePrompts.confidence_template`) is filled with the cue ``target`` and ``question``."""
+        (:meth:`ZoomEyePrompts.confidence_template`) is filled with the cue ``target`` and ``question``.
+        """
         if not nodes:
             return []
         prompts = self.config.prompts
@@ -214,7 +216,7 @@ class ZoomEyeMethod:
         queue.sort(key=lambda n: -priority[id(n)])
 
     def search_type2(self, image: Image.Image, cue: str, *, colour: Literal["red", "blue"] = "red") -> list[Node]:
-        """ "all X" cues: post-order to ``type2_depth``, keep nodes whose existence beats everything below them."""
+        """Cues of the "all X" kind: post-order to ``type2_depth``, keep nodes whose existence beats all below."""
         kept: list[Node] = []
 
         def visit(node: Node) -> float:
@@ -250,7 +252,7 @@ class ZoomEyeMethod:
         return any(c >= cfg.answer_upper for c in conf)
 
     def extract_cues(self, question: str) -> list[VisualCue]:
-        """One text-only greedy generate (aux phase) and the parsed visual cues, from ``config.cues``:
+        """One text-only greedy generate (aux phase) and the parsed visual cues, from ``config.cues``.
 
         - ``"prompt"`` (official): ZoomEye's cue prompt, parsed by :func:`parse_cues`;
         - ``"focus_extraction"``: FOCUS's Stage-I prompt and :func:`~focus_tool.steps.targets.parse_targets` with
@@ -300,7 +302,8 @@ class ZoomEyeMethod:
         cues: Sequence[str] | None = None,
     ) -> FocusResult:
         """Cue extraction (unless ``cues``, e.g. ``["red card", "all dogs"]``), the root filter (Global+Local), one
-        search per cue, the answer."""
+        search per cue, the answer.
+        """
         self.adapter.counter.reset()
         t0 = time.perf_counter()
         cue_list = [VisualCue.from_text(c) for c in cues] if cues is not None else self.extract_cues(question)

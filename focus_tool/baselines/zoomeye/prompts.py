@@ -117,7 +117,8 @@ class ZoomEyePrompts:
 
     def confidence_template(self, kind: ConfidenceKind, where: Literal["local", "root", "node"]) -> str:
         """The template of a ``kind`` confidence for a Local node, the Global+Local root, or another Global+Local
-        node."""
+        node.
+        """
         if kind == "answering":
             return self.answering
         if where == "node":

@@ -114,7 +114,8 @@ def parse_cues(reply: str, max_targets: int) -> list[str]:
 @dataclass(frozen=True)
 class VisualCue:
     """One visual cue: ``text`` as extracted ("all cars" marks a type-2 cue), ``name`` the object the prompts are
-    filled with ("car"), ``all_instances`` True for type 2."""
+    filled with ("car"), ``all_instances`` True for type 2.
+    """
 
     text: str
     name: str
