@@ -8,6 +8,8 @@ Answer schemes (named in every report):
 - ``letter-lenient``: a deterministic regex cascade: common answer prefixes dropped, then a leading letter
   (``A``, ``(A)``, ``A.``, ``A:``), then a parenthesised letter anywhere, then the first standalone valid letter.
 - ``mme-regex``: MME-RealWorld's official extractor (``evaluation/eval_your_results.py``), used on MME-RealWorld.
+- ``letter-first``: the first character of the stripped reply, if a valid letter (the synthetic benchmark's letter
+  scheme, :mod:`focus_tool.eval.synthetic`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from typing import Any, Final, Literal
 from focus_tool.eval.records import Scored
 from focus_tool.prompts import LETTERS
 
-Scheme = Literal["logit", "letter-strict", "letter-lenient", "mme-regex"]
-SCHEMES: Final[tuple[str, ...]] = ("logit", "letter-strict", "letter-lenient", "mme-regex")
+Scheme = Literal["logit", "letter-strict", "letter-lenient", "mme-regex", "letter-first"]
+SCHEMES: Final[tuple[str, ...]] = ("logit", "letter-strict", "letter-lenient", "mme-regex", "letter-first")
 _PREFIXES: Final[tuple[str, ...]] = (
     "The best answer is",
     "The correct answer is",
@@ -41,6 +43,12 @@ def extract_strict(reply: str, n_options: int) -> str:
     if s.startswith("(") and s.endswith(")"):
         s = s[1:-1].strip()
     return s if len(s) == 1 and s in LETTERS[:n_options] else ""
+
+
+def extract_first(reply: str, n_options: int) -> str:
+    """The reply's first character (after leading whitespace) if it is a valid letter, else ""."""
+    s = reply.strip()[:1]
+    return s if s and s in LETTERS[:n_options] else ""
 
 
 def extract_lenient(reply: str, n_options: int) -> str:
@@ -86,13 +94,15 @@ def extract_mme(reply: str, choices: Sequence[str]) -> str:
 
 
 def predicted_letter(reply: str, options: Sequence[str], scheme: str, raw_options: Sequence[str] | None = None) -> str:
-    """The predicted letter of ``reply`` under ``scheme`` ("" when none)."""
+    """The predicted letter of ``reply`` under ``scheme`` ("" when none): the one judge of every harness."""
     if scheme == "logit":
         return LETTERS[list(options).index(reply)] if reply in options else ""
     if scheme == "letter-strict":
         return extract_strict(reply, len(options))
     if scheme == "letter-lenient":
         return extract_lenient(reply, len(options))
+    if scheme == "letter-first":
+        return extract_first(reply, len(options))
     if scheme == "mme-regex":
         choices = raw_options or [f"({LETTERS[i]}) {o}" for i, o in enumerate(options)]
         return extract_mme(reply, choices)

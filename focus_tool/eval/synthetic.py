@@ -38,6 +38,7 @@ from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.adapters.registry import load_adapter
 from focus_tool.config import FocusConfig
 from focus_tool.data import synthetic as syn
+from focus_tool.eval.scoring import Scheme, predicted_letter
 from focus_tool.grid import PatchGrid
 from focus_tool.ops.boxes import box_coverage, box_intersection
 from focus_tool.pipeline import FocusPipeline
@@ -75,11 +76,6 @@ def _vision_only_map(adapter: LlavaAdapter, image: Image.Image, target: str) -> 
     return adapter.vision_word_similarity(image, target).numpy().astype(np.float64)
 
 
-def _letter(answer: str | None) -> str:
-    a = (answer or "").strip()
-    return a[:1] if a[:1] in LETTERS else ""
-
-
 def _sliding_windows(wh: tuple[int, int], side: float) -> np.ndarray:
     """Windows of ``side`` px with stride side/2 covering the image, (M, 4)."""
     w, h = wh
@@ -88,11 +84,13 @@ def _sliding_windows(wh: tuple[int, int], side: float) -> np.ndarray:
     return np.array([[x, y, min(x + side, w), min(y + side, h)] for y in ys for x in xs])
 
 
+_SCORING: dict[str, Scheme] = {"logit": "logit", "letter": "letter-first"}
+"""The :mod:`~focus_tool.eval.scoring` scheme that judges each answer scheme's replies."""
+
+
 def _judge(answer: str | None, options: list[str], correct_option: str, scheme: str) -> bool:
-    """Whether a reply picks ``correct_option``: its letter (letter scheme) or its text (logit scheme)."""
-    if scheme == "logit":
-        return answer == correct_option
-    return _letter(answer) == LETTERS[options.index(correct_option)]
+    """Whether a reply picks ``correct_option``, judged by :func:`~focus_tool.eval.scoring.predicted_letter`."""
+    return predicted_letter(answer or "", options, _SCORING[scheme]) == LETTERS[options.index(correct_option)]
 
 
 SCHEME_TEXT = {

@@ -143,20 +143,22 @@ def test_mme_split_and_weighted_overall() -> None:
 
 
 @pytest.mark.parametrize(
-    ("reply", "strict", "lenient"),
+    ("reply", "strict", "lenient", "first"),
     [
-        ("A", "A", "A"),
-        ("B.", "B", "B"),
-        ("(C)", "C", "C"),
-        ("The answer is A", "", "A"),
-        ("The answer is (D) because the dots look pink in the zoomed view of the card", "", "D"),
-        ("E", "", ""),  # not an option of a 4-option question
-        ("cyan", "", ""),
+        ("A", "A", "A", "A"),
+        ("B.", "B", "B", "B"),
+        ("(C)", "C", "C", ""),
+        (" D because", "", "D", "D"),  # the synthetic letter scheme reads the first character only
+        ("The answer is A", "", "A", ""),
+        ("The answer is (D) because the dots look pink in the zoomed view of the card", "", "D", ""),
+        ("E", "", "", ""),  # not an option of a 4-option question
+        ("cyan", "", "", ""),
     ],
 )
-def test_letter_extractors(reply: str, strict: str, lenient: str) -> None:
+def test_letter_extractors(reply: str, strict: str, lenient: str, first: str) -> None:
     assert extract_strict(reply, 4) == strict
     assert extract_lenient(reply, 4) == lenient
+    assert predicted_letter(reply, ("w", "x", "y", "z"), "letter-first") == first
 
 
 def test_logit_scheme_maps_option_text() -> None:
