@@ -251,7 +251,7 @@ def evaluate(
     with (out / "items.jsonl").open("w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    summary = summarise(
+    summary = _summarise(
         records,
         pos_conf,
         neg_conf,
@@ -275,7 +275,7 @@ def evaluate(
     return summary
 
 
-def summarise(
+def _summarise(
     records: list[dict[str, Any]],
     pos: list[float],
     neg: list[float],
