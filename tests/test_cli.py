@@ -155,7 +155,8 @@ def test_zoom_json_and_overlay(tmp_path: Path, tiny: Path, image: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr
     result = FocusResult.model_validate_json(p.stdout)
-    w, h = Image.open(image).size
+    with Image.open(image) as im:
+        w, h = im.size
     assert result.image_wh == (w, h)
     assert result.targets == ["red card"] and result.target_types == ["single"]
     assert result.question is None and result.answer is None and result.answer_view == "none"
@@ -170,13 +171,14 @@ def test_zoom_json_and_overlay(tmp_path: Path, tiny: Path, image: Path) -> None:
     assert len(selected) == 1  # type-1, one target: one winner
 
     assert out.is_file()
-    written = Image.open(out)
+    with Image.open(out) as f:
+        written = f.convert("RGB")
     assert written.size == (w, h)
 
     # the boxes are drawn where the JSON says: same picture when re-rendered from the JSON result ...
     img = load_image(image)
     rendered = overlay(img, result)
-    assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(rendered))
+    assert np.array_equal(np.asarray(written), np.asarray(rendered))
     # ... and along the selected box's top edge the pixels differ from an overlay without regions
     bare = np.asarray(overlay(img, result.model_copy(update={"regions": []})))
     x0, y0, x1, _ = selected[0].box
