@@ -55,9 +55,9 @@ class AgentPolicy:
     """
 
     allowed_roots: tuple[Path, ...] = ()
-    max_file_bytes: int = 20_000_000
+    max_file_bytes: int = InputPolicy.max_file_bytes  # the engine's caps unless a surface sets tighter ones
     max_base64_bytes: int = 3_000_000
-    max_pixels: int = 40_000_000
+    max_pixels: int = InputPolicy.max_pixels
     max_crops: int = 8
     max_output_side_px: int = 768
     max_output_bytes: int = 800_000
