@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/embedded"))
     ap.add_argument("--ablations", action="store_true")
-    ap.add_argument("--scheme", choices=["letter", "logit"], default=None, help="answer scheme (default: the preset's)")
+    ap.add_argument("--scheme", choices=list(SCHEME_TEXT), default=None, help="answer scheme (default: the preset's)")
     ap.add_argument("--set", action="append", default=[], help="override a setting: GROUP.FIELD=JSON_VALUE")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
