@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -148,6 +149,10 @@ def train(
         base = {k: v for k, v in cfg.training_args().items() if not k.startswith(("stage2_", "stage3_"))}
         cfg = TrainConfig.from_flat(**{**base, "ckpt_every": cfg.ckpt_every, **flat})
     cfg.check()
+    # torch's BLAS on x86 is MKL, whose dynamic mode may use fewer threads than asked when the cores are busy; that
+    # changes the order of float sums, so the weights would depend on the machine's load. MKL reads this when it
+    # starts (a caller's own setting wins).
+    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
