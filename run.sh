@@ -39,6 +39,7 @@ case "$cmd" in
   demo) exec "$VENV/bin/focus" demo "$@" ;;
   test)
     "$VENV/bin/ruff" check focus_tool mcp_server tests examples benchmarks
+    "$VENV/bin/ruff" format --check --quiet .
     "$VENV/bin/mypy" focus_tool mcp_server
     exec "$VENV/bin/python" -m pytest -q "$@" ;;
   focus) exec "$VENV/bin/focus" "$@" ;;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,18 @@ def test_training_smoke_and_resume(tmp_path: Path) -> None:
     import torch
 
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 4
+
+
+@pytest.mark.parametrize(("before", "after"), [(None, "FALSE"), ("TRUE", "TRUE")])
+def test_training_pins_mkl_dynamic_unless_the_caller_set_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: str | None, after: str
+) -> None:
+    # MKL's dynamic mode lets the machine's load change the weights; a caller's own setting wins
+    monkeypatch.setenv("MKL_DYNAMIC", before or "unset")  # records the original, so the test leaves no trace
+    if before is None:
+        monkeypatch.delenv("MKL_DYNAMIC")
+    train(tmp_path, steps=1, stage2_steps=0, batch_size=2, threads=1, progress=False, arch=TINY)
+    assert os.environ["MKL_DYNAMIC"] == after
 
 
 def test_second_stage_longer_than_the_run_is_refused(tmp_path: Path) -> None:
