@@ -6,8 +6,8 @@ Usage (one checkout per run, then diff the outputs):
 For the default training command (4500 steps, the last 1000 a second stage, seed 0), each line holds the step,
 the learning rate and the first 16 hex digits of a sha256 over the collated batch (input ids, pixels, labels, patch
 labels). Two checkouts that print the same lines feed the optimizer the same data at the same rates, so a difference
-in their weights comes from the arithmetic. Works on the current layout (``TrainConfig``) and on the single-file
-``train.py`` before the split (98e6a3e, whose retrain gave the shipped weights).
+in their weights comes from the arithmetic. Works on the current layout (``step_examples``, what train() calls)
+and on the single-file ``train.py`` before the split (98e6a3e, whose retrain gave the shipped weights).
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from focus_tool.embedded.build import EmbeddedArch, build_processor
 STEPS, STAGE2_STEPS, SEED = 4500, 1000, 0
 
 
-def _stream_parts() -> tuple[Callable[[int], float], int, int, float, Callable[..., Any], Callable[..., Any]]:
-    """(lr_at, main_steps, batch_size, warm_frac, sample_example, collate) of the checkout on the path."""
-    if hasattr(T, "TrainConfig"):
-        from focus_tool.embedded.data import collate, sample_example
+def _steps() -> tuple[Callable[[int], float], Callable[[int], list[Any]]]:
+    """(lr_at, examples_at) of the default command, for the checkout on the path."""
+    if hasattr(T, "step_examples"):  # the current layout: train()'s own schedule and batch function
         from focus_tool.embedded.schedule import Schedule
 
-        cfg = T.TrainConfig()
+        cfg, arch = T.TrainConfig(), EmbeddedArch()
         sched = Schedule(lr=cfg.lr, steps=cfg.steps, stage2=cfg.stage2, stage3=cfg.stage3)
-        return sched.lr_at, sched.main_steps, cfg.batch_size, cfg.warm_frac, sample_example, collate
-    # before the split: the schedule was a closure inside train(); this is its formula for the default command
+        return sched.lr_at, lambda step: T.step_examples(step, cfg, sched, arch)
+    # 98e6a3e: the schedule and the batch loop were written inside train(); these are its lines for the default
+    # command (batch 32, warm-up share 0.1, stage-2 shares 0.45 pair / 0.25 side, no stage 3)
     lr, main_steps = 1e-3, STEPS - STAGE2_STEPS
     warmup = max(1, int(0.04 * main_steps))
 
@@ -51,7 +51,23 @@ def _stream_parts() -> tuple[Callable[[int], float], int, int, float, Callable[.
             return lr * (step + 1) / warmup
         return cosine((step - warmup) / max(1, main_steps - warmup), 1.0)
 
-    return lr_at, main_steps, 32, 0.1, T.sample_example, T.collate  # type: ignore[attr-defined]
+    def examples_at(step: int) -> list[Any]:
+        rng = np.random.default_rng([syn.TRAIN_STREAM, SEED, step])
+        examples = []
+        for _ in range(32):
+            r = rng.random() if step >= main_steps else 1.0
+            examples.append(
+                T.sample_example(  # type: ignore[attr-defined]
+                    rng,
+                    warm=step < 0.1 * main_steps,
+                    arch=EmbeddedArch(),
+                    force_pair=0 <= r < 0.45,
+                    force_side=0.45 <= r < 0.7,
+                )
+            )
+        return examples
+
+    return lr_at, examples_at
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,22 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop", type=int, default=STEPS)
     ap.add_argument("--every", type=int, default=10)
     args = ap.parse_args(argv)
-    lr_at, main_steps, batch_size, warm_frac, sample_example, collate = _stream_parts()
-    arch = EmbeddedArch()
-    processor = build_processor(arch)
+    lr_at, examples_at = _steps()
+    collate = T.collate  # type: ignore[attr-defined]  # imported by train.py in both layouts
+    processor = build_processor(EmbeddedArch())
     for step in range(args.start, args.stop, args.every):
-        rng = np.random.default_rng([syn.TRAIN_STREAM, SEED, step])
-        stage2 = step >= main_steps
-        examples = []
-        for _ in range(batch_size):
-            r = rng.random() if stage2 else 1.0
-            force_pair, force_side = 0 <= r < 0.45, 0.45 <= r < 0.7  # the default stage-2 shares; no stage 3
-            examples.append(
-                sample_example(
-                    rng, warm=step < warm_frac * main_steps, arch=arch, force_pair=force_pair, force_side=force_side
-                )
-            )
-        batch = collate(examples, processor)
+        batch = collate(examples_at(step), processor)
         h = hashlib.sha256()
         for key in sorted(batch):
             value = batch[key]

@@ -29,6 +29,7 @@ from focus_tool.embedded.data import (
     PATCH_LABEL_KEYS,
     PIP_CLASSES,
     SIDE_CLASSES,
+    Example,
     collate,
     sample_example,
 )
@@ -108,6 +109,33 @@ class TrainConfig:
         }
 
 
+def step_examples(step: int, cfg: TrainConfig, sched: Schedule, arch: EmbeddedArch) -> list[Example]:
+    """The batch of training step ``step``: a function of the seed, the step and the schedule alone.
+
+    Args:
+        step: training step (0-based).
+        cfg: the run (seed, batch size, warm-up share).
+        sched: its schedule (stage boundaries and the later stages' example shares).
+        arch: model sizes (the image size the scenes are drawn at).
+
+    Returns:
+        ``cfg.batch_size`` examples, drawn from the step's own random stream.
+    """
+    rng = np.random.default_rng([syn.TRAIN_STREAM, cfg.seed, step])
+    warm = step < cfg.warm_frac * sched.main_steps
+    stage2, stage3 = step >= sched.main_steps, step >= sched.stage3_start
+    examples = []
+    for _ in range(cfg.batch_size):
+        r = rng.random() if stage2 else 1.0
+        force_pair, force_side, force_exist = sched.forced(r, stage3)
+        examples.append(
+            sample_example(
+                rng, warm=warm, arch=arch, force_pair=force_pair, force_side=force_side, force_exist=force_exist
+            )
+        )
+    return examples
+
+
 def _build(arch: EmbeddedArch) -> tuple[Any, Any]:
     processor = build_processor(arch)
     tok = processor.tokenizer
@@ -184,7 +212,6 @@ def train(
     params = list(model.parameters()) + list(aux_mod.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = Schedule(lr=cfg.lr, steps=cfg.steps, stage2=cfg.stage2, stage3=cfg.stage3)
-    main_steps, stage3_start = sched.main_steps, sched.stage3_start
 
     captured: dict[str, torch.Tensor] = {}
     model.model.multi_modal_projector.register_forward_hook(lambda _m, _i, o: captured.__setitem__("proj", o))
@@ -203,19 +230,7 @@ def train(
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="train")
     t0 = time.time()
     for step in bar:
-        rng = np.random.default_rng([syn.TRAIN_STREAM, cfg.seed, step])
-        warm = step < cfg.warm_frac * main_steps
-        stage2, stage3 = step >= main_steps, step >= stage3_start
-        examples = []
-        for _ in range(cfg.batch_size):
-            r = rng.random() if stage2 else 1.0
-            force_pair, force_side, force_exist = sched.forced(r, stage3)
-            examples.append(
-                sample_example(
-                    rng, warm=warm, arch=arch, force_pair=force_pair, force_side=force_side, force_exist=force_exist
-                )
-            )
-        batch = collate(examples, processor)
+        batch = collate(step_examples(step, cfg, sched, arch), processor)
         card_l, pip_l, count_l, side_l = (batch.pop(k, None) for k in PATCH_LABEL_KEYS)
         for g in opt.param_groups:
             g["lr"] = sched.lr_at(step)
