@@ -43,6 +43,10 @@ def test_training_smoke_and_resume(tmp_path: Path) -> None:
     import torch
 
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 4
+    # what besides the command decides the floats is written beside the log
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["threads"] == 1
+    assert env["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 @pytest.mark.parametrize(("before", "after"), [(None, "FALSE"), ("TRUE", "TRUE")])

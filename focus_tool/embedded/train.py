@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import platform
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from focus_tool.embedded.data import (
 from focus_tool.embedded.losses import AUX_CHOICES, aux_loss
 from focus_tool.embedded.schedule import DEFAULT_STAGE2, DEFAULT_STAGE3, Schedule, StageConfig, check_stages
 
-__all__ = ["TrainConfig", "export_checkpoint", "main", "train"]
+__all__ = ["TrainConfig", "environment", "export_checkpoint", "main", "train"]
 
 logger = logging.getLogger(__name__)
 EMBED_INIT_STD = 1.0  # word embeddings at RMS 1 per dim, the scale of a block's output at init (see train())
@@ -136,6 +137,32 @@ def step_examples(step: int, cfg: TrainConfig, sched: Schedule, arch: EmbeddedAr
     return examples
 
 
+def environment() -> dict[str, Any]:
+    """What besides the command decides a run's floats: library versions, the CPU and its kernels, BLAS settings.
+
+    Weights are reproducible bit for bit only where all of this matches: torch and MKL pick their vectorised kernels
+    by the CPU's instruction set (``ATEN_CPU_CAPABILITY``, ``MKL_CBWR`` override that), which changes the order of
+    float sums (see the model card, "Retraining").
+    """
+    import torch
+    import transformers
+
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+        "cpu": cpu,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        **{k: os.environ.get(k) for k in ("MKL_DYNAMIC", "MKL_CBWR", "ATEN_CPU_CAPABILITY")},
+    }
+
+
 def _build(arch: EmbeddedArch) -> tuple[Any, Any]:
     processor = build_processor(arch)
     tok = processor.tokenizer
@@ -160,7 +187,7 @@ def train(
     (likewise for stage 3, with the same stage-2 settings).
 
     Args:
-        out: run folder (``ckpt.pt``, ``train_log.jsonl``, ``model/``).
+        out: run folder (``ckpt.pt``, ``train_log.jsonl``, ``environment.json``, ``model/``).
         config: the run; None: :class:`TrainConfig` defaults.
         arch: model sizes; None: the shipped ones.
         progress: show a progress bar.
@@ -225,6 +252,9 @@ def train(
         opt.load_state_dict(state["opt"])
         start = state["step"]
         logger.info("resumed from step %d", start)
+    env = environment()
+    (out / "environment.json").write_text(json.dumps(env, indent=1))  # the last (re)start's; see environment()
+    logger.info("environment: %s", env)
     log = (out / "train_log.jsonl").open("a")
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="train")
