@@ -24,6 +24,7 @@ from focus_tool.embedded.data import (
 )
 from focus_tool.embedded.losses import POS_MARGIN
 from focus_tool.embedded.train import main, train
+from focus_tool.machine import cpu_model
 from tests.tiny_models import TINY
 
 pytestmark = pytest.mark.slow
@@ -47,6 +48,7 @@ def test_training_smoke_and_resume(tmp_path: Path) -> None:
     env = json.loads((tmp_path / "environment.json").read_text())
     assert env["torch"] == torch.__version__ and env["threads"] == 1
     assert env["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["cpu"] == cpu_model() and env["cpu"]
 
 
 @pytest.mark.parametrize(("before", "after"), [(None, "FALSE"), ("TRUE", "TRUE")])

@@ -36,6 +36,7 @@ from focus_tool.embedded.data import (
 )
 from focus_tool.embedded.losses import AUX_CHOICES, aux_loss
 from focus_tool.embedded.schedule import DEFAULT_STAGE2, DEFAULT_STAGE3, Schedule, StageConfig, check_stages
+from focus_tool.machine import cpu_model
 
 __all__ = ["TrainConfig", "environment", "export_checkpoint", "main", "train"]
 
@@ -147,16 +148,11 @@ def environment() -> dict[str, Any]:
     import torch
     import transformers
 
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
     return {
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "machine": platform.machine(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         **{k: os.environ.get(k) for k in ("MKL_DYNAMIC", "MKL_CBWR", "ATEN_CPU_CAPABILITY")},
