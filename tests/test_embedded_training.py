@@ -45,7 +45,9 @@ def test_training_smoke_and_resume(tmp_path: Path) -> None:
 
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 4
     # what besides the command decides the floats is written beside the log
-    env = json.loads((tmp_path / "environment.json").read_text())
+    starts = [json.loads(line) for line in (tmp_path / "environment.jsonl").read_text().splitlines()]
+    assert [e["start_step"] for e in starts] == [0, 3]  # the first start and the resume each leave a line
+    env = starts[-1]
     assert env["torch"] == torch.__version__ and env["threads"] == 1
     assert env["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert env["cpu"] == cpu_model() and env["cpu"]

@@ -183,7 +183,7 @@ def train(
     (likewise for stage 3, with the same stage-2 settings).
 
     Args:
-        out: run folder (``ckpt.pt``, ``train_log.jsonl``, ``environment.json``, ``model/``).
+        out: run folder (``ckpt.pt``, ``train_log.jsonl``, ``environment.jsonl``, ``model/``).
         config: the run; None: :class:`TrainConfig` defaults.
         arch: model sizes; None: the shipped ones.
         progress: show a progress bar.
@@ -248,8 +248,9 @@ def train(
         opt.load_state_dict(state["opt"])
         start = state["step"]
         logger.info("resumed from step %d", start)
-    env = environment()
-    (out / "environment.json").write_text(json.dumps(env, indent=1))  # the last (re)start's; see environment()
+    env = {"start_step": start, **environment()}  # one line per (re)start: a run resumed elsewhere shows it
+    with (out / "environment.jsonl").open("a") as f:
+        f.write(json.dumps(env) + "\n")
     logger.info("environment: %s", env)
     log = (out / "train_log.jsonl").open("a")
     model.train()
