@@ -45,6 +45,8 @@ COUNT_WORDS = ("1", "2", "3", "4")
 SIDES = ("left", "right")
 QuestionKind = Literal["attribute", "relative", "count"]
 KINDS: tuple[QuestionKind, ...] = ("attribute", "relative", "count")
+ANSWERS: dict[QuestionKind, tuple[str, ...]] = {"attribute": tuple(PIP_COLORS), "count": COUNT_WORDS, "relative": SIDES}
+EXISTENCE_ANSWERS = ("Yes", "No")
 
 TRAIN_STREAM = 0  # seed streams: np.random.default_rng([stream, seed]) keeps training and test scenes disjoint
 TEST_STREAM = 1
@@ -138,8 +140,7 @@ def question_text(kind: QuestionKind, targets: tuple[str, ...]) -> str:
 
 def answer_options(kind: QuestionKind, correct: str, rng: np.random.Generator) -> tuple[str, ...]:
     """All options of ``kind`` with ``correct`` first and the others in a seeded order."""
-    pool = {"attribute": tuple(PIP_COLORS), "count": COUNT_WORDS, "relative": SIDES}[kind]
-    others = [o for o in pool if o != correct]
+    others = [o for o in ANSWERS[kind] if o != correct]
     rng.shuffle(others)
     return (correct, *others)
 

@@ -70,7 +70,7 @@ def _extraction_example(rng: np.random.Generator) -> Example:
     names = (f"{colors[0]} card", f"{colors[1]} card")
     q = syn.question_text(kind, names)
     if rng.random() < 0.5:
-        pool = {"attribute": list(syn.PIP_COLORS), "count": list(syn.COUNT_WORDS), "relative": list(syn.SIDES)}[kind]
+        pool = list(syn.ANSWERS[kind])
         rng.shuffle(pool)
         q = q + " " + " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(pool))
     if rng.random() < 0.15:

@@ -36,6 +36,7 @@ from focus_tool.embedded.data import (
 )
 from focus_tool.embedded.losses import AUX_CHOICES, aux_loss
 from focus_tool.embedded.schedule import DEFAULT_STAGE2, DEFAULT_STAGE3, Schedule, StageConfig, check_stages
+from focus_tool.embedded.world import write as write_world
 from focus_tool.machine import cpu_model
 
 __all__ = ["TrainConfig", "environment", "export_checkpoint", "main", "train"]
@@ -304,6 +305,7 @@ def train(
     model.save_pretrained(final)
     processor.save_pretrained(final)
     (final / "training_args.json").write_text(json.dumps(cfg.training_args(), indent=1))
+    write_world(final)
     return final
 
 
@@ -324,6 +326,7 @@ def export_checkpoint(run_dir: Path, out: Path, arch: EmbeddedArch | None = None
     model.load_state_dict(torch.load(run_dir / "ckpt.pt", weights_only=False)["model"])
     model.eval().save_pretrained(out)
     processor.save_pretrained(out)
+    write_world(out)
     return out
 
 
