@@ -98,6 +98,10 @@ class RankConfig:
     # "found" when the best region's c_Yes >= found_conf (the Yes side of the Yes/No softmax); below it the target
     # is reported not found and, under answer.on_not_found="full_image", no region is selected  [choice]
     found_conf: float = 0.5
+    # ambiguity counts distinct objects: two ROIs above found_conf are one object when their boxes overlap or touch
+    # and the relevance map between their centres stays >= object_dip x the lower end (a dip to the background
+    # separates two cards); 0 = touching boxes alone decide (steps/status.py)  [choice]
+    object_dip: float = 0.5
     accept_conf: float = 0.9
     ambiguity_ratio: float = 0.5
     flat_peak: float = 2.0
@@ -115,6 +119,7 @@ class RankConfig:
         _check(self.rank_batch_size >= 1, f"rank_batch_size must be >= 1, got {self.rank_batch_size}")
         _check(0.0 <= self.t_type2 <= 1.0, f"t_type2 must be in [0, 1], got {self.t_type2}")
         _check(0.0 <= self.found_conf <= 1.0, f"found_conf must be in [0, 1], got {self.found_conf}")
+        _check(0.0 <= self.object_dip <= 1.0, f"object_dip must be in [0, 1], got {self.object_dip}")
         _check(0.0 <= self.accept_conf <= 1.0, f"accept_conf must be in [0, 1], got {self.accept_conf}")
         _check(self.ambiguity_ratio > 0, f"ambiguity_ratio must be > 0, got {self.ambiguity_ratio}")
         _check(self.flat_peak >= 0, f"flat_peak must be >= 0, got {self.flat_peak}")
@@ -143,10 +148,15 @@ class AnswerConfig:
     # logit scheme: prefill the answer prompt once and score the K options as continuations of its cache (1 pass
     # instead of K; same scores within float error, tests/test_option_prefix.py)  [choice; SEAL's own way]
     shared_prefix: bool = False
+    # the answer confidence (AnswerEvidence.confidence) below which a result carries a low_confidence warning; chosen
+    # per checkpoint on the validation stream (docs/method.md, "Answer evidence"); 0 = never (not chosen: no
+    # real checkpoint has been run)  [choice]
+    low_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.canvas_cell >= 16, f"canvas_cell must be >= 16, got {self.canvas_cell}")
         _check(self.max_crops >= 1, f"max_crops must be >= 1, got {self.max_crops}")
+        _check(0.0 <= self.low_confidence <= 1.0, f"low_confidence must be in [0, 1], got {self.low_confidence}")
 
 
 @dataclass(frozen=True, kw_only=True)

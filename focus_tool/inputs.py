@@ -27,6 +27,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import stat
 import warnings
 import zlib
@@ -41,6 +42,7 @@ from focus_tool.errors import InputRejected, quote_text
 
 SAFE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # never EPS (Ghostscript)
 NEUTRAL_GREY: tuple[int, int, int] = (128, 128, 128)
+_WORDS = re.compile(r"[^\W_]")  # a letter or digit in any script: a text without one has no words
 PATH_QUOTE_CHARS = 200  # paths are quoted longer than other caller text: the file name is at their end
 
 
@@ -236,11 +238,17 @@ def load_image(source: str | Path | bytes | Image.Image, policy: InputPolicy | N
     return decode_image_bytes(read_image_file(path, policy), policy, what=quote_text(str(source), PATH_QUOTE_CHARS))
 
 
-def check_text(text: str | None, what: str, policy: InputPolicy | None = None) -> str:
-    """Strip and validate a question or target; raises InputRejected when empty or too long."""
+def check_text(text: object, what: str, policy: InputPolicy | None = None) -> str:
+    """Strip and validate a question, target or option; raises InputRejected when not text, empty, wordless (no
+    letter or digit) or too long.
+    """
     policy = policy or InputPolicy()
+    if text is not None and not isinstance(text, str):
+        raise InputRejected(f"the {what} must be text, got {type(text).__name__}")
     if text is None or not text.strip():
         raise InputRejected(f"the {what} is empty; ask about something in the image")
+    if not _WORDS.search(text):
+        raise InputRejected(f"the {what} {quote_text(text)} has no words; ask about something in the image")
     if len(text) > policy.max_question_chars:
         raise InputRejected(
             f"the {what} has {len(text)} characters; the limit is {policy.max_question_chars}; shorten it"

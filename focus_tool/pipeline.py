@@ -21,10 +21,11 @@ from PIL import Image
 
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.config import FocusConfig
-from focus_tool.errors import ConfigError, InputRejected
+from focus_tool.errors import ConfigError, InputRejected, quote_text
 from focus_tool.inputs import InputPolicy, check_text, load_image
 from focus_tool.prompts import existence_prompt, format_options
 from focus_tool.result import (
+    AnswerEvidence,
     FocusResult,
     QuestionState,
     Region,
@@ -33,13 +34,14 @@ from focus_tool.result import (
     ResultWarning,
     TargetStatus,
 )
-from focus_tool.steps.answer import answer_view, crop, focus_views
+from focus_tool.steps.answer import answer_view, crop, focus_views, option_probabilities
 from focus_tool.steps.proposals import propose_regions
 from focus_tool.steps.ranking import rank_adaptive, rank_type1, rank_type2
 from focus_tool.steps.regions import Regions
 from focus_tool.steps.relevance import relevance_map, to_grid
 from focus_tool.steps.status import target_status
 from focus_tool.steps.targets import Target, extraction_prompt, grounded, noun_phrases, parse_targets
+from focus_tool.world import OutsideWorld, QuestionForm, World, read_world
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +62,34 @@ class _TargetOutcome:
     warnings: list[ResultWarning]
 
 
+@dataclass(frozen=True)
+class _Request:
+    """A question / target / options triple admitted by :meth:`FocusPipeline.admit`, in the model's spelling."""
+
+    question: str | None
+    targets: list[str] | None
+    options: list[str] | None
+
+
 class FocusPipeline:
-    """FOCUS over one adapter. Thread-safe: one inference at a time (the adapter's counter is shared)."""
+    """FOCUS over one adapter. Thread-safe: one inference at a time (the adapter's counter is shared).
+
+    ``world`` is what the model can be asked about (:mod:`focus_tool.world`): by default the closed world its
+    checkpoint folder declares (``focus_world.json``; the embedded model has one), None for an open-world model.
+    """
 
     def __init__(
-        self, adapter: MLLMAdapter, config: FocusConfig | None = None, policy: InputPolicy | None = None
+        self,
+        adapter: MLLMAdapter,
+        config: FocusConfig | None = None,
+        policy: InputPolicy | None = None,
+        *,
+        world: World | Literal["checkpoint"] | None = "checkpoint",
     ) -> None:
         self.adapter = adapter
         self.config = config or FocusConfig()
         self.policy = policy or InputPolicy()
+        self.world = read_world(adapter.model_id) if world == "checkpoint" else world
         self._lock = threading.Lock()
 
     @classmethod
@@ -128,10 +149,9 @@ class FocusPipeline:
         """
         if question is None and target is None:
             raise InputRejected("give a question or a target to look for")
+        req = self.admit(question, target, options)
+        q, options = req.question, req.options
         img = load_image(image, self.policy)
-        q = check_text(question, "question", self.policy) if question is not None else None
-        if options is not None and self.config.answer.scheme == "logit" and len(options) < 2:
-            raise InputRejected("the logit answer scheme needs at least two options")
         report: ProgressFn = progress or (lambda _m, _f: None)
         with self._lock:
             self.adapter.counter.reset()
@@ -139,11 +159,7 @@ class FocusPipeline:
             t0 = time.perf_counter()
             report("targets", 0.0)
             notes: list[ResultWarning] = []
-            unknown = self.adapter.unknown_words(q) if q is not None and target is None else []
-            if unknown:
-                report("done", 1.0)
-                return self._refused(img, q, self._vocabulary_warning(unknown))
-            targets = self._targets(q, target, notes)
+            targets = self._targets(q, req.targets, notes)
             timings["targets"] = time.perf_counter() - t0
             if not targets:
                 notes.append(
@@ -165,36 +181,77 @@ class FocusPipeline:
 
     def vanilla(self, image: str | Image.Image, *, question: str, options: Sequence[str] | None = None) -> FocusResult:
         """Answer on the whole image (the baseline FOCUS is compared with)."""
+        req = self.admit(question, None, options)
+        q, options = str(req.question), req.options
         img = load_image(image, self.policy)
-        q = check_text(question, "question", self.policy)
         with self._lock:
             self.adapter.counter.reset()
             t0 = time.perf_counter()
             with self.adapter.counter.in_phase("answer"):
-                if self._logit(options):
-                    answer = self._best_option([img], q, options)
-                else:
-                    answer = self.adapter.generate(
-                        img, self._answer_text(q, options), max_new_tokens=self.config.answer.max_new_tokens
-                    )
+                answer, evidence = self._answer_on([img], q, options)
             return self._result(
                 img,
                 method="vanilla",
                 question=q,
                 answer=answer,
+                answer_evidence=evidence,
                 answer_view="full",
                 timings_s={"answer": time.perf_counter() - t0},
-                status=ResultStatus(question="answered_on_whole_image"),
+                status=ResultStatus(question="answered_on_whole_image", warnings=self._confidence_warnings(evidence)),
             )
+
+    def admit(
+        self, question: str | None, target: str | Sequence[str] | None, options: Sequence[str] | None
+    ) -> _Request:
+        """Check a request's texts before any model call; returns them in the model's own spelling.
+
+        Every text must have words; with a closed :attr:`world` the question must be one of its forms, the targets
+        its objects and the options answers of the question's form (:class:`~focus_tool.world.OutsideWorld`
+        otherwise); with an open world, no word of the question or targets may be unknown to the tokenizer (also
+        ``OutsideWorld``).
+
+        Raises:
+            InputRejected: a wrong type, an empty or wordless text, too few options for the logit scheme.
+            OutsideWorld: a text the model cannot know.
+        """
+        q = check_text(question, "question", self.policy) if question is not None else None
+        phrases: list[str] | None = None
+        if target is not None:
+            if not isinstance(target, str | list | tuple) or not target:
+                raise InputRejected(f"target must be a phrase or a non-empty list of phrases, got {quote_text(target)}")
+            phrases = [check_text(t, "target", self.policy) for t in ([target] if isinstance(target, str) else target)]
+        opts: list[str] | None = None
+        if options is not None:
+            if isinstance(options, str) or not isinstance(options, list | tuple):
+                raise InputRejected(
+                    f"options must be a list of strings, e.g. ['white', 'black'], got {quote_text(options)}"
+                )
+            opts = [check_text(o, "option", self.policy) for o in options]
+            if len(set(opts)) < len(opts):
+                raise InputRejected(f"the options repeat one another: {quote_text(' | '.join(opts))}; give each once")
+            if self.config.answer.scheme == "logit" and len(opts) < 2:
+                raise InputRejected("the logit answer scheme needs at least two options")
+        if self.world is not None:
+            form: QuestionForm | None = None
+            if q is not None:
+                q, form = self.world.check_question(q)
+            phrases = [self.world.check_target(p) for p in phrases] if phrases is not None else None
+            opts = self.world.check_options(opts, form) if opts is not None else None
+        else:
+            texts = [q or "", *(phrases or [])]  # options are scored, not read: an unknown word only lowers a score
+            unknown = [w for t in texts for w in self.adapter.unknown_words(t)]
+            if unknown:
+                raise OutsideWorld(
+                    f"the model's vocabulary has no word {', '.join(quote_text(w) for w in dict.fromkeys(unknown))}; "
+                    "rephrase with words it knows"
+                )
+        return _Request(q, phrases, opts)
 
     # ------------------------------------------------------------------ steps
 
-    def _targets(
-        self, question: str | None, target: str | Sequence[str] | None, notes: list[ResultWarning]
-    ) -> list[Target]:
-        if target is not None:
-            phrases = [target] if isinstance(target, str) else list(target)
-            targets = [Target(check_text(p, "target", self.policy)) for p in phrases]
+    def _targets(self, question: str | None, phrases: list[str] | None, notes: list[ResultWarning]) -> list[Target]:
+        if phrases is not None:
+            targets = [Target(p) for p in phrases]
             if question is not None:
                 parsed = parse_targets(
                     "info about " + " and ".join(t.phrase for t in targets), question, self.config.targets
@@ -284,7 +341,9 @@ class FocusPipeline:
             ranking = rank_type1(len(cands), score, cfg.rank)
         timings["ranking"] = timings.get("ranking", 0.0) + time.perf_counter() - t2
 
-        status, warnings, selected_idx = target_status(target, ranking, anchor_scores, cfg)
+        status, warnings, selected_idx = target_status(
+            target, ranking, anchor_scores, cfg, boxes_cells=grid.image_xyxy_to_cells(cands.boxes), relevance=grid_map
+        )
         regions = cands.ranked(grid, ranking.confidence, selected_idx, target.phrase)
         selected = cands.boxes[list(selected_idx)] if selected_idx else np.zeros((0, 4))
         selected_conf = np.array([ranking.confidence.get(i, np.nan) for i in selected_idx], dtype=np.float64)
@@ -301,13 +360,58 @@ class FocusPipeline:
     def _logit(self, options: Sequence[str] | None) -> bool:
         return self.config.answer.scheme == "logit" and bool(options)
 
-    def _best_option(self, images: Sequence[Image.Image], question: str, options: Sequence[str] | None) -> str:
-        """Logit matching: the option with the highest mean log-probability as the reply to the bare question."""
+    def _best_option(
+        self, images: Sequence[Image.Image], question: str, options: Sequence[str] | None
+    ) -> tuple[str, AnswerEvidence]:
+        """Logit matching: the option with the highest mean log-probability as the reply to the bare question,
+        with every option's probability (the softmax of those scores).
+        """
         opts = list(options or [])
         scores = self.adapter.option_log_likelihoods(
             images, question, opts, shared_prefix=self.config.answer.shared_prefix
         )  # (K,)
-        return opts[int(scores.argmax())]
+        best = int(scores.argmax())
+        return opts[best], self._evidence(option_probabilities(opts, scores.double().numpy()), opts[best])
+
+    def _answer_on(
+        self, images: Sequence[Image.Image], question: str, options: Sequence[str] | None
+    ) -> tuple[str, AnswerEvidence | None]:
+        """The answer on one image (or images in order, before the question) and its evidence."""
+        if self._logit(options):
+            return self._best_option(images, question, options)
+        text, max_new = self._answer_text(question, options), self.config.answer.max_new_tokens
+        if len(images) == 1:
+            reply = self.adapter.generate(images[0], text, max_new_tokens=max_new)
+        else:
+            reply = self.adapter.generate_interleaved([*images, text], max_new_tokens=max_new)
+        return reply, self._free_evidence(reply)
+
+    def _evidence(self, probs: dict[str, float], chosen: str) -> AnswerEvidence:
+        thr = self.config.answer.low_confidence
+        conf = probs[chosen]
+        return AnswerEvidence(kind="options", confidence=conf, options=probs, threshold=thr, low=conf < thr)
+
+    def _free_evidence(self, reply: str) -> AnswerEvidence | None:
+        """Evidence of a generated reply from its mean token log-probability (None if the adapter gave none)."""
+        mean = getattr(reply, "mean_logprob", None)
+        if mean is None:
+            return None
+        thr = self.config.answer.low_confidence
+        conf = float(np.exp(min(0.0, mean)))
+        return AnswerEvidence(
+            kind="free", confidence=round(conf, 6), mean_logprob=round(min(0.0, mean), 6), threshold=thr, low=conf < thr
+        )
+
+    def _confidence_warnings(self, evidence: AnswerEvidence | None) -> list[ResultWarning]:
+        if evidence is None or not evidence.low:
+            return []
+        return [
+            ResultWarning(
+                code="low_confidence",
+                message=f"the model is unsure of its answer (confidence {evidence.confidence:.2f} < "
+                f"{evidence.threshold}); treat it as a guess",
+            )
+        ]
 
     def _answer_text(self, question: str, options: Sequence[str] | None) -> str:
         if self._logit(options):
@@ -339,6 +443,7 @@ class FocusPipeline:
         text = self._answer_text(question, options) if question is not None and run_answer else None
         max_new = self.config.answer.max_new_tokens
         answer: str | None = None
+        evidence: AnswerEvidence | None = None
         mode: Literal["full", "crop", "union", "canvas", "multi"]
         if self.adapter.answer_mode == "multi" and sum(len(np.atleast_2d(b)) for b in per_target) > 0:
             # global-local / native models: outlined context image + one crop per ROI in one prompt (spec Sec. 7)
@@ -353,42 +458,44 @@ class FocusPipeline:
                 with self.adapter.counter.in_phase("answer"):
                     if self._logit(options):
                         images = [p for p in views.parts if isinstance(p, Image.Image)]
-                        answer = self._best_option(images, question, options)
+                        answer, evidence = self._best_option(images, question, options)
                     else:
                         answer = self.adapter.generate_interleaved([*views.parts, text], max_new_tokens=max_new)
+                        evidence = self._free_evidence(answer)
         else:  # global-view models, or nothing found: one image (crop / union / canvas / full)
             view = answer_view(img, per_target, type2=type2, cfg=self.config.answer)
             mode, used_boxes = view.mode, view.boxes_xyxy
             if text is not None and question is not None:
                 with self.adapter.counter.in_phase("answer"):
-                    if self._logit(options):
-                        answer = self._best_option([view.image], question, options)
-                    else:
-                        answer = self.adapter.generate(view.image, text, max_new_tokens=max_new)
+                    answer, evidence = self._answer_on([view.image], question, options)
         timings["answer"] = time.perf_counter() - t0
         regions: list[Region] = []
         for o in outcomes:
             regions.extend(o.regions)
         regions = [r.model_copy(update={"id": f"r{i + 1}"}) for i, r in enumerate(regions)]
         grid = self.adapter.grid_for(img.size)
-        answer_boxes = [tuple(int(v) for v in b) for b in grid.to_int_xyxy(used_boxes)] if len(used_boxes) else []
+        shown = question is not None and len(used_boxes) > 0  # a target search has no answer view
+        answer_boxes = [tuple(int(v) for v in b) for b in grid.to_int_xyxy(used_boxes)] if shown else []
         warnings = [*notes, *(w for o in outcomes for w in o.warnings)]
         state: QuestionState = "not_asked"
         if answer is not None:
             state = "answered_on_region" if mode != "full" else "answered_on_whole_image"
         if mode in ("full", "none") and outcomes:
+            proposed = any(o.regions for o in outcomes)
             warnings.append(
                 ResultWarning(
                     code="nothing_found",
-                    message="no region passed the existence check; "
+                    message=("no region passed the existence check; " if proposed else "no region was proposed; ")
                     + ("the answer was made on the whole image" if answer is not None else "no region is selected"),
                 )
             )
+        warnings += self._confidence_warnings(evidence)
         status = ResultStatus(question=state, targets=[o.status for o in outcomes], warnings=warnings)
         return self._result(
             img,
             question=question,
             answer=answer,
+            answer_evidence=evidence,
             targets=[t.phrase for t in targets],
             target_types=["all" if t.all_instances else "single" for t in targets],
             regions=regions,
@@ -399,21 +506,6 @@ class FocusPipeline:
             timings_s=timings,
             status=status,
         )
-
-    def _vocabulary_warning(self, unknown: list[str]) -> list[ResultWarning]:
-        known = self.adapter.vocabulary()
-        shown = ", ".join(known[:80]) + (" ..." if len(known) > 80 else "")
-        return [
-            ResultWarning(
-                code="out_of_vocabulary",
-                message=f"the model does not know the word(s) {', '.join(repr(w) for w in unknown[:10])}; "
-                + (f"it knows only: {shown}" if known else "rephrase the question"),
-            )
-        ]
-
-    def _refused(self, img: Image.Image, question: str | None, warnings: list[ResultWarning]) -> FocusResult:
-        """A result that answers nothing, with the reason in its warnings (no region, no answer)."""
-        return self._result(img, question=question, status=ResultStatus(question="refused", warnings=warnings))
 
     def _result(self, img: Image.Image, *, method: str = "focus", **fields: Any) -> FocusResult:
         """:meth:`FocusResult.from_run` for this adapter's model and counter on ``img``."""

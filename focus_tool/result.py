@@ -91,17 +91,49 @@ AnswerView = Literal["full", "crop", "union", "canvas", "multi", "none"]
 TargetType = Literal["single", "all"]
 Box = tuple[int, int, int, int]
 TargetState = Literal["found", "not_found", "ambiguous", "unverified"]
-QuestionState = Literal["answered_on_region", "answered_on_whole_image", "refused", "not_asked"]
+QuestionState = Literal["answered_on_region", "answered_on_whole_image", "not_asked"]
 WarningCode = Literal[
     "target_not_in_question",
     "no_target_in_question",
-    "out_of_vocabulary",
     "flat_map",
     "all_crops_no",
     "ambiguous",
     "nothing_found",
     "answered_below_threshold",
+    "low_confidence",
 ]
+
+
+class AnswerEvidence(BaseModel):
+    """How sure the model was of its answer, read from the pass that made it (no extra pass).
+
+    Option answers (the logit scheme): ``options`` holds every option's probability, the softmax of the mean
+    log-probabilities the scheme ranks them by (so the chosen option is the most probable one), and ``confidence``
+    the chosen option's. Free answers (generated text, the letter scheme included): ``mean_logprob`` is the mean
+    log-probability of the generated tokens and ``confidence`` its exponential (the geometric mean token
+    probability). ``low`` is ``confidence < threshold``, the preset's ``answer.low_confidence``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["options", "free"] = Field(description="options: scored options; free: a generated reply")
+    confidence: float = Field(ge=0.0, le=1.0, description="P(chosen option), or exp(mean token log-probability)")
+    options: dict[str, float] = Field(
+        default_factory=dict, description="option -> probability (sums to 1); empty for a free answer"
+    )
+    mean_logprob: float | None = Field(default=None, le=0.0, description="mean token log-probability (free answers)")
+    threshold: float = Field(ge=0.0, le=1.0, description="below it the result carries a low_confidence warning")
+    low: bool = Field(description="confidence < threshold")
+
+    def line(self) -> str:
+        """One line for people: the confidence, the options' probabilities (best first) or the mean log-probability."""
+        if self.kind == "options":
+            ranked = sorted(self.options.items(), key=lambda kv: -kv[1])
+            detail = "options: " + ", ".join(f"{o} {p:.2f}" for o, p in ranked)
+        else:
+            detail = f"mean token log-probability {self.mean_logprob:.3f}"
+        flag = f"; LOW (< {self.threshold})" if self.low else ""
+        return f"confidence {self.confidence:.2f} ({detail}){flag}"
 
 
 class TargetStatus(BaseModel):
@@ -112,12 +144,14 @@ class TargetStatus(BaseModel):
     target: str
     state: TargetState = Field(
         description="found: the best region's P(Yes) >= the threshold; not_found: below it (no region selected); "
-        "ambiguous: more than one region of a single-instance target above it; unverified: no existence check "
+        "ambiguous: more than one distinct object of a single-instance target above it; unverified: no existence check "
         "ran (ranking switched off)"
     )
     confidence: float | None = Field(ge=0.0, le=1.0, description="P(Yes) of the best region; None if unverified")
     threshold: float = Field(ge=0.0, le=1.0, description="the P(Yes) threshold of 'found'")
-    regions_above: int = Field(ge=0, description="scored regions with P(Yes) >= threshold")
+    regions_above: int = Field(
+        ge=0, description="distinct objects among the regions with P(Yes) >= threshold (overlapping crops count once)"
+    )
 
 
 class ResultWarning(BaseModel):
@@ -135,8 +169,7 @@ class ResultStatus(BaseModel):
 
     question: QuestionState = Field(
         description="answered_on_region: the answer was made on the selected region(s); answered_on_whole_image: "
-        "nothing was found, so the answer is the whole-image answer; refused: the question was not answered "
-        "(see warnings); not_asked: no question, or answer=False"
+        "nothing was found, so the answer is the whole-image answer; not_asked: no question, or answer=False"
     )
     targets: list[TargetStatus] = Field(default_factory=list)
     warnings: list[ResultWarning] = Field(default_factory=list)
@@ -151,6 +184,9 @@ class FocusResult(BaseModel):
     image_wh: tuple[int, int]
     question: str | None = None
     answer: str | None = None
+    answer_evidence: AnswerEvidence | None = Field(
+        default=None, description="the answer's confidence (and every option's probability); None without an answer"
+    )
     targets: list[str] = Field(default_factory=list)
     target_types: list[TargetType] = Field(default_factory=list)
     regions: list[Region] = Field(default_factory=list)
@@ -194,6 +230,7 @@ class FocusResult(BaseModel):
         timings_s: Mapping[str, float] | None = None,
         question: str | None = None,
         answer: str | None = None,
+        answer_evidence: AnswerEvidence | None = None,
         targets: Sequence[str] = (),
         target_types: Sequence[TargetType] = (),
         regions: Sequence[Region] = (),
@@ -217,6 +254,7 @@ class FocusResult(BaseModel):
             timings_s: seconds per step.
             question: the question (None for a target-only search).
             answer: the answer (None when none was made).
+            answer_evidence: the answer's confidence and option probabilities.
             targets: the target phrases searched.
             target_types: "single" / "all" per target.
             regions: the ranked regions, ids set.
@@ -235,6 +273,7 @@ class FocusResult(BaseModel):
             image_wh=image_wh,
             question=question,
             answer=answer,
+            answer_evidence=answer_evidence,
             targets=list(targets),
             target_types=list(target_types),
             regions=list(regions),

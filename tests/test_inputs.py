@@ -14,6 +14,7 @@ from PIL import Image
 from focus_tool.errors import FocusError, InputRejected, ModelLoadError, TargetNotPlaced
 from focus_tool.inputs import NEUTRAL_GREY, InputPolicy, check_text, decode_image_bytes, load_image
 from focus_tool.ops.images import CLIP_MEAN_RGB, MAX_PAD_SIDE_PX, pad_to_square
+from focus_tool.world import OutsideWorld
 from tests.bad_inputs import (
     long_name,
     write_alpha_png,
@@ -130,6 +131,9 @@ def test_load_image_from_pil(image: Image.Image, policy: InputPolicy | None, rai
         ("", None, None, pytest.raises(InputRejected, match="the question is empty")),
         ("   \n\t", None, None, pytest.raises(InputRejected, match="the question is empty")),  # whitespace only
         (None, None, None, pytest.raises(InputRejected, match="the question is empty")),
+        (123, None, None, pytest.raises(InputRejected, match="the question must be text, got int")),
+        ("???", None, None, pytest.raises(InputRejected, match="has no words")),
+        ("\u200b", None, None, pytest.raises(InputRejected, match="has no words")),
         (
             "x" * 11,
             InputPolicy(max_question_chars=10),
@@ -203,8 +207,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
         ({}, pytest.raises(InputRejected, match="give a question or a target")),
         (
             {"target": "zebra"},
-            pytest.raises(TargetNotPlaced, match=r"vocabulary has no token for the target 'zebra'"),
-        ),  # not in the tiny model's closed vocabulary
+            pytest.raises(OutsideWorld, match=r"vocabulary has no word 'zebra'"),
+        ),  # not in the tiny model's closed vocabulary: refused before any model call
     ],
 )
 def test_pipeline_rejects(pipeline, kwargs: dict, raises: AbstractContextManager) -> None:

@@ -26,6 +26,23 @@ AnswerMode = Literal["single", "multi"]
 PHASES: tuple[Phase, ...] = ("search", "answer", "aux")
 
 
+class Reply(str):
+    """A generated reply: the text (a ``str``) plus the mean log-probability of its tokens.
+
+    ``mean_logprob`` is the mean over the generated tokens that are not special tokens (EOS, padding) of
+    log p(token | prompt, earlier tokens) under greedy decoding; None when the adapter cannot tell (a plugin's
+    ``generate`` returning a plain ``str``).
+    """
+
+    mean_logprob: float | None
+
+    def __new__(cls, text: str, mean_logprob: float | None = None) -> Reply:
+        """The reply ``text`` with its mean token log-probability."""
+        reply = super().__new__(cls, text)
+        reply.mean_logprob = mean_logprob
+        return reply
+
+
 def _zeros() -> dict[str, int]:
     return dict.fromkeys(PHASES, 0)
 
@@ -170,7 +187,10 @@ class MLLMAdapter(ABC):
 
     @abstractmethod
     def generate(self, image: Image.Image | None, text: str, *, max_new_tokens: int) -> str:
-        """Greedy reply to ``text`` (with ``image`` first, if any); counts one pass."""
+        """Greedy reply to ``text`` (with ``image`` first, if any); counts one pass.
+
+        Built-in adapters return a :class:`Reply` (the text with its mean token log-probability).
+        """
 
     def generate_interleaved(self, parts: Sequence[Image.Image | str], *, max_new_tokens: int) -> str:
         """Greedy reply to one user turn of images and text lines in the given order; counts one pass.

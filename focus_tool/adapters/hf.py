@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Self
 import torch
 from PIL import Image
 
-from focus_tool.adapters.base import ForwardCounter, LMDims, MLLMAdapter
+from focus_tool.adapters.base import ForwardCounter, LMDims, MLLMAdapter, Reply
 from focus_tool.adapters.common import (
     ContinuationInputs,
     n_images,
@@ -205,13 +205,28 @@ class TransformersAdapter(MLLMAdapter):
         """Extra inputs of a continuation of the prefilled prompt ``enc`` (none: positions follow the cache)."""
         return None
 
-    def _greedy(self, enc: Any, max_new_tokens: int) -> str:
-        """Greedy ``generate`` on one encoded prompt; decodes only the new tokens and counts one pass."""
+    def _greedy(self, enc: Any, max_new_tokens: int) -> Reply:
+        """Greedy ``generate`` on one encoded prompt; decodes only the new tokens and counts one pass.
+
+        The reply carries the mean log-probability of its non-special tokens, from the logits greedy decoding
+        computes anyway (no extra pass).
+        """
         pad = self._pad_id()
-        out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        out = self.model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
         self.counter.add(1, int(enc["attention_mask"].sum()), images=n_images(enc))
-        new = out[0, enc["input_ids"].shape[1] :]
-        return str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
+        new = out.sequences[0, enc["input_ids"].shape[1] :]
+        logp = torch.stack([torch.log_softmax(s[0].float(), dim=-1)[t] for s, t in zip(out.logits, new, strict=False)])
+        special = set(self.tokenizer.all_special_ids)
+        keep = torch.tensor([int(t) not in special for t in new[: len(logp)]], dtype=torch.bool)
+        mean = float(logp[keep].mean()) if bool(keep.any()) else (float(logp.mean()) if len(logp) else None)
+        return Reply(str(self.tokenizer.decode(new, skip_special_tokens=True)).strip(), mean)
 
     def _decoder_layers(self) -> Any:
         """The language model's decoder layers (each with its ``self_attn``)."""

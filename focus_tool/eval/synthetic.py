@@ -2,6 +2,9 @@
 
     python -m focus_tool.eval.synthetic --model focus_tool/embedded/model --n 300 --out benchmarks/results/embedded
 
+``--split validation`` draws the questions from the validation stream instead of the test split and adds the choice
+of the low-confidence threshold (:func:`focus_tool.eval.reliability.choose_low_confidence`) to the report.
+
 Per question (fixed-seed test split, options shuffled per item with a seeded RNG), under the preset's answer
 scheme (``--scheme`` overrides): ``letter`` = lettered options, first letter of the reply must match (strict);
 ``logit`` = V* logit matching, the option with the highest mean log-probability as the reply to the bare question:
@@ -11,7 +14,9 @@ scheme (``--scheme`` overrides): ``letter`` = lettered options, first letter of 
 - pointing: argmax cell of the map inside or touching the ground-truth box, per LM layer, for the preset's
   layer range, and for a vision-only baseline (cosine of projector outputs with the object word's input embedding);
 - coverage: the selected region covers >= 50 % of the ground-truth box;
-- existence AUROC: P(Yes) on crops (the size FOCUS uses) with vs without the target.
+- existence AUROC: P(Yes) on crops (the size FOCUS uses) with vs without the target;
+- answer evidence: how often FOCUS answered on a region, and its accuracy against its answer confidence (reliability
+  table, expected calibration error, ``reliability.png``).
 With ``--ablations``: n_steps = 1 without overrun, random map, K-K without RoPE, every single layer,
 and an exhaustive sliding-window search ranked by P(Yes) with no map; the random map without ranking and, when the
 preset clamps negative similarities, the unclamped map with and without ranking (what the ranking adds on maps
@@ -38,6 +43,12 @@ from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.adapters.registry import load_adapter
 from focus_tool.config import FocusConfig
 from focus_tool.data import synthetic as syn
+from focus_tool.eval.reliability import (
+    choose_low_confidence,
+    expected_calibration_error,
+    plot_reliability,
+    reliability_table,
+)
 from focus_tool.eval.scoring import Scheme, predicted_letter
 from focus_tool.grid import PatchGrid
 from focus_tool.ops.boxes import box_coverage, box_intersection
@@ -109,6 +120,7 @@ def evaluate(
     limit_layers: bool = True,
     overrides: dict[str, Any] | None = None,
     scheme: str | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Run every measurement and write the report; returns the summary dict."""
     adapter = load_adapter(model)
@@ -153,7 +165,7 @@ def evaluate(
                 cfg, relevance=dataclasses.replace(cfg.relevance, layers=(0, adapter.num_layers))
             )
     var_pipes = {k: FocusPipeline(adapter, v) for k, v in variants.items()}
-    items = syn.benchmark_items(seed, n)
+    items = syn.benchmark_items(seed, n, stream=syn.VALIDATION_STREAM if split == "validation" else syn.TEST_STREAM)
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     pos_conf: list[float] = []
@@ -176,6 +188,9 @@ def evaluate(
         res = pipe.zoom(image, question=q.text, options=options)
         rec["focus"] = _judge(res.answer, options, correct, scheme)
         rec["focus_answer"] = res.answer
+        rec["focus_status"] = None if res.status is None else res.status.question
+        rec["focus_confidence"] = None if res.answer_evidence is None else res.answer_evidence.confidence
+        rec["vanilla_confidence"] = None if van.answer_evidence is None else van.answer_evidence.confidence
         rec["targets_ok"] = sorted(res.targets) == sorted(q.targets)
         rec["search_fp"] = res.forward_passes.search
         rec["answer_fp"] = res.forward_passes.answer
@@ -242,7 +257,7 @@ def evaluate(
 
             view = answer_view(image, best, type2=False, cfg=cfg.answer)
             if scheme == "logit":
-                ans = pipe._best_option([view.image], q.text, options)
+                ans, _ = pipe._best_option([view.image], q.text, options)
             else:
                 ans = adapter.generate(view.image, pipe._answer_text(q.text, options), max_new_tokens=8)
             rec["abl_sliding_window"] = _judge(ans, options, correct, scheme)
@@ -259,8 +274,20 @@ def evaluate(
         (lo, hi),
         list(var_pipes) + (["sliding_window"] if ablations else []),
     )
+    conf = [r["focus_confidence"] for r in records]
+    if all(c is not None for c in conf):
+        table = reliability_table(conf, [r["focus"] for r in records])
+        summary["reliability"] = {"table": table, "ece": expected_calibration_error(table)}
+        summary["low_confidence"] = {
+            "threshold": cfg.answer.low_confidence,
+            "flagged": round(100 * float(np.mean([c < cfg.answer.low_confidence for c in conf])), 2),
+        }
+        if split == "validation":
+            summary["low_confidence"]["choice"] = choose_low_confidence(conf, [r["focus"] for r in records])
+        plot_reliability(table, out / "reliability.png", f"FOCUS answers, {split} split (n = {n}, seed {seed})")
     summary.update(
         {
+            "split": split,
             "model": adapter.model_id,
             "n": n,
             "seed": seed,
@@ -308,6 +335,9 @@ def _summarise(
         },
         "pointing_vision_only": round(100 * float(np.mean([p for r in records for p in r["pointing_vision_only"]])), 2),
         "coverage_ge_50": mean("covered"),
+        "answered_on_region": round(
+            100 * float(np.mean([r["focus_status"] == "answered_on_region" for r in records])), 2
+        ),
         "existence_auroc": round(auroc(pos, neg), 4),
         "layers": list(layers),
         "search_fps_mean": round(float(np.mean([r["search_fp"] for r in records])), 3),
@@ -330,7 +360,7 @@ def markdown(s: dict[str, Any]) -> str:
     """The report as Markdown tables."""
     a = s["accuracy"]
     lines = [
-        f"# Synthetic benchmark: {s['model']} (n = {s['n']}, seed {s['seed']})",
+        f"# Synthetic benchmark: {s['model']} ({s.get('split', 'test')} split, n = {s['n']}, seed {s['seed']})",
         "",
         f"Answer scheme: {s['answer_scheme']}. Chance: {s['chance']} %.",
         "",
@@ -366,7 +396,42 @@ def markdown(s: dict[str, Any]) -> str:
         f"Existence AUROC on crops with vs without the target: {s['existence_auroc']}.",
         "",
     ]
+    if "reliability" in s:
+        lines += _evidence_markdown(s)
     return "\n".join(lines)
+
+
+def _evidence_markdown(s: dict[str, Any]) -> list[str]:
+    """The answer-evidence section: answered on a region, reliability table, the low-confidence threshold."""
+    low = s["low_confidence"]
+    lines = [
+        "## Answer evidence",
+        "",
+        f"FOCUS answered on a region in {s['answered_on_region']} % of questions. Accuracy against the answer's "
+        f"confidence (the chosen option's probability; expected calibration error {s['reliability']['ece']}; "
+        "plot: `reliability.png`):",
+        "",
+        "| confidence | n | mean confidence | accuracy % |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['bin']} | {r['n']} | {'-' if r['n'] == 0 else r['mean_confidence']} | "
+        f"{'-' if r['n'] == 0 else r['accuracy']} |"
+        for r in s["reliability"]["table"]
+    ]
+    lines += [
+        "",
+        f"The preset's `answer.low_confidence` is {low['threshold']}: {low['flagged']} % of these answers carry a "
+        "`low_confidence` warning.",
+    ]
+    if "choice" in low:
+        c = low["choice"]
+        lines += [
+            "",
+            f"Threshold choice on this validation split ({c['rule']}): **{c['threshold']}**; below it "
+            f"{c['n_below']} answers, {c['accuracy_below']} % right; above it {c['accuracy_above']} % right.",
+        ]
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,10 +444,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--scheme", choices=list(SCHEME_TEXT), default=None, help="answer scheme (default: the preset's)")
     ap.add_argument("--set", action="append", default=[], help="override a setting: GROUP.FIELD=JSON_VALUE")
+    ap.add_argument(
+        "--split", choices=["test", "validation"], default="test", help="test split or validation stream (thresholds)"
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
-    s = evaluate(a.model, n=a.n, seed=a.seed, out=a.out, ablations=a.ablations, overrides=overrides, scheme=a.scheme)
+    s = evaluate(
+        a.model,
+        n=a.n,
+        seed=a.seed,
+        out=a.out,
+        ablations=a.ablations,
+        overrides=overrides,
+        scheme=a.scheme,
+        split=a.split,
+    )
     sys_out = markdown(s)
     import sys
 
