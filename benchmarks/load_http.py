@@ -167,8 +167,11 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) ->
 
 
 def signature(structured: dict[str, Any]) -> str:
-    """What must not change between identical calls: answer, targets, regions (ids, boxes, confidences)."""
-    regions = [(r["id"], r["box"], r["confidence"], r["target"]) for r in structured["regions"]]
+    """What must not change between identical calls: answer, targets, regions (ids, boxes, confidences).
+
+    A region id is ``<call token>-r<n>``: the token is fresh on every call, the ``r<n>`` part is the result's own.
+    """
+    regions = [(r["id"].rsplit("-", 1)[-1], r["box"], r["confidence"], r["target"]) for r in structured["regions"]]
     return json.dumps([structured["answer"], structured["targets"], regions])
 
 

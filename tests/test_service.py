@@ -1,4 +1,4 @@
-"""The agent engine layer: path/base64/image policy, session cache with region zoom, the inference gate."""
+"""The agent engine layer: path/base64/image policy, session cache with per-caller region ids, the inference gate."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from focus_tool.agent import (
     FocusService,
     InferenceGate,
     ServiceBusy,
+    SessionCache,
     check_path,
     decode_base64,
     open_image,
     summary_json,
 )
 from focus_tool.errors import InputRejected
+from focus_tool.result import FocusResult, ForwardPasses, Region
 from tests.agent_support import ScriptedEngine
 from tests.bad_inputs import write_huge_header_png, write_png, write_text_as_png, write_truncated_png
 from tests.http_images import ImageServer, Route, serve_routes
@@ -120,28 +122,39 @@ def test_base64_rules(root: Path, policy: AgentPolicy) -> None:
         open_image(policy, image_path=str(root / "scene.png"), image_base64="AAAA")
 
 
-def test_region_zoom_maps_boxes_back_and_ids_nest(root: Path, policy: AgentPolicy) -> None:
+def _token(region_id: str) -> str:
+    """The per-result token of an issued id '<token>-r<n>'."""
+    token, local = region_id.split("-")
+    assert len(token) >= 7 and local.startswith("r"), region_id
+    return token
+
+
+def test_region_zoom_maps_boxes_back_and_sub_regions_get_their_own_token(root: Path, policy: AgentPolicy) -> None:
     engine = ScriptedEngine()
     service = FocusService(engine, policy)
     path = str(root / "scene.png")
     first = service.zoom(image_path=path, question="colour?", target="card")
-    assert [r.id for r in first.result.regions] == ["r1", "r2"]
+    r1, r2 = (r.id for r in first.result.regions)
+    assert _token(r1) == _token(r2) and [r1[-3:], r2[-3:]] == ["-r1", "-r2"]
     assert first.result.regions[0].box == (64, 48, 128, 96)
     assert first.result.session.cache_hit is False and first.result.session.forward_passes_saved == 0
 
-    inner = service.zoom(image_path=path, question="colour?", target="card", region_id="r1")
+    inner = service.zoom(image_path=path, question="colour?", target="card", region_id=r1)
     assert engine.calls[-1] == (64, 48)  # the model saw the crop only
     # ScriptedEngine puts r1 at [w/4, h/4, w/2, h/2] of the crop: (16, 12, 32, 24) + origin (64, 48)
-    assert inner.result.regions[0].id == "r1.1"
+    sub = inner.result.regions[0].id
+    assert sub.endswith("-r1") and _token(sub) != _token(r1)  # a fresh token, not 'r1.1'
     assert inner.result.regions[0].box == (80, 60, 96, 72)
     assert inner.result.image_wh == (256, 192)
     assert inner.result.answer_boxes == [(80, 60, 96, 72)]
-    assert inner.result.session.parent_region_id == "r1"
+    assert inner.result.session.parent_region_id == r1
     assert inner.result.session.parent_box == (64, 48, 128, 96)
-    assert set(inner.result.session.known_region_ids) == {"r1", "r2", "r1.1", "r1.2"}
+    known = inner.result.session.known_region_ids
+    assert set(known) == {r1, r2, *(r.id for r in inner.result.regions)}
+    assert known[-2:] == [r.id for r in inner.result.regions]  # the most recent last
 
-    deeper = service.zoom(image_path=path, target="card", region_id="r1.1")
-    assert deeper.result.regions[0].id == "r1.1.1"
+    deeper = service.zoom(image_path=path, target="card", region_id=sub)
+    assert deeper.result.session.parent_region_id == sub
     assert deeper.result.session.parent_box == (72, 50, 104, 82)  # grown about its centre to 32 px
 
 
@@ -149,25 +162,94 @@ def test_identical_request_is_a_result_cache_hit(root: Path, policy: AgentPolicy
     engine = ScriptedEngine()
     service = FocusService(engine, policy)
     path = str(root / "scene.png")
-    service.zoom(image_path=path, question="colour?")
+    first = service.zoom(image_path=path, question="colour?")
     again = service.zoom(image_path=path, question="  colour? ")
     assert len(engine.calls) == 1
     assert again.result.session.cache_hit is True
     assert again.result.session.reuse == "result"
     assert again.result.session.forward_passes_saved == 6  # search 4 + answer 1 + extraction 1
+    assert [r.box for r in again.result.regions] == [r.box for r in first.result.regions]
+    assert _token(again.result.regions[0].id) != _token(first.result.regions[0].id)  # ids are never reused
+    for r in (first.result.regions[0], again.result.regions[0]):  # both calls' ids stay usable
+        assert service.zoom(image_path=path, target="card", region_id=r.id).result.session.parent_box == r.box
     other = service.zoom(image_path=path, question="shape?")
-    assert len(engine.calls) == 2 and other.result.session.forward_passes_saved == 0
+    assert other.result.session.forward_passes_saved == 0
     assert '"cache_hit":false' in summary_json(other)
 
 
-def test_unknown_region_id_says_what_is_known(root: Path, policy: AgentPolicy) -> None:
+def test_a_region_id_not_returned_to_the_caller_is_refused_in_one_line(root: Path, policy: AgentPolicy) -> None:
     service = FocusService(ScriptedEngine(), policy)
     path = str(root / "scene.png")
-    with pytest.raises(InputRejected, match="call without region_id first"):
+    with pytest.raises(InputRejected, match=r"region_id 'r1' is unknown: .* without region_id first") as info:
         service.zoom(image_path=path, target="card", region_id="r1")
-    service.zoom(image_path=path, target="card")
-    with pytest.raises(InputRejected, match="known ids: r1, r2"):
+    assert "\n" not in str(info.value)
+    ids = [r.id for r in service.zoom(image_path=path, target="card").result.regions]
+    with pytest.raises(InputRejected, match=rf"region_id 'r7' is unknown: .*\(e\.g\. {ids[0]}, {ids[1]}\)"):
         service.zoom(image_path=path, target="card", region_id="r7")
+    with pytest.raises(InputRejected, match="not returned to this caller"):  # the id of a result on another image
+        service.zoom(image_path=str(write_png(root / "other.png", (200, 300))), target="card", region_id=ids[0])
+
+
+def test_region_ids_belong_to_the_caller_they_were_returned_to(root: Path, policy: AgentPolicy) -> None:
+    engine = ScriptedEngine()
+    service = FocusService(engine, policy)
+    path = str(root / "scene.png")
+    a = service.zoom(image_path=path, target="card", caller="A").result
+    b = service.zoom(image_path=path, target="card", caller="B").result  # identical request: a cache hit...
+    assert b.session.cache_hit and len(engine.calls) == 1
+    a_ids, b_ids = [r.id for r in a.regions], [r.id for r in b.regions]
+    assert not set(a_ids) & set(b_ids)  # ...with fresh ids registered to B
+    assert a.session.known_region_ids == a_ids and b.session.known_region_ids == b_ids
+    with pytest.raises(InputRejected, match=f"region_id '{a_ids[0]}' is unknown: it was not returned to this caller"):
+        service.zoom(image_path=path, target="card", region_id=a_ids[0], caller="B")
+    with pytest.raises(InputRejected, match="is unknown"):
+        service.zoom(image_path=path, target="card", region_id=a_ids[0])  # the default caller "" is a caller too
+    inner_b = service.zoom(image_path=path, target="card", region_id=b_ids[0], caller="B").result
+    inner_a = service.zoom(image_path=path, target="card", region_id=a_ids[0], caller="A").result
+    assert inner_b.session.parent_box == b.regions[0].box == inner_a.session.parent_box
+    assert inner_a.session.cache_hit and len(engine.calls) == 2  # same crop: A reuses B's zoom, under its own ids
+    assert not {r.id for r in inner_a.regions} & {r.id for r in inner_b.regions}
+
+
+def _result(n_regions: int, wh: tuple[int, int] = (100, 80)) -> FocusResult:
+    regions = [
+        Region(id=f"r{i}", box=(i, 0, i + 10, 10), confidence=0.9, target="card", rank=i, anchor_score=1.0)
+        for i in range(1, n_regions + 1)
+    ]
+    return FocusResult(
+        model_id="m",
+        image_wh=wh,
+        targets=["card"],
+        regions=regions,
+        forward_passes=ForwardPasses(search=0, answer=0, aux=0),
+        prefill_tokens=0,
+    )
+
+
+def test_session_cache_ids_are_unique_and_owned() -> None:
+    cache = SessionCache(max_images=2, max_regions_per_image=8)
+    seen: set[str] = set()
+    first = ""
+    for i in range(1000):  # 1000 results of one region each: no id repeats, even after the early ones expired
+        issued, known = cache.issue("img", f"caller{i % 3}", _result(1))
+        (rid,) = (r.id for r in issued.regions)
+        assert rid not in seen and rid.endswith("-r1") and rid in known
+        seen.add(rid)
+        first = first or rid
+    assert len(seen) == 1000
+    issued, _ = cache.issue("img", "A", _result(3))
+    a1, a2, a3 = (r.id for r in issued.regions)
+    assert issued.regions[1].box == (2, 0, 12, 10) and cache.region_box("img", a2, "A") == (2, 0, 12, 10)
+    for caller, sha in (("B", "img"), ("", "img"), ("A", "other")):  # another caller, or another image
+        with pytest.raises(InputRejected, match="not returned to this caller"):
+            cache.region_box(sha, a1, caller)
+    with pytest.raises(InputRejected, match="is unknown"):
+        cache.region_box("img", first, "caller0")  # expired: 8 ids per image are kept (LRU)
+    cache.issue("img2", "A", _result(1))
+    cache.issue("img3", "A", _result(1))  # two images are kept: "img" is forgotten with its ids
+    with pytest.raises(InputRejected, match=r"call again on this image without region_id first"):
+        cache.region_box("img", a3, "A")
+    assert cache.known_ids("img", "A") == []
 
 
 def test_max_crops_and_output_caps(root: Path, policy: AgentPolicy) -> None:
@@ -301,8 +383,9 @@ def test_result_reuse_can_be_switched_off(root: Path, policy: AgentPolicy) -> No
     first = service.zoom(image_path=path, target="card")
     again = service.zoom(image_path=path, target="card")
     assert len(engine.calls) == 2 and not again.result.session.cache_hit
-    assert again.result.regions == first.result.regions
-    assert service.zoom(image_path=path, target="card", region_id="r1").result.session.parent_region_id == "r1"
+    assert [r.box for r in again.result.regions] == [r.box for r in first.result.regions]
+    rid = first.result.regions[0].id
+    assert service.zoom(image_path=path, target="card", region_id=rid).result.session.parent_region_id == rid
 
 
 def test_a_new_question_on_the_same_image_reuses_the_encoded_image(root: Path, policy: AgentPolicy) -> None:

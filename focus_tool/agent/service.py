@@ -8,15 +8,22 @@
    policy allows URLs, and then fetched by :mod:`focus_tool.fetch` (public addresses only, byte cap, timeout,
    image content type) and decoded with the same checks;
 2. looks the request up in a small session cache keyed by the SHA-256 of the image bytes: an identical request
-   returns the stored result (*result reuse*: the forward passes it cost are reported as saved; switched off with
-   ``reuse_results=False``, e.g. for load tests), and a request with ``region_id`` zooms inside a region of an
-   earlier result on the same image;
+   (same question, target and region box) returns the stored result (*result reuse*: the forward passes it cost
+   are reported as saved; switched off with ``reuse_results=False``, e.g. for load tests), and a request with
+   ``region_id`` zooms inside a region of an earlier result on the same image;
 3. runs :class:`~focus_tool.pipeline.FocusPipeline` one call at a time behind a bounded queue with a wait timeout,
    passing on the caller's per-step ``progress`` callback (called from the thread that runs the model).
 
 Zooming inside a region crops the region (grown to the pipeline's minimum side if needed), runs the pipeline on
 the crop and maps every box back with :meth:`PatchGrid.crop_to_image_xyxy`, so coordinates always stay in the
-original image. Sub-regions get hierarchical ids (``r1.2`` = region 2 found inside ``r1``).
+original image.
+
+Region ids are per caller (:mod:`focus_tool.agent.cache`): the pipeline numbers a result's regions ``r1``, ``r2``,
+...; every result handed out (computed or from the cache) gets a fresh token, so its ids read ``"<token>-r1"``, and
+they are registered to the ``caller`` key the surface passes (MCP: the client's session; LangChain: the tool
+instance; Python: any string, default ``""``). A region id this caller did not receive for this image (unknown,
+forgotten, or another caller's) is refused in one line before the call queues. Sub-regions of a zoom get their own
+token; ``session.parent_region_id`` names the region zoomed into.
 
 The encoded image is reused across calls on the same image: the service switches on the adapter's image-prefix KV
 cache (:mod:`focus_tool.adapters.prefix_cache`; LLaVA-1.5, the embedded model and LLaVA-OneVision), so a new
@@ -35,7 +42,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from focus_tool.agent.cache import SessionCache
+from focus_tool.agent.cache import Box, SessionCache
 from focus_tool.agent.gate import TRIM_AFTER_PIXELS, InferenceGate, release_freed_memory
 from focus_tool.agent.policy import DEFAULT_CROPS, AgentPolicy, LoadedImage, decode_image, read_source
 from focus_tool.agent.render import crop_jpegs, shift_result, top_regions
@@ -108,6 +115,7 @@ class FocusService:
         max_crops: int = DEFAULT_CROPS,
         return_images: bool = True,
         progress: ProgressFn | None = None,
+        caller: str = "",
     ) -> ZoomOutcome:
         """Open the image, reuse or compute the result (inside ``region_id`` if given), and cut the top crops.
 
@@ -116,11 +124,13 @@ class FocusService:
             image_base64: base64 image bytes.
             question: question to answer; its targets are extracted by the model unless ``target`` is set.
             target: object phrase to find (no answer without a question).
-            region_id: id of a region of an earlier result on the same image to zoom inside.
+            region_id: id of a region returned to this ``caller`` for the same image, to zoom inside.
             max_crops: how many top regions to return as images (1 .. policy.max_crops).
             return_images: cut JPEG crops of the top regions.
             progress: called by the pipeline as each step starts (from the calling thread, while the model runs);
                 not called on a cache hit.
+            caller: who is calling (a key the surface supplies); the result's region ids are registered to it, and
+                ``region_id`` must be one of its own.
 
         Raises:
             InputRejected: bad input, with the fix; ServiceBusy: queue full or wait timed out.
@@ -136,28 +146,29 @@ class FocusService:
             self.policy, image_path=image_path, image_base64=image_base64, downloads=self.downloads
         )
         if rid:
-            self.cache.region_box(src.sha256, rid)  # an unknown region id is refused before queueing
-        key = (q, t, rid)
+            self.cache.region_box(src.sha256, rid, caller)  # a region id not this caller's is refused before queueing
         t0 = time.perf_counter()
         with self.gate.slot():  # decode inside the slot: concurrent callers never hold several decoded images
             waited = time.perf_counter() - t0
             image = decode_image(src.data, self.policy, what=src.what)
             loaded = LoadedImage(image, src.sha256, src.source)
+            parent_box = self._crop_box(self.cache.region_box(loaded.sha256, rid, caller), image.size) if rid else None
+            key = (q, t, parent_box)
             cached = self.cache.lookup(loaded.sha256, key) if self.reuse_results else None
-            if cached is not None:
-                fp = cached.forward_passes
-                info = SessionInfo(
-                    image_sha256=loaded.sha256,
-                    cache_hit=True,
-                    reuse="result",
-                    forward_passes_saved=fp.search + fp.answer + fp.aux,
-                    parent_region_id=rid or None,
-                    parent_box=self.cache.region_box(loaded.sha256, rid) if rid else None,
-                    known_region_ids=self.cache.known_ids(loaded.sha256),
-                )
-                result = AgentResult(**cached.model_dump(), session=info)
-            else:
-                result = self._compute(loaded, q, t, rid, progress, waited)
+            base = cached if cached is not None else self._compute(loaded, q, t, parent_box, rid, progress, waited)
+            issued, known = self.cache.issue(loaded.sha256, caller, base)
+            fp = base.forward_passes
+            info = SessionInfo(
+                image_sha256=loaded.sha256,
+                cache_hit=cached is not None,
+                reuse="result" if cached is not None else "encoded_image" if base.image_cache_hits else "none",
+                forward_passes_saved=fp.search + fp.answer + fp.aux if cached is not None else 0,
+                prefill_tokens_saved=0 if cached is not None else base.prefill_tokens_reused,
+                parent_region_id=rid or None,
+                parent_box=parent_box,
+                known_region_ids=known,
+            )
+            result = AgentResult(**issued.model_dump(), session=info)
             regions = top_regions(result, max_crops)
             crops = crop_jpegs(image, regions, self.policy) if return_images else []
             image_wh = image.size
@@ -166,38 +177,34 @@ class FocusService:
                 release_freed_memory()
         return ZoomOutcome(result=result, image_wh=image_wh, top_regions=regions, crops_jpeg=crops)
 
+    def _crop_box(self, box: Box, image_wh: tuple[int, int]) -> Box:
+        """The crop the model sees for a region: its box grown about its centre to the policy's minimum side."""
+        grown = expand_to_min_size(np.asarray(box, dtype=np.float64), self.policy.image.min_side_px, image_wh)[0]
+        return (int(grown[0]), int(grown[1]), int(np.ceil(grown[2])), int(np.ceil(grown[3])))
+
     def _compute(
         self,
         loaded: LoadedImage,
         question: str,
         target: str,
+        parent_box: Box | None,
         region_id: str,
         progress: ProgressFn | None,
         waited: float,
-    ) -> AgentResult:
-        """Run the pipeline (the caller holds the gate's slot) and store the result in the session cache."""
-        image, parent_box = loaded.image, None
-        if region_id:
-            box = self.cache.region_box(loaded.sha256, region_id)
-            grown = expand_to_min_size(np.asarray(box, dtype=np.float64), self.policy.image.min_side_px, image.size)[0]
-            parent_box = (int(grown[0]), int(grown[1]), int(np.ceil(grown[2])), int(np.ceil(grown[3])))
-            image = image.crop(parent_box)
+    ) -> FocusResult:
+        """Run the pipeline (the caller holds the gate's slot) on the image or the crop ``parent_box``, and store the
+        result in the session cache with the pipeline's own region ids (boxes in original-image pixels).
+        """
+        image = loaded.image.crop(parent_box) if parent_box is not None else loaded.image
         raw = self.pipeline.zoom(image, question=question or None, target=target or None, progress=progress)
         del image
         if parent_box is not None:
-            raw = shift_result(raw, origin_xy=parent_box[:2], image_wh=loaded.image.size, prefix=region_id)
+            shifted = shift_result(raw, origin_xy=parent_box[:2], image_wh=loaded.image.size, prefix=region_id)
+            local_ids = [r.id for r in raw.regions]  # shift_result renames; the cache keeps the pipeline's ids
+            regions = [r.model_copy(update={"id": i}) for r, i in zip(shifted.regions, local_ids, strict=True)]
+            raw = shifted.model_copy(update={"regions": regions})
         raw = raw.model_copy(update={"timings_s": {**raw.timings_s, "queue": round(waited, 4)}})
-        known = self.cache.store(loaded.sha256, (question, target, region_id), raw)
-        info = SessionInfo(
-            image_sha256=loaded.sha256,
-            cache_hit=False,
-            reuse="encoded_image" if raw.image_cache_hits else "none",
-            forward_passes_saved=0,
-            prefill_tokens_saved=raw.prefill_tokens_reused,
-            parent_region_id=region_id or None,
-            parent_box=parent_box,
-            known_region_ids=known,
-        )
+        self.cache.store(loaded.sha256, (question, target, parent_box), raw)
         logger.info(
             "zoom on %s image %s (region %s): %d regions",
             loaded.source,
@@ -205,4 +212,4 @@ class FocusService:
             region_id or "-",
             len(raw.regions),
         )
-        return AgentResult(**raw.model_dump(), session=info)
+        return raw

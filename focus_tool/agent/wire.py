@@ -26,12 +26,17 @@ class SessionInfo(BaseModel):
     prefill_tokens_saved: int = Field(
         default=0, ge=0, description="prompt tokens (the image's) not recomputed thanks to the encoded-image cache"
     )
-    parent_region_id: str | None = Field(default=None, description="region zoomed into, if any")
+    parent_region_id: str | None = Field(
+        default=None, description="the region_id zoomed into (one returned to this caller earlier), if any"
+    )
     parent_box: tuple[int, int, int, int] | None = Field(
         default=None, description="[x0, y0, x1, y1] of the crop the model saw, original-image pixels"
     )
     known_region_ids: list[str] = Field(
-        default_factory=list, description="region ids a follow-up call on this image may pass as region_id"
+        default_factory=list,
+        description="region ids this caller may pass as region_id in a follow-up call on this image (ids are "
+        "'<token>-r<n>', fresh for every result and honoured only for the caller they were returned to; the most "
+        "recent ones, oldest first)",
     )
 
 
@@ -61,6 +66,10 @@ def summary_json(outcome: ZoomOutcome) -> str:
     summary = {
         "question": r.question,
         "answer": r.answer,
+        "answer_confidence": None if r.answer_evidence is None else round(r.answer_evidence.confidence, 4),
+        "option_probabilities": None
+        if r.answer_evidence is None or not r.answer_evidence.options
+        else {o: round(p, 4) for o, p in r.answer_evidence.options.items()},
         "targets": r.targets,
         "image_size": list(r.image_wh),
         "regions": [
@@ -96,9 +105,10 @@ def summary_json(outcome: ZoomOutcome) -> str:
             "prefill_tokens_saved": r.session.prefill_tokens_saved,
             "zoomed_into": r.session.parent_region_id,
         },
-        "note": "boxes are [x0, y0, x1, y1] in original-image pixels; confidence is P(object present) in 0-1; "
-        "status: answered_on_region, answered_on_whole_image (nothing found), refused (see warnings) or not_asked; "
-        "a target state of not_found means no region is selected; ambiguous means several regions match; "
+        "note": "boxes are [x0, y0, x1, y1] in original-image pixels; a region's confidence is P(object present) "
+        "in 0-1; answer_confidence is the model's probability of its answer (a low_confidence warning marks a guess); "
+        "status: answered_on_region, answered_on_whole_image (nothing found) or not_asked; "
+        "a target state of not_found means no region is selected; ambiguous means several distinct objects match; "
         "to zoom inside a region, call again with the same image and region_id set to its id",
     }
     return json.dumps(summary, separators=(",", ":"))

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_tests.integration_tests import ToolsIntegrationTests
 from langchain_tests.unit_tests import ToolsUnitTests
 
@@ -71,7 +72,7 @@ def test_content_blocks_and_artifact(zoom_tool: FocusZoomTool, images: Path) -> 
     assert kinds[0] == "text" and set(kinds[1:]) == {"image"} and 1 <= len(kinds) - 1 <= 2
     assert all(b["mime_type"] == "image/jpeg" and b["base64"] for b in msg.content[1:])
     summary = json.loads(msg.content[0]["text"])
-    assert summary["image_size"] == [256, 192] and summary["regions"][0]["id"] == "r1"
+    assert summary["image_size"] == [256, 192] and summary["regions"][0]["id"].endswith("-r1")
     assert isinstance(msg.artifact, AgentResult) and isinstance(msg.artifact, FocusResult)
     FocusResult.model_validate(msg.artifact.model_dump())
 
@@ -124,11 +125,31 @@ async def test_async_call_emits_progress_events(zoom_tool: FocusZoomTool, images
     assert again == ["running FOCUS", "done"]  # a cache hit: no model step
 
 
+FIRST_REGION = "<the first region id of the last tool result>"
+
+
 class ScriptedModel(GenericFakeChatModel):
-    """A fake chat model whose replies (tool calls included) are scripted; tools binding is a no-op."""
+    """A fake chat model whose replies (tool calls included) are scripted; tools binding is a no-op.
+
+    A tool-call argument ``region_id=FIRST_REGION`` is replaced by the first region id of the last tool reply, as a
+    model reading that reply would (region ids are fresh for every result).
+    """
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:
         return self
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        out = super()._generate(messages, *args, **kwargs)
+        reply = out.generations[0].message
+        replies = [m for m in messages if isinstance(m, ToolMessage) and m.status == "success"]
+        if not isinstance(reply, AIMessage) or not replies:
+            return out
+        first = json.loads(replies[-1].content[0]["text"])["regions"][0]["id"]
+        calls = [
+            {**c, "args": {k: first if v == FIRST_REGION else v for k, v in c["args"].items()}}
+            for c in reply.tool_calls
+        ]
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply.content, tool_calls=calls))])
 
 
 def _call(args: dict[str, Any], call_id: str) -> AIMessage:
@@ -141,7 +162,7 @@ def test_agent_zooms_then_zooms_inside_a_region_then_answers(zoom_tool: FocusZoo
         messages=iter(
             [
                 _call({"image_path": path, "question": QUESTION, "target": TARGET}, "c1"),
-                _call({"image_path": path, "question": QUESTION, "target": TARGET, "region_id": "r1"}, "c2"),
+                _call({"image_path": path, "question": QUESTION, "target": TARGET, "region_id": FIRST_REGION}, "c2"),
                 _call({"image_path": "relative/scene.png", "question": QUESTION}, "c3"),
                 _call({"image_path": path, "question": QUESTION, "max_crops": 99}, "c4"),
                 AIMessage(content="The card is red."),
@@ -154,8 +175,10 @@ def test_agent_zooms_then_zooms_inside_a_region_then_answers(zoom_tool: FocusZoo
     assert [m.status for m in replies] == ["success", "success", "error", "error"]
     first, second = replies[0].artifact, replies[1].artifact
     assert isinstance(first, AgentResult) and isinstance(second, AgentResult)
-    assert second.session.parent_region_id == "r1"
-    assert all(r.id.startswith("r1.") for r in second.regions)
+    top = json.loads(replies[0].content[0]["text"])["regions"][0]
+    assert second.session.parent_region_id == top["id"]  # the zoom went into the region it was given
+    assert second.session.parent_box == tuple(top["box"])
+    assert not {r.id for r in second.regions} & {r.id for r in first.regions}  # sub-regions have ids of their own
     x0, y0, x1, y1 = second.session.parent_box or (0, 0, 0, 0)
     assert all(x0 <= r.box[0] and r.box[2] <= x1 and y0 <= r.box[1] and r.box[3] <= y1 for r in second.regions)
     assert "must be an absolute path" in replies[2].content
@@ -175,3 +198,54 @@ def test_content_and_artifact_carry_every_field(zoom_tool: FocusZoomTool, images
     assert set(msg.artifact.model_dump()) == set(AgentResult.model_fields)
     reference = FocusService(ScriptedEngine(), AgentPolicy(allowed_roots=(images,))).zoom(**args)
     assert set(json.loads(msg.content[0]["text"])) == set(json.loads(summary_json(reference)))
+
+
+def test_a_tool_cannot_zoom_into_another_tools_region(pipeline: Any, images: Path) -> None:
+    service = FocusService(pipeline, AgentPolicy(allowed_roots=(images,)))
+    mine, theirs = FocusZoomTool(service=service), FocusZoomTool(service=service)
+    args = {"image_path": str(images / "scene.png"), "target": TARGET}
+    found = theirs.invoke({"type": "tool_call", "name": "focus_zoom", "args": args, "id": "c1"}).artifact
+    rid = found.regions[0].id
+    refused = mine.invoke({"type": "tool_call", "name": "focus_zoom", "args": {**args, "region_id": rid}, "id": "c2"})
+    assert refused.status == "error" and "\n" not in refused.content
+    assert f"region_id '{rid}' is unknown: it was not returned to this caller" in refused.content
+    ok = theirs.invoke({"type": "tool_call", "name": "focus_zoom", "args": {**args, "region_id": rid}, "id": "c3"})
+    assert ok.status == "success" and ok.artifact.session.parent_box == found.regions[0].box
+
+
+def test_zooming_into_a_found_card_keeps_it_found_on_the_embedded_model(tmp_path: Path) -> None:
+    """A region_id zoom into one card: its overlapping crops count as one object, not 'ambiguous'; two separate
+    cards of one colour are still 'ambiguous' on the whole image."""
+    from focus_tool.adapters.registry import load_adapter
+    from focus_tool.data import synthetic as syn
+    from focus_tool.pipeline import FocusPipeline
+    from focus_tool.presets import config_for
+
+    def card(x: float, y: float, color: str) -> syn.Card:
+        return syn.Card(xyxy=(x, y, x + 60, y + 60), color=color, pip_color="white", n_pips=3)
+
+    for name, colors in (("cards", ("orange", "purple", "green")), ("two_red", ("red", "red", "blue"))):
+        cards = (card(150, 300, colors[0]), card(800, 350, colors[1]), card(480, 600, colors[2]))
+        scene = syn.Scene(size_wh=(1024, 768), background=(128, 128, 128), cards=cards, noise_seed=3)
+        syn.render(scene).save(tmp_path / f"{name}.png")
+    adapter = load_adapter()
+    service = FocusService(FocusPipeline(adapter, config_for(adapter)), AgentPolicy(allowed_roots=(tmp_path,)))
+    tool = FocusZoomTool(service=service)
+
+    def call(image: str, target: str, region_id: str = "") -> AgentResult:
+        args = {"image_path": str(tmp_path / image), "target": target, "region_id": region_id}
+        msg = tool.invoke({"type": "tool_call", "name": "focus_zoom", "args": args, "id": "c"})
+        assert msg.status == "success", msg.content
+        return msg.artifact
+
+    two = call("two_red.png", "red card")
+    assert (two.status.targets[0].state, two.status.targets[0].regions_above) == ("ambiguous", 2)
+    found = call("cards.png", "purple card")
+    assert found.status.targets[0].state == "found"
+    best = next(r for r in found.regions if r.selected)
+    inner = call("cards.png", "purple card", best.id)
+    (status,) = inner.status.targets
+    assert inner.session.parent_box == best.box
+    assert sum((r.confidence or 0) >= status.threshold for r in inner.regions) >= 2  # several crops of the card...
+    assert status.state == "found" and status.regions_above == 1  # ...count as one object
+    assert "ambiguous" not in {w.code for w in inner.status.warnings}
