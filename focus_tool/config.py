@@ -1,8 +1,9 @@
 """Settings of the six FOCUS steps: small frozen dataclasses grouped by step, composed in :class:`FocusConfig`.
 
-Defaults follow ``focus-method.md`` (the spec): paper values are marked [paper], our choices for what the paper
-leaves open are marked [inferred] with the spec's row number in its Sec. 9. Per-backbone values live in
-``focus_tool.presets``. Variants are data: ``dataclasses.replace(cfg, proposal=replace(cfg.proposal, s_max=7))``.
+Defaults follow docs/method.md: paper values are marked [paper], our choices for what the paper leaves open are marked
+[inferred] with their number in docs/method.md's "Open points of the paper, numbered" (``#12``). Per-backbone values
+live in ``focus_tool.presets``. Variants are data:
+``dataclasses.replace(cfg, proposal=replace(cfg.proposal, s_max=7))``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _check(cond: bool, msg: str) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class TargetConfig:
-    """Stage I: target extraction (spec Sec. 2)."""
+    """Stage I: target extraction (paper §3.2, §3.3; docs/method.md, Stage I)."""
 
     extract_prompt: str = ""  # "" = focus_tool.steps.targets.DEFAULT_EXTRACT_PROMPT  [inferred, #1]
     max_new_tokens: int = 48  # greedy, text-only call  [inferred]
@@ -44,7 +45,7 @@ class TargetConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class RelevanceConfig:
-    """Stages II-III: the V-V relevance map (spec Sec. 4, Fig. 7 of the paper)."""
+    """Stages II-III: the V-V relevance map (paper §3.2, App. A.5 Fig. 7; docs/method.md, Stages II and III)."""
 
     layers: tuple[int, int] | None = None  # [l, L) 0-based half-open; None = [O//2, O)  [paper Tab. 7 / inferred]
     feature: Literal["value", "key_norope"] = "value"  # K-K is the ablation  [inferred, #28]
@@ -68,7 +69,7 @@ class RelevanceConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ProposalConfig:
-    """Stage IV: anchors, growing square boxes, NMS (spec Sec. 5.1)."""
+    """Stage IV: anchors, growing square boxes, NMS (paper §3.3, App. A.5; docs/method.md, Stage IV)."""
 
     k: int = 30  # anchors before the distance filter  [paper Tab. 7]
     s_min: int = 3  # initial ROI side in cells  [paper Tab. 7]
@@ -88,7 +89,7 @@ class ProposalConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class RankConfig:
-    """Stage V: existence confidence c_Yes on each ROI crop (spec Sec. 5.2)."""
+    """Stage V: existence confidence c_Yes per ROI crop (paper §3.3, App. A.5, App. C.1; docs/method.md, Stage V)."""
 
     # "paper": score the first n_steps ROIs (+ overrun), App. C.1. "adaptive" (ours, docs/method.md "Adaptive
     # ranking"): score the first ROI alone and accept it when its c_Yes >= accept_conf and the map is neither
@@ -127,7 +128,7 @@ class RankConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class AnswerConfig:
-    """Stage VI: answer on the selected region(s) (spec Sec. 7)."""
+    """Stage VI: answer on the selected region(s) (paper §3.3, App. A.5; docs/method.md, Stage VI)."""
 
     t_obj_dist: float = 1200.0  # px between ROI centres that switches a union to a canvas  [paper Tab. 7]
     canvas_cell: int = 336  # px per canvas cell  [inferred, #20]
@@ -141,9 +142,10 @@ class AnswerConfig:
     # image (status says so); "best_region" = answer on the best region anyway, as the paper does (App. C.1: the
     # argmax after overrun), with a warning  [inferred, #23]
     on_not_found: Literal["full_image", "best_region"] = "full_image"
-    # how the final answer is read (V*Bench's two schemes, benchmarks.md): "letter" = options shown as (A) (B) ...
-    # and the reply generated; "logit" = each option written as the assistant's reply after the bare question, the
-    # highest mean log-probability wins (SEAL / ZoomEye logit matching; one pass per option)  [choice]
+    # how the final answer is read (V*Bench's two schemes, paper App. C.5; docs/evaluation.md, --scheme): "letter" =
+    # options shown as (A) (B) ... and the reply generated; "logit" = each option written as the assistant's reply
+    # after the bare question, the highest mean log-probability wins (SEAL / ZoomEye logit matching; one pass per
+    # option)  [choice]
     scheme: Literal["letter", "logit"] = "letter"
     # logit scheme: prefill the answer prompt once and score the K options as continuations of its cache (1 pass
     # instead of K; same scores within float error, tests/test_option_prefix.py)  [choice; SEAL's own way]

@@ -1,4 +1,4 @@
-"""Fetch an image over http(s) for the agent surfaces, with the SSRF guard of ``../shared/docs/ecosystem.md`` §6.4.
+"""Fetch an image over http(s) for the agent surfaces, behind an SSRF guard (docs/agents.md, "URL inputs").
 
 Only used when a server or tool enables URL inputs (``AgentPolicy.allow_urls``; off by default). Then:
 

@@ -66,7 +66,8 @@ class PatchGrid:
 
     @classmethod
     def anyres_local(cls, image_wh: tuple[int, int], rows: int, cols: int, input_wh: tuple[int, int]) -> PatchGrid:
-        """LLaVA-OneVision's local (anyres) grid after unpadding and the ``anyres_max_N`` shrink (spec Sec. 8).
+        """LLaVA-OneVision's local (anyres) grid after unpadding and the ``anyres_max_N`` shrink (docs/method.md,
+        Geometry).
 
         The tiles cover the image resized into the best pinpoint resolution and padded; unpadding removes the pad
         rows (or columns) of feature cells, so the ``rows x cols`` grid spans the whole image: a cell is W / cols by

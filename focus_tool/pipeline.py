@@ -446,7 +446,8 @@ class FocusPipeline:
         evidence: AnswerEvidence | None = None
         mode: Literal["full", "crop", "union", "canvas", "multi"]
         if self.adapter.answer_mode == "multi" and sum(len(np.atleast_2d(b)) for b in per_target) > 0:
-            # global-local / native models: outlined context image + one crop per ROI in one prompt (spec Sec. 7)
+            # global-local / native models: outlined context image + one crop per ROI in one prompt (docs/method.md,
+            # Stage VI)
             views = focus_views(
                 img,
                 np.concatenate([np.atleast_2d(b) for b in per_target]),

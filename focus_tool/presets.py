@@ -1,4 +1,5 @@
-"""Per-backbone presets (paper Tab. 7, spec Sec. 6), selectable by name and overridable per field.
+"""Per-backbone presets (paper Tab. 7, App. A.3; docs/method.md, Presets per backbone), selectable by name and
+overridable per field.
 
 A checkpoint folder may carry a ``focus_preset.json`` (``{"preset": NAME, "overrides": {"proposal.s_max": 3}}``);
 the embedded model ships one that names its measured layer range. This is data next to the weights, read the same
@@ -26,15 +27,18 @@ PRESETS: dict[str, FocusConfig] = {
         proposal=ProposalConfig(k=30, s_min=3, s_max=5, s_dist=2.0),
         rank=RankConfig(n_steps=4, overrun=True, t_type2=0.6),
     ),
-    # LLaVA-OneVision-7B on V*Bench: layers [21, 28) (Tab. 7; spec Sec. 4.3), local anyres grid, Gaussian sigma 1 cell
-    # then 2 x 2 average pooling (spec Sec. 4.4), k 30, s 3..9, s_dist 2, t_type2 0.5  [paper Tab. 7, spec Sec. 6]
+    # LLaVA-OneVision-7B on V*Bench: layers [21, 28) (Tab. 7 and App. A.3, not §4.1's [14, 28); docs/method.md,
+    # Presets per backbone), local anyres grid, Gaussian sigma 1 cell then 2 x 2 average pooling (docs/method.md,
+    # Stage III), k 30, s 3..9, s_dist 2, t_type2 0.5  [paper Tab. 7]
     "llava-onevision": FocusConfig(
         relevance=RelevanceConfig(layers=(21, 28), smooth_sigma=1.0, downsample=2),
         proposal=ProposalConfig(k=30, s_min=3, s_max=9, s_dist=2.0),
         rank=RankConfig(n_steps=4, overrun=True, t_type2=0.5),
     ),
-    # Qwen2.5-VL-7B: no map settings in the paper; the OV column [spec Sec. 4.4, Sec. 6, inferred]. s_max 9: the auto
-    # rule of spec Sec. 6 is not implemented (ProposalConfig.s_max is a fixed int); override per image if needed.
+    # Qwen2.5-VL-7B: no map settings in the paper (Tab. 5 gives results only); the OV column [docs/method.md,
+    # Stage III and Presets per backbone; inferred]. s_max 9: the auto rule (the smallest odd s_max >= the encoder's
+    # base resolution / px per map cell, clamped to 5..9; App. A.3's 1-2 x rule made automatic) is not implemented
+    # (ProposalConfig.s_max is a fixed int); override per image if needed.
     "qwen2.5-vl": FocusConfig(
         relevance=RelevanceConfig(layers=(21, 28), smooth_sigma=1.0, downsample=2),
         proposal=ProposalConfig(k=30, s_min=3, s_max=9, s_dist=2.0),
@@ -42,8 +46,9 @@ PRESETS: dict[str, FocusConfig] = {
     ),
     # Qwen3-VL (2B/4B/8B-Instruct): not in the paper; Qwen2.5-VL's native-resolution layout (all merged tokens are
     # cells, PatchGrid.stretched), so the Qwen2.5-VL / OV column: Gaussian sigma 1 cell then 2 x 2 pooling, k 30,
-    # s_min 3, s_dist 2, t_type2 0.5, answer multi [spec Sec. 4.4, 6, inferred]. Cells are 32 px (16-px patches
-    # merged 2 x 2, vs 28 px). Layers [O//2, O) (layers=None: 14..27 of the 2B's 28, 18..35 of the 4B/8B's 36):
+    # s_min 3, s_dist 2, t_type2 0.5, answer multi [docs/method.md, Stage III and Presets per backbone; inferred].
+    # Cells are 32 px (16-px patches merged 2 x 2, vs 28 px). Layers [O//2, O) (layers=None: 14..27 of the 2B's 28,
+    # 18..35 of the 4B/8B's 36):
     # App. A.3's "last 25-60 %"; one fixed range cannot be the last quarter of 28 and 36 layers at once, and no range
     # has been measured. DeepStack adds visual features at the image positions after LM layers 0, 1, 2, so the
     # cached image values of every layer >= 3 (all of this range) carry all three additions and layer 0's none; text
@@ -57,10 +62,11 @@ PRESETS: dict[str, FocusConfig] = {
         proposal=ProposalConfig(k=30, s_min=3, s_max=9, s_dist=2.0),
         rank=RankConfig(n_steps=4, overrun=True, t_type2=0.5),
     ),
-    # InternVL3 (1B/2B/8B-hf): not in the paper; global-local like OV, so the OV/Qwen column [spec Sec. 6, inferred].
-    # Map: the stitched 448-px tiles, 16 x 16 tokens each (28 x 28 px of a tile per token after pixel shuffle, as a
-    # Qwen2.5-VL merged cell); the thumbnail's tokens are not cells. Layers [21, 28): the last quarter of the 28-layer
-    # Qwen2.5 LMs of the 2B / 8B (the 1B's 24 layers fall back to [O//2, O) in config_for); values read per KV head.
+    # InternVL3 (1B/2B/8B-hf): not in the paper; global-local like OV, so the OV/Qwen column [docs/method.md, Presets
+    # per backbone; inferred]. Map: the stitched 448-px tiles, 16 x 16 tokens each (28 x 28 px of a tile per token after
+    # pixel shuffle, as a Qwen2.5-VL merged cell); the thumbnail's tokens are not cells. Layers [21, 28): the last
+    # quarter of the 28-layer Qwen2.5 LMs of the 2B / 8B (the 1B's 24 layers fall back to [O//2, O) in config_for);
+    # values read per KV head.
     # Gaussian sigma 1 cell then 2 x 2 pooling as OV. s_max 5 by the App. A.3 rule: a V*-sized image (2246 x 1582)
     # gets 3 x 2 tiles, 48 x 32 cells, ~94 px per pooled cell; 5 x 94 = 470 px ~ 1.05 x the 448-px tile (7 would be
     # 1.47 x, still in the 1-2 x band; 9 would exceed it). k 30, s_min 3, s_dist 2, t_type2 0.5 (OV); answer: multi.
@@ -71,8 +77,9 @@ PRESETS: dict[str, FocusConfig] = {
     ),
     # Gemma 3 (4B/12B/27B-it): not in the paper; a global-view model (one 896-px square view, the image stretched, no
     # padding; 16 x 16 = 256 soft tokens, each SigLIP's 4 x 4 patches average-pooled), so the LLaVA-1.5 column: no
-    # Gaussian / pooling (a 16 x 16 map has nothing to spare), t_type2 0.6, k 30, s_min 3, s_dist 2 [spec Sec. 4.4, 6,
-    # inferred]. Pan-and-scan crops (off on the hub) are extra views outside the map (adapter docstring).
+    # Gaussian / pooling (a 16 x 16 map has nothing to spare), t_type2 0.6, k 30, s_min 3, s_dist 2 [docs/method.md,
+    # Stage III and Presets per backbone; inferred]. Pan-and-scan crops (off on the hub) are extra views outside the
+    # map (adapter docstring).
     # Layers [O//2, O) (layers=None: 17..33 of the 4B's 34, 24..47 of the 12B's 48, 31..61 of the 27B's 62): App. A.3's
     # "last 25-60 %", no measured range. Sliding-window layers (5 of 6, window 1024) need no exclusion: a one-image
     # prompt (~300 tokens) lies inside the window, so they see the whole prompt; the adapter's cache keeps every
@@ -86,14 +93,15 @@ PRESETS: dict[str, FocusConfig] = {
         rank=RankConfig(n_steps=4, overrun=True, t_type2=0.6),
     ),
     # SmolVLM / SmolVLM2 (256M, 500M, 2.2B; Idefics3 family): not in the paper; global-local (tiles + a global image),
-    # so the OV column where it fits [spec Sec. 6, inferred]. Map: the stitched tiles, 8 x 8 tokens per 512-px tile on
-    # the 256M / 500M (4 x 4 patches of 16 px per token after pixel shuffle 4; 9 x 9 per 384-px tile on the 2.2B); the
-    # global image and the <fake_token_around_image> / <row_r_col_c> tokens are not cells. Every image's long side is
-    # resized to 4 tiles (2048 / 1536 px), so a V*-sized image (2246 x 1582) gets 4 x 3 tiles, a 24 x 32 map of
-    # ~70 px cells (27 x 36 of ~62 px on the 2.2B). Layers [O//2, O) (layers=None: 15..29 of the 256M's 30, 16..31 of
-    # the 500M's 32, 12..23 of the 2.2B's 24): App. A.3's "last 25-60 %", no measured range; Llama values carry no
-    # RoPE, read per KV head. Gaussian sigma 1 cell (smooths the tile seams) but no 2 x 2 pooling: 24 x 32 is already
-    # as coarse as LLaVA-1.5's unpooled 24 x 24 (pooled it would be 12 x 16, s_min 3 = a quarter of the height).
+    # so the OV column where it fits [docs/method.md, Presets per backbone; inferred]. Map: the stitched tiles, 8 x 8
+    # tokens per 512-px tile on the 256M / 500M (4 x 4 patches of 16 px per token after pixel shuffle 4; 9 x 9 per
+    # 384-px tile on the 2.2B); the global image and the <fake_token_around_image> / <row_r_col_c> tokens are not cells.
+    # Every image's long side is resized to 4 tiles (2048 / 1536 px), so a V*-sized image (2246 x 1582) gets 4 x 3
+    # tiles, a 24 x 32 map of ~70 px cells (27 x 36 of ~62 px on the 2.2B). Layers [O//2, O) (layers=None: 15..29 of the
+    # 256M's 30, 16..31 of the 500M's 32, 12..23 of the 2.2B's 24): App. A.3's "last 25-60 %", no measured range; Llama
+    # values carry no RoPE, read per KV head. Gaussian sigma 1 cell (smooths the tile seams) but no 2 x 2 pooling:
+    # 24 x 32 is already as coarse as LLaVA-1.5's unpooled 24 x 24 (pooled it would be 12 x 16, s_min 3 = a quarter of
+    # the height).
     # s_max 9 by the App. A.3 rule: 9 x 70 = 630 px ~ 1.23 x the 512-px tile (9 x 62 = 560 ~ 1.46 x 384 on the 2.2B);
     # 7 would be 0.96 x. k 30, s_min 3, s_dist 2, t_type2 0.5 (OV). Answer: multi.
     # CPU (the 256M is the model a CPU user runs): every existence check re-encodes its crop at 2048 px, 4 x 4 tiles +
@@ -109,7 +117,7 @@ PRESETS: dict[str, FocusConfig] = {
         rank=RankConfig(n_steps=2, overrun=True, max_overrun=4, rank_batch_size=2, t_type2=0.5),
         answer=AnswerConfig(max_crops=4),
     ),
-    # generic fallback: layers [O//2, O) [spec Sec. 4.3], the LLaVA-1.5 box settings
+    # generic fallback: layers [O//2, O) (App. A.3's "last 25-60 %"; docs/method.md, Stage III), LLaVA-1.5's boxes
     "default": FocusConfig(),
 }
 

@@ -149,7 +149,7 @@ def test_counter_matches_model_calls(adapter: LlavaAdapter) -> None:
 
 
 def test_per_head_self_similarity_and_repeat_kv_invariance(adapter: LlavaAdapter) -> None:
-    """Spec Sec. 11.2-11.3: S_tt = H; with one layer the per-token map is invariant to repeating KV heads."""
+    """docs/method.md, Stage III: S_tt = H; with one layer the per-token map is invariant to repeating KV heads."""
     pre = adapter.prefill(_image(5), PROMPT, "red card")
     v = pre.layer_values[0]
     vn = F.normalize(v, dim=-1)

@@ -1,4 +1,4 @@
-"""No FOCUS code path asks for attention weights (paper Fig. 7: values from the cache only; spec Sec. 8)."""
+"""No FOCUS code path asks for attention weights (paper §3.2, Fig. 7: cache values only; docs/method.md, Stage III)."""
 
 from __future__ import annotations
 

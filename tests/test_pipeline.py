@@ -1,4 +1,4 @@
-"""FocusPipeline end to end on a tiny random LLaVA: result validity and forward-pass accounting (spec Sec. 11.7)."""
+"""FocusPipeline end to end on a tiny random LLaVA: validity and pass accounting (docs/method.md, Forward passes)."""
 
 from __future__ import annotations
 

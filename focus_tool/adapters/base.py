@@ -153,9 +153,9 @@ class Prefill:
 class MLLMAdapter(ABC):
     """What the FOCUS pipeline needs from a multimodal LLM.
 
-    ``answer_mode`` selects the Stage VI input (spec Sec. 7): ``"single"`` (global-view models such as LLaVA-1.5:
-    one crop, union or canvas through :meth:`generate`) or ``"multi"`` (global-local / native models: the context
-    image with the outlined ROIs followed by one crop per ROI, through :meth:`generate_interleaved`).
+    ``answer_mode`` selects the Stage VI input (docs/method.md, Stage VI): ``"single"`` (global-view models such as
+    LLaVA-1.5: one crop, union or canvas through :meth:`generate`) or ``"multi"`` (global-local / native models: the
+    context image with the outlined ROIs followed by one crop per ROI, through :meth:`generate_interleaved`).
     """
 
     answer_mode: ClassVar[AnswerMode] = "single"

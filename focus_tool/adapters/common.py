@@ -82,8 +82,8 @@ def keeps_content_order(prompt: str, parts: Sequence[str | None], image_token: s
 def target_positions(tokenizer: Any, expanded_prompt: str, target: str, input_ids: torch.Tensor) -> list[int]:
     """Sequence positions of the tokens overlapping the last occurrence of ``target`` in an expanded prompt.
 
-    ``expanded_prompt`` already holds every image token, so its tokens align 1:1 with ``input_ids`` (N,) (spec
-    Sec. 3). Whitespace/punctuation-only tokens are dropped.
+    ``expanded_prompt`` already holds every image token, so its tokens align 1:1 with ``input_ids`` (N,)
+    (docs/method.md, Stage II). Whitespace/punctuation-only tokens are dropped.
     """
     start = expanded_prompt.rfind(target)
     if start < 0 or not target.strip():

@@ -29,9 +29,9 @@ mask lets the tokens of one image block attend to each other **bidirectionally**
 block; sliding layers: that AND the window). Without them the model silently runs a causal mask and its outputs
 change, so every encode passes them. Nothing before the end of an image block ever sees a later token.
 
-Cached values: the LM is Gemma 3 (q/k RMSNorm and RoPE on queries and keys only; no norm on values; GQA), so the
-cached value of a token is ``v_proj(input_layernorm(h))`` per KV head, with no position term; the map reads them per
-KV head as stored (spec Sec. 4.3). Bidirectional attention changes what the image tokens' layer inputs contain (each
+Cached values: the LM is Gemma 3 (q/k RMSNorm and RoPE on queries and keys only; no norm on values; GQA), so the cached
+value of a token is ``v_proj(input_layernorm(h))`` per KV head, with no position term; the map reads them per KV head as
+stored (docs/method.md, Stage III). Bidirectional attention changes what the image tokens' layer inputs contain (each
 has seen the whole image from layer 1 on), not how the values are read. (The K-K ablation's "pre-RoPE keys" are the
 base's ``k_proj`` outputs, here also before ``k_norm``.)
 
@@ -47,8 +47,8 @@ the image and the template (bidirectional attention stays inside the block), and
 positions from the cache length. The prefix forward must get ``token_type_ids`` of the prefix only, so the adapter
 cuts them there (the image-prefix cache passes every other input to the prefix as is).
 
-Answer step (spec Sec. 7, ``answer_mode = "multi"``): Gemma 3 takes several images in one turn, in order; the
-template trims each text item, so the adapter joins consecutive text lines with a line break.
+Answer step (docs/method.md, Stage VI; ``answer_mode = "multi"``): Gemma 3 takes several images in one turn, in order;
+the template trims each text item, so the adapter joins consecutive text lines with a line break.
 """
 
 from __future__ import annotations

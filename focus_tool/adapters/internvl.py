@@ -27,15 +27,15 @@ cells over the whole image (``PatchGrid.stretched``); the thumbnail's tokens are
 view, paper §3.2) but stay in the similarity row sums. :meth:`InternVLAdapter.token_boxes` gives every image token's
 pixel box, thumbnail included.
 
-Cached values: the language model is Qwen2.5 (1-D RoPE on queries and keys only, GQA), so the cached values of the
-image tokens are ``v_proj`` of their layer input, per KV head, with no position term; the map reads them per KV head
-as stored (spec Sec. 4.3). The encoded-image prefix cache is reused (``supports_image_cache``): positions of the text
-after ``</img>`` follow from the cache length, and the prefix up to the last ``<IMG_CONTEXT>`` depends only on the
-image and the template.
+Cached values: the language model is Qwen2.5 (1-D RoPE on queries and keys only, GQA), so the cached values of the image
+tokens are ``v_proj`` of their layer input, per KV head, with no position term; the map reads them per KV head as stored
+(docs/method.md, Stage III). The encoded-image prefix cache is reused (``supports_image_cache``): positions of the text
+after ``</img>`` follow from the cache length, and the prefix up to the last ``<IMG_CONTEXT>`` depends only on the image
+and the template.
 
-Answer step (spec Sec. 7, ``answer_mode = "multi"``): the checkpoint's template renders content items in order
-(image -> ``<IMG_CONTEXT>\n``); each image of a several-image turn is tiled on its own, as the stock processor does,
-and ``pixel_values`` holds all tiles of all images in order.
+Answer step (docs/method.md, Stage VI; ``answer_mode = "multi"``): the checkpoint's template renders content items in
+order (image -> ``<IMG_CONTEXT>\n``); each image of a several-image turn is tiled on its own, as the stock processor
+does, and ``pixel_values`` holds all tiles of all images in order.
 """
 
 from __future__ import annotations

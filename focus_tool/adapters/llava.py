@@ -1,8 +1,8 @@
 r"""LLaVA-1.5 adapter (``LlavaForConditionalGeneration`` + ``LlavaProcessor``), also used by the embedded model.
 
-How the image reaches the encoder (a choice, spec Sec. 4.4 / row 24): the whole image is padded to a square with
-the CLIP mean colour, centred (original LLaVA-1.5 "pad" mode), *before* the processor runs. The processor then
-resizes the square to its input size; its centre crop is a no-op on a square. So every pixel of the image is
+How the image reaches the encoder (a choice: docs/method.md, Geometry and open point 24): the whole image is padded to a
+square with the CLIP mean colour, centred (original LLaVA-1.5 "pad" mode), *before* the processor runs. The processor
+then resizes the square to its input size; its centre crop is a no-op on a square. So every pixel of the image is
 visible, and the 24 x 24 (or 12 x 12) token grid spans the padded square: ``PatchGrid.padded_square``.
 
 Token layout: one ``<image>`` placeholder expands to (image_size / patch_size)^2 contiguous tokens, row-major,
@@ -114,8 +114,8 @@ class LlavaAdapter(TransformersAdapter):
     def target_token_positions(self, prompt: str, target: str, input_ids: torch.Tensor) -> list[int]:
         """Sequence positions (in the image-expanded ``input_ids``) of the tokens overlapping ``target``.
 
-        Found by character offsets in the templated prompt (spec Sec. 3): tokens whose span overlaps the last
-        occurrence of ``target``; whitespace/punctuation-only tokens are dropped.
+        Found by character offsets in the templated prompt (docs/method.md, Stage II): tokens whose span overlaps the
+        last occurrence of ``target``; whitespace/punctuation-only tokens are dropped.
         """
         start = prompt.rfind(target)
         if start < 0 or not target.strip():

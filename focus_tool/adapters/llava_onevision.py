@@ -5,22 +5,22 @@ which needs torchvision. This adapter loads ``AutoImageProcessor`` (the PIL back
 ``AutoTokenizer`` and does the processor's one job itself: it expands each ``<image>`` placeholder of the templated
 prompt to the number of image features the model will scatter into it.
 
-Token layout of one image (spec Sec. 8) [hf: ``pack_image_features``]::
+Token layout of one image (docs/method.md, Geometry) [hf: ``pack_image_features``]::
 
     [side*side base-view tokens][row 0: w local tokens + newline] ... [row h-1: w local tokens + newline]
 
-The local grid (h, w) comes from the model's own helpers: ``get_anyres_image_grid_shape`` (best pinpoint tile
-grid), ``unpad_image`` (drop the feature rows/columns that lie in the padding) and the ``anyres_max_N`` shrink
-(bilinear resize when the grid exceeds N tiles' worth of features). The relevance map uses the local tokens only
-(paper §3.2); newline and base tokens are excluded from the map but stay in the row sums (spec Sec. 4.4). The
-unpadded local grid spans the whole image: ``PatchGrid.anyres_local``.
+The local grid (h, w) comes from the model's own helpers: ``get_anyres_image_grid_shape`` (best pinpoint tile grid),
+``unpad_image`` (drop the feature rows/columns that lie in the padding) and the ``anyres_max_N`` shrink (bilinear resize
+when the grid exceeds N tiles' worth of features). The relevance map uses the local tokens only (paper §3.2); newline
+and base tokens are excluded from the map but stay in the row sums (docs/method.md, Geometry). The unpadded local grid
+spans the whole image: ``PatchGrid.anyres_local``.
 
-Answer step (spec Sec. 7, ``answer_mode = "multi"``): :meth:`LlavaOnevisionAdapter.generate_interleaved` sends the
-context image and the crops in one user turn. With several images in a sample the model encodes **each image as one
-base view, without anyres tiles** (``need_patching`` is true only for a sample with exactly one image, in both the
-image processor and ``get_image_features``): the processor pads each image to a square (mean colour) and resizes it to
-one tile, and ``pack_image_features`` appends one ``image_newline``, so each image takes ``side^2 + 1`` tokens (730 on
-the 7B checkpoint). ``batch_num_images`` must reach the model, or it would try to unpack anyres tiles.
+Answer step (docs/method.md, Stage VI; ``answer_mode = "multi"``): :meth:`LlavaOnevisionAdapter.generate_interleaved`
+sends the context image and the crops in one user turn. With several images in a sample the model encodes **each image
+as one base view, without anyres tiles** (``need_patching`` is true only for a sample with exactly one image, in both
+the image processor and ``get_image_features``): the processor pads each image to a square (mean colour) and resizes it
+to one tile, and ``pack_image_features`` appends one ``image_newline``, so each image takes ``side^2 + 1`` tokens (730
+on the 7B checkpoint). ``batch_num_images`` must reach the model, or it would try to unpack anyres tiles.
 
 Interleaving: llava-hf's chat template renders **all images of a turn first**, then every text item on its own line,
 so with the stock template the prompt is ``<image><image>...\n<caption 1>\n<caption 2>...\n<question>``: the

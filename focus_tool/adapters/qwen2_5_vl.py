@@ -4,20 +4,20 @@ Loading without torchvision: the stock ``Qwen2_5_VLProcessor`` needs a video pro
 transformers 5.x, so this adapter loads ``AutoImageProcessor`` (PIL backend) and ``AutoTokenizer`` and expands each
 ``<|image_pad|>`` itself to ``t * g_h * g_w / merge^2`` tokens, as the processor does. It also builds
 ``mm_token_type_ids`` (1 on image tokens): without them the model silently falls back to 1-D positions instead of
-M-RoPE and the logits change (transformers-notes).
+M-RoPE and the logits change (``tests/test_adapter_qwen25vl.py`` checks it).
 
-Geometry (spec Sec. 8): native resolution. The whole image is ``smart_resize``d to multiples of patch * merge (28 px)
-with a pixel count in [min_pixels, max_pixels] (read from the loaded processor); 14-px patches are merged 2 x 2, so
-the image tokens are (g_h / 2) x (g_w / 2), contiguous, row-major (``image_grid_thw`` = (1, g_h, g_w)). All merged
-tokens form the map grid, which spans the whole image: ``PatchGrid.stretched``.
+Geometry (docs/method.md, Geometry): native resolution. The whole image is ``smart_resize``d to multiples of patch *
+merge (28 px) with a pixel count in [min_pixels, max_pixels] (read from the loaded processor); 14-px patches are merged
+2 x 2, so the image tokens are (g_h / 2) x (g_w / 2), contiguous, row-major (``image_grid_thw`` = (1, g_h, g_w)). All
+merged tokens form the map grid, which spans the whole image: ``PatchGrid.stretched``.
 
-Answer step (spec Sec. 7, ``answer_mode = "multi"``): :meth:`Qwen25VLAdapter.generate_interleaved` sends the
-context image and the crops in one user turn. The checkpoint's template renders content items in order, each image
+Answer step (docs/method.md, Stage VI; ``answer_mode = "multi"``): :meth:`Qwen25VLAdapter.generate_interleaved` sends
+the context image and the crops in one user turn. The checkpoint's template renders content items in order, each image
 as its own ``<|vision_start|><|image_pad|><|vision_end|>`` block; each image is ``smart_resize``d on its own and has its
 own ``image_grid_thw`` row, so its block expands to that row's ``t * g_h * g_w / merge^2`` tokens.
 
-GQA: the cache holds ``num_key_value_heads`` value heads; they are used as stored (spec Sec. 4.3). Values carry no
-rotary embedding, so M-RoPE does not touch the V-V map.
+GQA: the cache holds ``num_key_value_heads`` value heads; they are used as stored (docs/method.md, Stage III). Values
+carry no rotary embedding, so M-RoPE does not touch the V-V map.
 """
 
 from __future__ import annotations

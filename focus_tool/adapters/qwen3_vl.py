@@ -35,11 +35,11 @@ holds ``v_proj(input_layernorm(h_i))`` of that layer's input h_i, so:
 - text tokens (the target's among them) never receive an addition; they see the image tokens' added features
   through attention from layer 1 on.
 
-The map reads the cached values as stored (per KV head, GQA; spec Sec. 4.3), so from layer n on it compares text
-values with image values that carry the multi-level visual features; the preset's layers lie far beyond n. Beware
+The map reads the cached values as stored (per KV head, GQA; docs/method.md, Stage III), so from layer n on it compares
+text values with image values that carry the multi-level visual features; the preset's layers lie far beyond n. Beware
 ``output_hidden_states``: transformers records each decoder layer's output *before* the DeepStack addition, so
-``hidden_states[i]`` is not layer i's input at image positions for 1 <= i <= n; a reference computation must hook
-the layers' inputs (the test does, and checks hidden_states[i] + feature_{i-1} = input_i at image positions).
+``hidden_states[i]`` is not layer i's input at image positions for 1 <= i <= n; a reference computation must hook the
+layers' inputs (the test does, and checks hidden_states[i] + feature_{i-1} = input_i at image positions).
 
 Encoded-image prefix cache (``supports_image_cache``): not reused. DeepStack does not prevent it (the additions
 touch image positions only, which all lie in the prefix, and a suffix forward without pixel inputs adds nothing to

@@ -42,22 +42,22 @@ tokens are not map cells (like OneVision's base view, paper Sec. 3.2) but stay i
 specials, so there those tags are plain text tokens, as the stock processor writes them).
 :meth:`SmolVLMAdapter.token_boxes` gives every ``<image>`` token's pixel box, global image included.
 
-Cached values: the LM is Llama-architecture (1-D RoPE on queries and keys only, GQA: 9 query / 3 KV heads on the
-256M), so the cached value of an image token is ``v_proj(input_layernorm(h))`` of its layer input, per KV head, with
-no position term; the map reads them per KV head as stored (spec Sec. 4.3). Attention is causal over the whole
+Cached values: the LM is Llama-architecture (1-D RoPE on queries and keys only, GQA: 9 query / 3 KV heads on the 256M),
+so the cached value of an image token is ``v_proj(input_layernorm(h))`` of its layer input, per KV head, with no
+position term; the map reads them per KV head as stored (docs/method.md, Stage III). Attention is causal over the whole
 sequence (image tokens included), so an image token's value depends on the tokens before it only.
 
 Encoded-image prefix cache (``supports_image_cache``): reusable. The prefix up to the last ``<image>`` depends only
 on the image and the template; the suffix (``<fake_token_around_image>`` and the question) is text whose 1-D
 positions follow from the cache length, and it needs no pixel inputs.
 
-Answer step (spec Sec. 7, ``answer_mode = "multi"``): the template renders content items in order with nothing
-between them, so the adapter puts a line break after a text line that an image or another line follows. Each image
-of a several-image turn is split on its own, as the stock processor does; ``pixel_values`` holds one row of tiles
+Answer step (docs/method.md, Stage VI; ``answer_mode = "multi"``): the template renders content items in order with
+nothing between them, so the adapter puts a line break after a text line that an image or another line follows. Each
+image of a several-image turn is split on its own, as the stock processor does; ``pixel_values`` holds one row of tiles
 per image (zero-padded tiles, which the model drops, fill the shorter rows), in the order of the turn. (The stock
-processor puts a turn's images in one row; the model flattens both to the same tile sequence, and a row per image
-keeps the forward counter's image count right.) The template ends with ``Assistant:`` and the checkpoints reply
-with a leading space, so the Yes / No ids are those of `` Yes`` / `` No`` (``reply_separator``).
+processor puts a turn's images in one row; the model flattens both to the same tile sequence, and a row per image keeps
+the forward counter's image count right.) The template ends with ``Assistant:`` and the checkpoints reply with a leading
+space, so the Yes / No ids are those of `` Yes`` / `` No`` (``reply_separator``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """ViCrop, "MLLMs know where to look" (arXiv 2502.17422; github.com/saccharomycetes/mllms_know @ a64c5d5).
 
-peers.md §2. One importance map over the image-token grid, one square crop picked by a sliding-window sharpness
-rule, the answer on the original image and the crop together:
+As upstream ``llava_methods.py``, ``utils.py`` and ``run.py``: one importance map over the image-token grid, one
+square crop picked by a sliding-window sharpness rule, the answer on the original image and the crop together:
 
 - **rel-att**: head-mean attention of the last prompt position to the image tokens at layer ``ATT_LAYER``, for the
   question, divided element-wise by the same for the generic prompt "Write a general description of the image."
@@ -9,9 +9,9 @@ rule, the answer on the original image and the crop together:
 - **grad-att**: attention * ReLU(gradient of the log-probability of the model's own top next token w.r.t. that
   attention), for the question only (1 forward + 1 backward per map; counted as one pass).
 - **-high** (``high=True``): the image is split into ``ceil(H / 1024)`` rows x ``int(rows * W / H)`` columns of blocks,
-  one map per block, tiled back (``np.block``) into one map of the whole image (§2.4).
-- **Box selection** (:func:`bbox_from_att_image_adaptive`, §2.3): ratios 1.0-2.0 of the base size, window sums,
-  sharpness = (max - mean of its axis neighbours) / cells, best ratio, crop centred and clamped.
+  one map per block, tiled back (``np.block``) into one map of the whole image (upstream ``utils.py::high_res``).
+- **Box selection** (:func:`bbox_from_att_image_adaptive`, upstream ``utils.py``): ratios 1.0-2.0 of the base size,
+  window sums, sharpness = (max - mean of its axis neighbours) / cells, best ratio, crop centred and clamped.
 
 Why eager attention: the original reads ``output_attentions=True`` outputs, the explicit softmax matrices that SDPA
 and FlashAttention kernels never build. Here the adapter reads the one needed layer's matrix from its attention
@@ -48,7 +48,7 @@ FloatMap = npt.NDArray[np.float64]
 
 @dataclass(frozen=True, kw_only=True)
 class ViCropConfig:
-    """ViCrop settings (peers.md §2)."""
+    """ViCrop settings (ViCrop, arXiv 2502.17422; saccharomycetes/mllms_know)."""
 
     variant: Literal["rel-att", "grad-att"] = "rel-att"
     high: bool = False  # the -high block variant

@@ -1,11 +1,12 @@
 """Benchmark loaders: V*Bench, HR-Bench 4K/8K, MME-RealWorld-Lite, and the synthetic split, from a local path only.
 
-Formats are those of ``shared/docs/benchmarks.md`` (§2.2-2.3 V*, §3.2 HR-Bench, §4.2 MME-RealWorld); nothing is ever
-downloaded. Every loader returns :class:`EvalItem` rows whose ``options`` are in presentation order (letters A, B, ...)
-and whose ``answer_index`` points at the correct one.
+Formats are those listed in docs/evaluation.md (V*'s per-image JSON and ``test_questions.jsonl``, HR-Bench's TSV /
+parquet, MME-RealWorld-Lite's JSON / VLMEvalKit TSV / lmms-eval parquet); nothing is ever downloaded. Every loader
+returns :class:`EvalItem` rows whose ``options`` are in presentation order (letters A, B, ...) and whose
+``answer_index`` points at the correct one.
 
 V* per-image JSON stores the correct option first; presenting it in stored order with letters rewards a model that
-always says "A" (benchmarks.md §6), so the letter scheme shuffles the options with a per-item seeded RNG
+always says "A" (docs/evaluation.md, --scheme), so the letter scheme shuffles the options with a per-item seeded RNG
 (``shuffle_seed``); the logit scheme is order-free and keeps the stored order.
 """
 

@@ -4,13 +4,13 @@ Efficiency accounting, the same for every method:
 - forward passes counted at the adapter boundary per phase (search / answer / aux), FOCUS App. A.2;
 - prefill tokens summed over all calls of a question (decode steps not counted);
 - analytic TFLOPs: for every counted sequence of n prefill tokens, ``L * (4 n d^2 + 2 n^2 d + 2 n d m)``
-  multiply-accumulates (FastV / PyramidDrop formula as FOCUS uses it, benchmarks.md §7), LLM only: the vision
-  encoder and decode steps are excluded; batched calls are split evenly over their sequences;
+  multiply-accumulates (FastV / PyramidDrop formula as FOCUS uses it, paper App. C.4; FastV: arXiv 2403.06764), LLM
+  only: the vision encoder and decode steps are excluded; batched calls are split evenly over their sequences;
 - wall-clock per question (``time.perf_counter``, CUDA synchronised) and peak memory: CUDA max allocated when CUDA
   is used, else the process's peak RSS (``resource.getrusage``; monotonic over the process).
 
 Items: every benchmark row is one independent item, run and scored on its own. On HR-Bench each row is one cyclic
-option order of a question (benchmarks.md §3.3): the method, search included, runs once per row and nothing is shared
+option order of a question (docs/evaluation.md): the method, search included, runs once per row and nothing is shared
 between the rows of a cyclic group (ZoomEye's and RAP's own scripts search once per question and answer the 4 orders
 on the same crops; this harness does not); accuracy is averaged over the ``cycle_category`` groups as the official
 scorer does (:func:`focus_tool.eval.scoring.accuracy_breakdown`).

@@ -1,4 +1,4 @@
-"""Answer extraction and accuracy aggregation (benchmarks.md §2.5, §3.5, §4.4).
+"""Answer extraction and accuracy aggregation (docs/evaluation.md, ``--scheme`` and ``--benchmark``).
 
 Answer schemes (named in every report):
 

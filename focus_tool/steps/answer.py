@@ -1,4 +1,4 @@
-"""Stage VI: what the final answer is given (paper §3.3, App. A.5; spec Sec. 7).
+"""Stage VI: what the final answer is given (paper §3.3, App. A.5; docs/method.md, Stage VI).
 
 Global-view models (one image per prompt, :func:`answer_view`):
 
@@ -9,7 +9,7 @@ Global-view models (one image per prompt, :func:`answer_view`):
 
 Global-local and native models (several images per prompt, :func:`focus_views`): no union or canvas. A context image
 (the full image, or the ROIs' union region) with every selected ROI outlined, then one crop per ROI, highest c_Yes
-first, each after a caption line (the ZoomEye-style prompt of spec Sec. 7).
+first, each after a caption line (a ZoomEye-style prompt; docs/method.md, Stage VI).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class FocusViews:
 
 
 def outline_width(long_side: int) -> int:
-    """Rectangle line width: 3 px per 1000 px of the long side, at least 1 px (spec Sec. 7)."""
+    """Rectangle line width: 3 px per 1000 px of the long side, at least 1 px (our choice)."""
     return max(1, round(3 * long_side / 1000))
 
 
@@ -149,7 +149,7 @@ def focus_views(
     confidences: npt.NDArray[np.float64],
     cfg: AnswerConfig,
 ) -> FocusViews:
-    """The multi-image answer input: context image with the ROIs outlined, then one crop per ROI (spec Sec. 7).
+    """The multi-image answer input: the outlined context image, then one crop per ROI (docs/method.md, Stage VI).
 
     Args:
         image: the original image.

@@ -1,4 +1,4 @@
-"""Stage IV: region proposal on the relevance map (paper §3.3, App. A.5; spec Sec. 5.1).
+"""Stage IV: region proposal on the relevance map (paper §3.3, App. A.5; docs/method.md, Stage IV).
 
 1. normalise:  A_bar = A / mean(A)                      (scale-free)
 2. anchors:    top-k cells by A_bar (ties: row-major), kept if >= s_dist cells from every kept anchor

@@ -1,4 +1,4 @@
-"""Stage V: rank ROIs by existence confidence c_Yes (paper §3.3, App. A.5, App. C.1; spec Sec. 5.2).
+"""Stage V: rank ROIs by existence confidence c_Yes (paper §3.3, App. A.5, App. C.1; docs/method.md, Stage V).
 
 c_Yes = softmax over the (Yes, No) next-token logits = sigmoid(l_Yes - l_No) on the crop of each ROI with the
 prompt "Is there a {target} in the image?".

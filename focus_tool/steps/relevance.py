@@ -1,4 +1,4 @@
-"""Stage III: the object relevance map from cached VALUE vectors (paper §3.2, Fig. 7; spec Sec. 4.2).
+"""Stage III: the object relevance map from cached VALUE vectors (paper §3.2, Fig. 7; docs/method.md, Stage III).
 
 For each layer l in [l, L) and each target token t:
     v^ = v / ||v||  per KV head                                  (H, N, D)
@@ -7,8 +7,9 @@ For each layer l in [l, L) and each target token t:
     A_t = sum_l a_t^l ;  A_t /= sum(A_t)                           layer aggregation + global normalisation
 Per target: A = prod_t clamp(A_t) renormalised after each product  (token consensus)  [paper §3.2]
 
-Only the target rows are computed (O(|T| H N D) per layer, never N x N), in float32. Options (spec Sec. 9):
-``rollout_norm="column"`` (#4), ``layer_agg="product"`` (#5, builds N x N), ``negative_handling`` (#6).
+Only the target rows are computed (O(|T| H N D) per layer, never N x N), in float32. Options (docs/method.md, "Open
+points of the paper, numbered"): ``rollout_norm="column"`` (#4), ``layer_agg="product"`` (#5, builds N x N),
+``negative_handling`` (#6).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def to_grid(
 
 
 def gaussian_filter(m: npt.NDArray[np.float64], sigma: float, truncate: float = 2.0) -> npt.NDArray[np.float64]:
-    """Separable Gaussian blur with reflect padding, truncated at ``truncate * sigma`` (spec Sec. 4.4)."""
+    """Separable Gaussian blur with reflect padding, truncated at ``truncate * sigma`` (docs/method.md, Stage III)."""
     radius = max(1, int(truncate * sigma + 0.5))
     x = np.arange(-radius, radius + 1)
     k = np.exp(-0.5 * (x / sigma) ** 2)

@@ -1,6 +1,6 @@
 """Stage I: name the target object(s) of a question with an in-context prompt (paper §3.2, §3.3).
 
-The paper prints neither its prompt nor its examples; the template below is ours (spec Sec. 2): a text-only,
+The paper prints neither its prompt nor its examples; the template below is ours (docs/method.md, Stage I): a text-only,
 greedy call whose reply has the form "I need the info about car." Parsing is tolerant: text after the last
 "info about", split on " and " / "," / ";", articles and trailing punctuation stripped, pronouns dropped.
 An item starting with "all " marks a type-2 (all instances) target; so does a counting question (regex).

@@ -1,4 +1,5 @@
-"""ZoomEye's search on a scripted fake adapter, against traces worked out by hand from peers.md §1.2-1.5.
+"""ZoomEye's search on a scripted fake adapter, against traces worked out by hand from upstream
+``ZoomEye/tree.py`` and ``ZoomEye/zoom_eye.py::zoom_eye_search_type1`` (om-ai-lab/ZoomEye).
 
 Setup (hand-derived): a 36 x 36 image, patch_size 10, 2x2 split. Tree: root "0" (36 px) -> "0.k" (18 px, depth 1)
 -> "0.k.j" (9 px < 10: leaves, depth 2). D = min(2, 5) = 2, pop_limit = 3 * D = 6, tau = 0.6, b = 0.2:
@@ -270,8 +271,8 @@ def test_parse_cues(reply: str, cues: list[str]) -> None:
 #
 # The same tree scaled by 4: a 144 x 144 image, patch_size 40 -> root "0" (144 px), "0.k" (72 px), "0.k.j" (36 px <
 # 40: leaves). Same TABLE, same b = 0.2, so the same pops as test_relaxation_trace; what changes is what each call
-# sees (peers.md §1.3): the root alone ("full", global prompts), every other node as main image + zoomed view
-# ("zoom", zoomed-in-view prompts). The padded square is the image itself; outline t = 144 // 120 = 1 px.
+# sees (upstream ZoomModelGlobalLocal): the root alone ("full", global prompts), every other node as main image +
+# zoomed view ("zoom", zoomed-in-view prompts). The padded square is the image itself; outline t = 144 // 120 = 1 px.
 
 BIG_BOXES = {name: tuple(4 * v for v in box) for name, box in BOXES.items()}
 

@@ -1,4 +1,5 @@
-"""Loaders on the schema-faithful fixtures and the scoring pitfalls of benchmarks.md (§6, §3.5, §4.4, §8)."""
+"""Loaders on the schema-faithful fixtures and the scoring pitfalls of docs/evaluation.md: V*'s stored-first options,
+HR-Bench's per-cycle averaging, MME-RealWorld's extractor."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_vstar_per_image_stored_order_first_correct() -> None:
 
 
 def test_vstar_letter_run_shuffles_so_always_a_is_not_perfect() -> None:
-    """Pitfall §6: with letters, per-image options must not stay in stored order."""
+    """V* option-order pitfall: with letters, per-image options must not stay in stored order."""
     items = load_vstar(FIX / "vstar", shuffle_seed=0)
     assert {it.answer_letter for it in items} != {"A"}
     records = [

@@ -1,4 +1,4 @@
-"""Stage VI: the image the answer pass sees (spec Sec. 7, global-view models)."""
+"""Stage VI: the image the answer pass sees (docs/method.md, Stage VI, global-view models)."""
 
 from __future__ import annotations
 

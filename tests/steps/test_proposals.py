@@ -1,4 +1,8 @@
-"""Stage IV: anchors, growing square boxes, NMS (spec Sec. 5.1 and invariant 5 of Sec. 11)."""
+"""Stage IV: anchors, growing square boxes, NMS (docs/method.md, Stage IV).
+
+Invariants: anchors at least s_dist apart; every box has an odd side in [s_min, s_max] and lies inside the grid; no
+two kept boxes have IoU > nms_iou.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Stage V: ranking ROIs by c_Yes with a scripted scorer (spec Sec. 5.2, invariants 7-9 of Sec. 11)."""
+"""Stage V: ranking ROIs by c_Yes with a scripted scorer (docs/method.md, Stage V and Forward passes).
+
+Invariants: one pass per ROI scored; overrun stops at the first Yes and never before n_steps ROIs are scored;
+n_steps = 1 without overrun runs no existence pass.
+"""
 
 from __future__ import annotations
 

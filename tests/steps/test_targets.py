@@ -1,4 +1,4 @@
-"""Stage I: parsing the model's "I need the info about ..." reply into targets (spec Sec. 2)."""
+"""Stage I: parsing the model's "I need the info about ..." reply into targets (docs/method.md, Stage I)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""ZoomEye's hyperparameters (peers.md §1.8), the per-backbone table and the per-checkpoint section."""
+"""ZoomEye's hyperparameters (upstream om-ai-lab/ZoomEye ``ZoomEye/eval/perform_zoom_eye.py``), the per-backbone
+table and the per-checkpoint section.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from focus_tool.presets import config_for, method_section
 
 @dataclass(frozen=True, kw_only=True)
 class ZoomEyeConfig:
-    """ZoomEye's hyperparameters (peers.md §1.8); defaults are LLaVA-1.5's (Local input). Per backbone:
-    :func:`zoomeye_config_for`.
+    """ZoomEye's hyperparameters (upstream ``eval/perform_zoom_eye.py``); defaults are LLaVA-1.5's (Local input).
+    Per backbone: :func:`zoomeye_config_for`.
     """
 
     input_mode: InputMode | None = None  # None: "global_local" for answer_mode "multi" adapters, else "local"
@@ -62,7 +64,7 @@ class ZoomEyeConfig:
 
 
 ZOOMEYE_PRESETS: dict[str, ZoomEyeConfig] = {
-    # peers.md §1.8, ZoomEye/eval/perform_zoom_eye.py; keyed by the adapter's preset_name
+    # om-ai-lab/ZoomEye's ZoomEye/eval/perform_zoom_eye.py; keyed by the adapter's preset_name
     "llava-1.5": ZoomEyeConfig(input_mode="local"),
     "llava-onevision": ZoomEyeConfig(
         input_mode="global_local", patch_scale=1.2, bias=0.6, main_view="square", pad_rgb=(127, 127, 127)
@@ -143,9 +145,10 @@ def apply_zoomeye_section(cfg: ZoomEyeConfig, section: Mapping[str, Any]) -> Zoo
 def zoomeye_config_for(
     adapter: MLLMAdapter, *, depth_limit: int | None = None, model_path: str | Path | None = None
 ) -> ZoomEyeConfig:
-    """ZoomEye's settings for a loaded model: the backbone's (peers.md §1.8, :data:`ZOOMEYE_PRESETS`),
-    then the checkpoint's ``"zoomeye"`` section of ``focus_preset.json`` (:func:`apply_zoomeye_section`; folder
-    ``model_path``, else ``adapter.model_id``), with FOCUS's Stage-I settings of the same checkpoint as ``targets``.
+    """ZoomEye's settings for a loaded model: the backbone's (upstream ``perform_zoom_eye.py``,
+    :data:`ZOOMEYE_PRESETS`), then the checkpoint's ``"zoomeye"`` section of ``focus_preset.json``
+    (:func:`apply_zoomeye_section`; folder ``model_path``, else ``adapter.model_id``), with FOCUS's Stage-I settings of
+    the same checkpoint as ``targets``.
 
     The section exists for checkpoints that cannot read ZoomEye's official prompts; it changes what is asked, never
     the search (tree, priority, thresholds, pass counts). The embedded card-world model

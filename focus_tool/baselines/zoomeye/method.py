@@ -276,8 +276,8 @@ class ZoomEyeMethod:
             cues = [VisualCue.from_text(c) for c in parse_cues(reply, cfg.max_targets)]
         logger.debug("zoomeye cues (%s): %r -> %s", cfg.cues, reply, [c.text for c in cues])
         if not cues:
-            # peers.md documents no fallback; upstream get_zoom_eye_response then loops over no target and answers
-            # on the full image (its "direct answering" path): kept, and said
+            # as upstream: get_zoom_eye_response then loops over no target and answers on the full image (its
+            # "direct answering" path): kept, and said
             level = logging.WARNING if not self._warned_no_cue else logging.DEBUG
             self._warned_no_cue = True
             logger.log(
@@ -373,7 +373,7 @@ class ZoomEyeMethod:
         suffix: str,
         colour: Literal["red", "blue"],
     ) -> tuple[str, Literal["full", "crop", "multi"], list[Box]]:
-        """The answer on the found nodes (§1.7): (answer, answer_view, answer boxes in image px)."""
+        """Answer on the found nodes as upstream ``zoom_model*.py``: (answer, answer_view, answer boxes in image px)."""
         max_new = self.config.answer_max_new_tokens
         if self.input_mode == "global_local" and nodes and all(n.depth > 0 for n in nodes):
             parts, views = self.zoom_parts(image, nodes, colour=colour)

@@ -1,4 +1,4 @@
-"""ZoomEye's prompts: the official templates (peers.md §1.3, §1.6) and their per-checkpoint overrides."""
+"""ZoomEye's prompts: the official templates (om-ai-lab/ZoomEye) and their per-checkpoint overrides."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Literal
 
 from focus_tool.errors import ConfigError
 
-# The official prompts (peers.md §1.3, §1.6), verbatim except that the format fields are named: {target} is the visual
-# cue, {question} the question (or the decomposed one). Every one can be overridden per checkpoint (ZoomEyePrompts).
+# The official prompts (om-ai-lab/ZoomEye: ZoomEye/zoom_model*.py init_prompts, the cue template of
+# ZoomEye/ic_examples/*.json, the decomposed question of ZoomEye/eval/perform_zoom_eye.py), verbatim except that the
+# format fields are named: {target} is the visual cue, {question} the question (or the decomposed one). Every one can
+# be overridden per checkpoint (ZoomEyePrompts).
 EXISTENCE = "Is there a {target} in the image? Answer Yes or No."
 LATENT = (
     "According to your common sense knowledge and the content of the image, is it possible to find a {target} in the "
@@ -79,8 +81,9 @@ PROMPT_FIELDS: dict[str, frozenset[str]] = {
 
 @dataclass(frozen=True, kw_only=True)
 class ZoomEyePrompts:
-    """Every prompt ZoomEye asks, as a template with named fields; the defaults are the official ones (peers.md §1.3,
-    §1.6). ``{target}`` is the visual cue (for a type-2 cue "all cars": "car"), ``{question}`` the question asked.
+    """Every prompt ZoomEye asks, as a template with named fields; the defaults are the official ones (upstream
+    ``zoom_model*.py``, ``ic_examples/*.json``, ``eval/perform_zoom_eye.py``). ``{target}`` is the visual cue (for a
+    type-2 cue "all cars": "car"), ``{question}`` the question asked.
 
     Which prompt a confidence uses: Local input: ``existence`` / ``latent`` / ``answering``. Global+Local input: the
     root (full image alone) ``existence`` / ``latent_root`` / ``answering``, any other node ``existence_node`` /

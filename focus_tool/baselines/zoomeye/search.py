@@ -1,4 +1,4 @@
-"""ZoomEye's search trace types (peers.md §1.5)."""
+"""ZoomEye's search trace types (upstream om-ai-lab/ZoomEye ``ZoomEye/zoom_eye.py::zoom_eye_search_type1``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""ZoomEye's image tree (peers.md §1.2), its priority weight (§1.4) and the visual cues (§1.6)."""
+"""ZoomEye's image tree (upstream ``ZoomEye/tree.py``), its priority weight (``zoom_model.py``,
+``get_confidence_weight``) and the visual cues (``generate_visual_cues_using_ic``, ``get_zoom_eye_response``).
+"""
 
 from __future__ import annotations
 

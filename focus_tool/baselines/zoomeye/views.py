@@ -1,4 +1,4 @@
-"""ZoomEye's Global+Local views (peers.md §1.3, §1.7): padded square, outlined main image, zoomed-in view."""
+"""ZoomEye's Global+Local views (upstream ``ZoomModelGlobalLocal``): padded square, outlined main image, zoomed view."""
 
 from __future__ import annotations
 
