@@ -18,7 +18,7 @@ phase, from a ``benchmarks/compare.py``-style report JSON) into seconds per ques
    bfloat16: the dtype these checkpoints run in; a CPU with AMX runs it natively). Qwen2.5-VL's LM layer is the
    real ``Qwen2_5_VLDecoderLayer`` with M-RoPE over plain positions; its vision blocks are the real
    ``Qwen2_5_VLVisionBlock`` with constant rotary tables, windowed blocks given 8 x 8-patch windows.
-2. **Token conversion.** On the embedded model an image is 144 tokens (12 x 12). Per phase (search, answer, aux):
+2. **Token conversion.** On the embedded model an image is 144 tokens (12 x 12). Per phase (search, answer, extraction):
    ``real tokens = tokens - images*144 + images*N_img``, with N_img = 576 for LLaVA-1.5 (336 px, 24 x 24) and 1296
    for Qwen2.5-VL at a stated 1008 x 1008 px input (72 x 72 patches of 14 px merged 2 x 2: 36 x 36; ``--qwen-px``).
    Every image, whole or crop, is taken at that one resolution (LLaVA-1.5 always resizes to 336; Qwen2.5-VL would
@@ -31,7 +31,7 @@ phase, from a ``benchmarks/compare.py``-style report JSON) into seconds per ques
    replies, embeddings, the final norm and the LM head at one position are left out (as in compare.py's TFLOPs).
    When a report has no per-phase fields (``phase_tokens_mean``, ``phase_images_mean``: older reports such as the
    committed ``benchmarks/results/compare/embedded_synthetic.json``), images = sequences for search and answer and
-   0 for aux, and the prefill tokens are split over phases in proportion to sequences; such rows are marked
+   0 for extraction, and the prefill tokens are split over phases in proportion to sequences; such rows are marked
    "estimated split".
 4. **Relevance-map share.** A random value cache of real shape (LLaVA-1.5: 32 layers x 32 KV heads x ~620 positions
    x 128, map layers [14, 32); Qwen2.5-VL: 28 x 4 x ~1350 x 128, map layers [21, 28)) goes through exactly what
@@ -75,7 +75,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-PHASES = ("search", "answer", "aux")
+PHASES = ("search", "answer", "extraction")
+# reports written before the target-extraction phase was named ``extraction`` (the committed ones) call it ``aux``
+OLD_PHASE_NAMES = {"extraction": "aux"}
 EMBEDDED_IMAGE_TOKENS = 144  # the embedded model's 12 x 12 image tokens
 
 
@@ -272,22 +274,34 @@ class CostModel:
         return self.a * n + self.b * n * n + self.c
 
 
+def _phase_value(table: Mapping[str, Any], phase: str, suffix: str = "") -> Any:
+    """``table[phase + suffix]``, else the same under the phase's name before the rename, else None."""
+    for name in (phase, OLD_PHASE_NAMES.get(phase)):
+        if name is not None and name + suffix in table:
+            return table[name + suffix]
+    return None
+
+
 def phase_counts(method: Mapping[str, Any]) -> tuple[dict[str, PhaseCounts], bool]:
     """Per-phase counts of one method of a report; second value True when the split is estimated.
 
     With ``phase_tokens_mean`` and ``phase_images_mean`` present they are used as they are. Without them, images =
-    sequences for search and answer and 0 for aux, and ``prefill_tokens_mean`` is split in proportion to sequences.
+    sequences for search and answer and 0 for extraction, and ``prefill_tokens_mean`` is split in proportion to
+    sequences. A report written before the rename (``aux_fps_mean``, ``aux`` keys) reads the same.
     """
-    seqs = {p: float(method.get(f"{p}_fps_mean", 0.0) or 0.0) for p in PHASES}
+    seqs = {p: float(_phase_value(method, p, "_fps_mean") or 0.0) for p in PHASES}
     tok, img = method.get("phase_tokens_mean"), method.get("phase_images_mean")
     if isinstance(tok, Mapping) and isinstance(img, Mapping):
-        return {p: PhaseCounts(seqs[p], float(tok.get(p, 0.0)), float(img.get(p, 0.0))) for p in PHASES}, False
+        return {
+            p: PhaseCounts(seqs[p], float(_phase_value(tok, p) or 0.0), float(_phase_value(img, p) or 0.0))
+            for p in PHASES
+        }, False
     total_seqs = sum(seqs.values())
     total_tok = float(method.get("prefill_tokens_mean", 0.0) or 0.0)
     out = {}
     for p in PHASES:
         share = seqs[p] / total_seqs if total_seqs > 0 else 0.0
-        out[p] = PhaseCounts(seqs[p], total_tok * share, 0.0 if p == "aux" else seqs[p])
+        out[p] = PhaseCounts(seqs[p], total_tok * share, 0.0 if p == "extraction" else seqs[p])
     return out, True
 
 
@@ -822,12 +836,12 @@ def render_md(rep: dict[str, Any]) -> str:
             lines += [
                 "",
                 "'estimated split': this report has no per-phase token and image counts, so images = sequences in "
-                "search and answer (0 in aux) and the tokens are split in proportion to sequences; a sequence that "
-                "holds two images (e.g. ViCrop's crop beside the full image) counts one image, its second image's "
-                "tokens costed at the embedded model's 144.",
+                "search and answer (0 in extraction) and the tokens are split in proportion to sequences; a sequence "
+                "that holds two images (e.g. ViCrop's crop beside the full image) counts one image, its second "
+                "image's tokens costed at the embedded model's 144.",
             ]
         lines += ["", "Per phase (s / question, LM + vision):", ""]
-        lines += ["| backbone | method | search | answer | aux |", "|---|---|---:|---:|---:|"]
+        lines += ["| backbone | method | search | answer | extraction |", "|---|---|---:|---:|---:|"]
         for bname, rows in r["seconds"].items():
             for meth, row in rows.items():
                 ph = row["phases"]

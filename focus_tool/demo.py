@@ -72,7 +72,7 @@ def run_demo(
     write(
         f"FOCUS:                 {focus.answer!r:6} {verdict(focus.answer)}  "
         f"[search passes {focus.forward_passes.search}, answer {focus.forward_passes.answer}, "
-        f"extraction {focus.forward_passes.aux}]"
+        f"extraction {focus.forward_passes.extraction}]"
     )
     write(f"targets:  {', '.join(focus.targets) or '(none)'}   ground-truth box: {gt}")
     for r in focus.regions[:4]:

@@ -260,7 +260,7 @@ class FocusPipeline:
             return targets
         if question is None:
             raise InputRejected("give a question or a target to look for")
-        with self.adapter.counter.in_phase("aux"):
+        with self.adapter.counter.in_phase("extraction"):
             reply = self.adapter.generate(
                 None,
                 extraction_prompt(question, self.config.targets),

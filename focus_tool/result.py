@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     from focus_tool.adapters.base import ForwardCounter
@@ -46,27 +46,32 @@ class RelevanceMapOut(BaseModel):
     view_xyxy: tuple[float, float, float, float] = Field(description="image-pixel rectangle covered by the grid")
 
 
+# results written before the target-extraction phase was named ``extraction`` call it ``aux``: both are read,
+# ``extraction`` is written
+_EXTRACTION = AliasChoices("extraction", "aux")
+
+
 class PhaseCounts(BaseModel):
     """One count per phase."""
 
     search: int = Field(default=0, ge=0)
     answer: int = Field(default=0, ge=0)
-    aux: int = Field(default=0, ge=0)
+    extraction: int = Field(default=0, ge=0, validation_alias=_EXTRACTION)
 
 
 class ForwardPasses(BaseModel):
     """Model work, counted at the model-call boundary (a generate call counts once).
 
-    ``search`` / ``answer`` / ``aux`` are sequences run from an empty cache (the paper's forward passes); ``tokens``
-    the prompt tokens actually computed per phase (a prefill that reused the encoded image counts its suffix, a
-    continuation of a cached prefix only its own tokens); ``images`` the images run through the vision tower;
-    ``continuations`` the rows scored as continuations of a cached prefix (answer options on one prefill), which
-    are not passes.
+    ``search`` / ``answer`` / ``extraction`` are sequences run from an empty cache (the paper's forward passes);
+    ``tokens`` the prompt tokens actually computed per phase (a prefill that reused the encoded image counts its
+    suffix, a continuation of a cached prefix only its own tokens); ``images`` the images run through the vision
+    tower; ``continuations`` the rows scored as continuations of a cached prefix (answer options on one prefill),
+    which are not passes. Results written before the rename spell ``extraction`` as ``aux``; both are read.
     """
 
     search: int = Field(ge=0, description="relevance prefills + existence checks (the paper's search FPs)")
     answer: int = Field(ge=0, description="final answer passes")
-    aux: int = Field(ge=0, description="target extraction")
+    extraction: int = Field(ge=0, validation_alias=_EXTRACTION, description="target extraction")
     tokens: PhaseCounts = Field(default_factory=PhaseCounts, description="prompt tokens computed per phase")
     images: PhaseCounts = Field(default_factory=PhaseCounts, description="images encoded per phase")
     continuations: PhaseCounts = Field(
@@ -80,7 +85,7 @@ class ForwardPasses(BaseModel):
         return cls(
             search=c["search"],
             answer=c["answer"],
-            aux=c["aux"],
+            extraction=c["extraction"],
             tokens=PhaseCounts(**counter.tokens),
             images=PhaseCounts(**counter.images),
             continuations=PhaseCounts(**counter.continuations),

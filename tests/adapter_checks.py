@@ -229,7 +229,7 @@ def check_option_log_likelihoods(adapter: Any) -> None:
         with adapter.counter.in_phase("answer"):
             got = adapter.option_log_likelihoods(images[:k], PROMPT, OPTIONS)
         assert got.shape == (len(OPTIONS),)
-        assert adapter.counter.counts == {"search": 0, "answer": len(OPTIONS), "aux": 0}  # one pass per option
+        assert adapter.counter.counts == {"search": 0, "answer": len(OPTIONS), "extraction": 0}  # one pass per option
         want = manual_option_scores(adapter, images[:k], adapter.chat_text(PROMPT, n_images=k), OPTIONS)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     parts = [images[0], "This is the full image.", images[1], "This is a zoomed-in view.", PROMPT]

@@ -82,7 +82,7 @@ class ScriptedEngine:
             regions=regions,
             answer_view="crop" if question else "none",
             answer_boxes=[regions[0].box] if question else [],
-            forward_passes=ForwardPasses(search=4, answer=1 if question else 0, aux=0 if target else 1),
+            forward_passes=ForwardPasses(search=4, answer=1 if question else 0, extraction=0 if target else 1),
             prefill_tokens=100,
             timings_s={"answer": 0.001},
         )

@@ -514,7 +514,7 @@ def test_interleaved_encoding_equals_the_stock_processor(adapter: Gemma3Adapter)
     adapter.counter.reset()
     with adapter.counter.in_phase("answer"):
         reply = adapter.generate_interleaved(parts, max_new_tokens=3)
-    assert isinstance(reply, str) and adapter.counter.counts == {"search": 0, "answer": 1, "aux": 0}
+    assert isinstance(reply, str) and adapter.counter.counts == {"search": 0, "answer": 1, "extraction": 0}
 
 
 def test_option_log_likelihoods_equal_manual_scores(adapter: Gemma3Adapter) -> None:

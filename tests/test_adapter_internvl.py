@@ -325,7 +325,7 @@ def test_generate_interleaved_tiles_each_image(adapter: InternVLAdapter) -> None
     adapter.counter.reset()
     with adapter.counter.in_phase("answer"):
         reply = adapter.generate_interleaved(parts, max_new_tokens=3)
-    assert isinstance(reply, str) and adapter.counter.counts == {"search": 0, "answer": 1, "aux": 0}
+    assert isinstance(reply, str) and adapter.counter.counts == {"search": 0, "answer": 1, "extraction": 0}
 
 
 def test_option_log_likelihoods_equal_manual_scores(adapter: InternVLAdapter) -> None:

@@ -217,7 +217,7 @@ def test_generate_interleaved_gives_each_image_one_base_view(
         h1.remove()
         h2.remove()
     assert isinstance(reply, str)
-    assert adapter.counter.counts == {"search": 0, "answer": 1, "aux": 0}
+    assert adapter.counter.counts == {"search": 0, "answer": 1, "extraction": 0}
     per_image = adapter.side**2 + 1
     assert adapter.num_multi_image_tokens == per_image
     assert len(encoder_calls) == 1  # the images are encoded once

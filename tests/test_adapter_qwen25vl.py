@@ -195,7 +195,7 @@ def test_generate_interleaved_gives_each_image_its_own_grid(
     finally:
         hook.remove()
     assert isinstance(reply, str)
-    assert adapter.counter.counts == {"search": 0, "answer": 1, "aux": 0}
+    assert adapter.counter.counts == {"search": 0, "answer": 1, "extraction": 0}
     assert len(encoder_calls) == 1
     assert torch.equal(encoder_calls[0]["image_grid_thw"], expected_thw)
     assert feature_lens == [counts]

@@ -39,13 +39,21 @@ LEAN = {
     "accuracy": 0.9,
     "search_fps_mean": 2.0,
     "answer_fps_mean": 1.0,
-    "aux_fps_mean": 1.0,
+    "extraction_fps_mean": 1.0,
     "prefill_tokens_mean": 520.0,
+    "phase_tokens_mean": {"search": 400.0, "answer": 20.0, "extraction": 100.0},
+    "phase_images_mean": {"search": 2.0, "answer": 0.0, "extraction": 0.0},
+}
+# the same method as a report written before the extraction phase was renamed (``aux``) has it
+LEAN_OLD_KEYS = {
+    **{k: v for k, v in LEAN.items() if k != "extraction_fps_mean"},
+    "aux_fps_mean": 1.0,
     "phase_tokens_mean": {"search": 400.0, "answer": 20.0, "aux": 100.0},
     "phase_images_mean": {"search": 2.0, "answer": 0.0, "aux": 0.0},
 }
 
-# the committed compare report's vanilla and focus rows (benchmarks/results/compare/embedded_synthetic.json)
+# the committed compare report's vanilla and focus rows (benchmarks/results/compare/embedded_synthetic.json, old
+# ``aux`` spelling)
 OLD_VANILLA = {"search_fps_mean": 0.0, "answer_fps_mean": 3.5, "aux_fps_mean": 0.0, "prefill_tokens_mean": 563.2}
 OLD_FOCUS = {"search_fps_mean": 6.23, "answer_fps_mean": 3.5, "aux_fps_mean": 1.0, "prefill_tokens_mean": 1703.61}
 
@@ -54,7 +62,7 @@ def test_measured_split_hand_worked() -> None:
     crd = _module()
     row = crd.method_seconds(LEAN, _model(crd))
     assert row["estimated_split"] is False
-    s, a, x = (row["phases"][p] for p in ("search", "answer", "aux"))
+    s, a, x = (row["phases"][p] for p in ("search", "answer", "extraction"))
     # search: 400 - 2*144 + 2*576 = 1264 tokens, 632 per sequence; t = 0.632 + 0.399424 + 0.01 = 1.041424
     assert s["real_tokens"] == pytest.approx(1264.0)
     assert s["mean_n"] == pytest.approx(632.0)
@@ -62,10 +70,15 @@ def test_measured_split_hand_worked() -> None:
     assert s["vision_s"] == pytest.approx(1.0)
     # answer: a 20-token continuation, no image: t = 0.02 + 0.0004 + 0.01 = 0.0304
     assert a["lm_s"] == pytest.approx(0.304) and a["vision_s"] == 0.0
-    # aux: 100 text tokens: t = 0.1 + 0.01 + 0.01 = 0.12
+    # extraction: 100 text tokens: t = 0.1 + 0.01 + 0.01 = 0.12
     assert x["lm_s"] == pytest.approx(1.2)
     assert row["total_s"] == pytest.approx(21.82848 + 0.304 + 1.2)  # 23.33248
     assert row["images"] == pytest.approx(2.0) and row["sequences"] == pytest.approx(4.0)
+
+
+def test_old_phase_name_reads_the_same() -> None:
+    crd = _module()
+    assert crd.method_seconds(LEAN_OLD_KEYS, _model(crd)) == crd.method_seconds(LEAN, _model(crd))
 
 
 def test_estimated_split_hand_worked() -> None:
@@ -79,11 +92,11 @@ def test_estimated_split_hand_worked() -> None:
     assert van["total_s"] == pytest.approx(35.15616, abs=1e-4)
     foc = crd.method_seconds(OLD_FOCUS, _model(crd))
     c = foc["counts"]
-    # tokens split by sequences: 1703.61 * 6.23 / 10.73, * 3.5 / 10.73, * 1 / 10.73; aux has no image
+    # tokens split by sequences: 1703.61 * 6.23 / 10.73, * 3.5 / 10.73, * 1 / 10.73; extraction has no image
     assert c["search"]["tokens"] == pytest.approx(989.14169, abs=1e-4)
     assert c["answer"]["tokens"] == pytest.approx(555.69758, abs=1e-4)
-    assert c["aux"]["tokens"] == pytest.approx(158.77074, abs=1e-4)
-    assert (c["search"]["images"], c["answer"]["images"], c["aux"]["images"]) == (6.23, 3.5, 0.0)
+    assert c["extraction"]["tokens"] == pytest.approx(158.77074, abs=1e-4)
+    assert (c["search"]["images"], c["answer"]["images"], c["extraction"]["images"]) == (6.23, 3.5, 0.0)
     assert foc["phases"]["search"]["real_tokens"] == pytest.approx(989.14169 + 6.23 * 432, abs=1e-4)
     assert foc["total_s"] == pytest.approx(99.21846, abs=1e-4)
 

@@ -234,7 +234,7 @@ def test_pipeline_rejects_before_any_model_call(pipeline) -> None:
     pipeline.adapter.counter.reset()
     with pytest.raises(InputRejected):
         pipeline.zoom(Image.new("RGB", (64, 48)), target="  ")
-    assert pipeline.adapter.counter.counts == {"search": 0, "answer": 0, "aux": 0}
+    assert pipeline.adapter.counter.counts == {"search": 0, "answer": 0, "extraction": 0}
 
 
 # ---------------------------------------------------------------- the one decoder: formats, bombs, caps, pixels

@@ -106,7 +106,7 @@ def test_counters_agree_with_a_forward_pre_hook(adapter: Any, mode: str) -> None
             noise_image(30, (160, 100)), question="What is on the red card?", target="red card", options=OPTIONS
         )
     fp = result.forward_passes
-    assert fp.search + fp.answer + fp.aux == seen["passes"]
+    assert fp.search + fp.answer + fp.extraction == seen["passes"]
     assert sum(fp.continuations.model_dump().values()) == seen["continuations"]
     assert sum(fp.tokens.model_dump().values()) == seen["tokens"]
     assert fp.answer == 1 and fp.continuations.answer == len(OPTIONS)

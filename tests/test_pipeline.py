@@ -68,7 +68,7 @@ def test_forward_pass_accounting(
     result = pipe.zoom(_image(), question=QUESTION, target=targets)
     assert result.forward_passes.search == expected_search
     assert result.forward_passes.answer == 1
-    assert result.forward_passes.aux == 0  # explicit targets skip extraction
+    assert result.forward_passes.extraction == 0  # explicit targets skip extraction
 
 
 def test_overrun_never_stops_before_n_steps(adapter: LlavaAdapter) -> None:
@@ -87,7 +87,7 @@ def test_overrun_never_stops_before_n_steps(adapter: LlavaAdapter) -> None:
 def test_question_without_target_runs_extraction(adapter: LlavaAdapter) -> None:
     pipe = FocusPipeline(adapter, _cfg(2, overrun=False))
     result = pipe.zoom(_image(), question=QUESTION)
-    assert result.forward_passes.aux == 1
+    assert result.forward_passes.extraction == 1
     if not result.targets:  # a random model names no parsable target: answered on the full image
         assert result.answer_view == "full" and result.forward_passes.search == 0
 

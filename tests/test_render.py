@@ -67,7 +67,7 @@ def _result(
         answer_view="crop" if boxes else "full",
         answer_boxes=boxes,
         relevance_maps=maps if with_map else [],
-        forward_passes=ForwardPasses(search=3, answer=1, aux=1),
+        forward_passes=ForwardPasses(search=3, answer=1, extraction=1),
         prefill_tokens=0,
         status=status or ResultStatus(question="answered_on_region", targets=[FOUND]),
     )

@@ -47,7 +47,7 @@ def _result() -> FocusResult:
             )
         ],
         full_image_confidence={"red card": 0.123456, "dog": 1.0},
-        forward_passes=ForwardPasses(search=5, answer=1, aux=1),
+        forward_passes=ForwardPasses(search=5, answer=1, extraction=1),
         prefill_tokens=1234,
         timings_s={"targets": 0.01, "answer": 1.5},
     )
@@ -64,10 +64,31 @@ def test_json_round_trip() -> None:
 
 def test_json_round_trip_minimal() -> None:
     r = FocusResult(
-        model_id="m", image_wh=(32, 32), forward_passes=ForwardPasses(search=0, answer=0, aux=0), prefill_tokens=0
+        model_id="m",
+        image_wh=(32, 32),
+        forward_passes=ForwardPasses(search=0, answer=0, extraction=0),
+        prefill_tokens=0,
     )
     assert FocusResult.model_validate_json(r.model_dump_json()) == r
     assert r.answer_view == "none" and r.method == "focus" and r.regions == []
+
+
+def test_old_results_with_aux_read_back() -> None:
+    """A result written before the extraction phase was renamed says ``aux``: it reads, and writes ``extraction``."""
+    data = json.loads(_result().model_dump_json())
+    data["forward_passes"] = {
+        "search": 5,
+        "answer": 1,
+        "aux": 1,
+        "tokens": {"search": 400, "answer": 20, "aux": 100},
+        "images": {"search": 2, "answer": 1, "aux": 0},
+    }
+    old = FocusResult.model_validate_json(json.dumps(data))
+    fp = old.forward_passes
+    assert (fp.extraction, fp.tokens.extraction, fp.images.extraction) == (1, 100, 0)
+    again = json.loads(old.model_dump_json())["forward_passes"]
+    assert "aux" not in again and "aux" not in again["tokens"] and again["tokens"]["extraction"] == 100
+    assert FocusResult.model_validate_json(old.model_dump_json()) == old
 
 
 @pytest.mark.parametrize(

@@ -221,7 +221,7 @@ def _result(n_regions: int, wh: tuple[int, int] = (100, 80)) -> FocusResult:
         image_wh=wh,
         targets=["card"],
         regions=regions,
-        forward_passes=ForwardPasses(search=0, answer=0, aux=0),
+        forward_passes=ForwardPasses(search=0, answer=0, extraction=0),
         prefill_tokens=0,
     )
 

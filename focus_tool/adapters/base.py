@@ -19,11 +19,11 @@ from PIL import Image
 from focus_tool.adapters.prefix_cache import ImagePrefixCache
 from focus_tool.grid import PatchGrid
 
-Phase = Literal["search", "answer", "aux"]
+Phase = Literal["search", "answer", "extraction"]
 AnswerMode = Literal["single", "multi"]
 
 
-PHASES: tuple[Phase, ...] = ("search", "answer", "aux")
+PHASES: tuple[Phase, ...] = ("search", "answer", "extraction")
 
 
 class Reply(str):

@@ -162,7 +162,7 @@ class FocusService:
                 image_sha256=loaded.sha256,
                 cache_hit=cached is not None,
                 reuse="result" if cached is not None else "encoded_image" if base.image_cache_hits else "none",
-                forward_passes_saved=fp.search + fp.answer + fp.aux if cached is not None else 0,
+                forward_passes_saved=fp.search + fp.answer + fp.extraction if cached is not None else 0,
                 prefill_tokens_saved=0 if cached is not None else base.prefill_tokens_reused,
                 parent_region_id=rid or None,
                 parent_box=parent_box,

@@ -96,7 +96,7 @@ def summary_json(outcome: ZoomOutcome) -> str:
             for t in r.status.targets
         ],
         "warnings": [] if r.status is None else [f"{w.code}: {w.message}" for w in r.status.warnings],
-        "forward_passes": {"search": fp.search, "answer": fp.answer, "extraction": fp.aux},
+        "forward_passes": {"search": fp.search, "answer": fp.answer, "extraction": fp.extraction},
         "seconds": round(sum(v for k, v in r.timings_s.items() if k != "queue"), 3),
         "session": {
             "cache_hit": r.session.cache_hit,

@@ -3,7 +3,9 @@
 One record per (method, item): what was asked and answered, whether it was correct, and what it cost. The runner
 appends records to ``<report>.items.jsonl`` (or a rank shard), the report (:mod:`focus_tool.eval.report`) and the
 scorer (:func:`focus_tool.eval.scoring.accuracy_breakdown`) read them; every crossing is an :class:`ItemRecord`.
-A line is the record's fields in declaration order, so files written before this module existed read back equal.
+A line is the record's fields in declaration order, so files written before this module existed read back equal;
+files written before the target-extraction phase was named ``extraction`` spell it ``aux`` (``aux_fps``, the ``aux``
+key of the ``phase_*`` counts) and read back with the current names.
 """
 
 from __future__ import annotations
@@ -12,20 +14,31 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 logger = logging.getLogger(__name__)
 
-PHASES: Final[tuple[str, ...]] = ("search", "answer", "aux")
+PHASES: Final[tuple[str, ...]] = ("search", "answer", "extraction")
 """The phases a forward pass is counted in (FOCUS App. A.2)."""
+LEGACY_PHASES: Final[Mapping[str, str]] = {"aux": "extraction"}
+"""Old phase name -> current one, for records and reports written before the rename."""
 EXTRA_KEYS: Final[tuple[str, ...]] = ("cycle_category", "task", "subtask")
 """The item fields beyond the category that the official scorers group by (HR-Bench cycles, MME-RealWorld)."""
 
 
 # the first fields of a line, as every records file has them; the other fields follow in declaration order
 _LINE_HEAD: Final[tuple[str, ...]] = ("item_id", "method", "category", "extra", "answer", "pred", "reply", "correct")
+
+_V = TypeVar("_V")
+
+
+def current_phases(counts: Mapping[str, _V]) -> dict[str, _V]:
+    """Per-phase values keyed by the current phase names (an old name, see :data:`LEGACY_PHASES`, renamed)."""
+    out = {LEGACY_PHASES.get(k, k): v for k, v in counts.items()}
+    out.update((k, v) for k, v in counts.items() if k not in LEGACY_PHASES)  # a current name wins over an old one
+    return out
 
 
 class Scored(BaseModel):
@@ -53,10 +66,11 @@ class ItemRecord(Scored):
         answer: the correct option letter.
         pred: the predicted letter ("" if none parsed).
         reply: the model's reply (the option text under the logit scheme).
-        search_fps / answer_fps / aux_fps: forward passes per phase.
+        search_fps / answer_fps / extraction_fps: forward passes per phase (``aux_fps`` read as
+            ``extraction_fps``).
         prefill_tokens: prefill tokens over all calls.
         phase_tokens / phase_images / phase_continuations: per phase, computed tokens, encoded images and
-            cached-prefix continuations (absent from records of older runs).
+            cached-prefix continuations (absent from records of older runs; an ``aux`` key read as ``extraction``).
         tflops: analytic LLM TFLOPs (None without counted calls or model dimensions).
         answer_boxes: the boxes the answer was made on, image pixels.
         wall_s: seconds for the question.
@@ -70,7 +84,7 @@ class ItemRecord(Scored):
     reply: str
     search_fps: int
     answer_fps: int
-    aux_fps: int
+    extraction_fps: int = Field(validation_alias=AliasChoices("extraction_fps", "aux_fps"))
     prefill_tokens: int
     phase_tokens: dict[str, int] | None = None
     phase_images: dict[str, int] | None = None
@@ -79,6 +93,11 @@ class ItemRecord(Scored):
     answer_boxes: list[list[int]] = []
     wall_s: float
     peak_mem_mb: float
+
+    @field_validator("phase_tokens", "phase_images", "phase_continuations", mode="before")
+    @classmethod
+    def _current_phase_names(cls, v: object) -> object:
+        return current_phases(v) if isinstance(v, Mapping) else v
 
     @property
     def key(self) -> tuple[str, str]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
-from focus_tool.eval.records import PHASES, ItemRecord
+from focus_tool.eval.records import LEGACY_PHASES, PHASES, ItemRecord, current_phases
 from focus_tool.eval.scoring import accuracy_breakdown
 
 
@@ -34,6 +34,23 @@ def _phase_means(rs: Sequence[ItemRecord]) -> dict[str, dict[str, float]]:
     return out
 
 
+def current_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A report's per-method entry with the current phase names: reports written before the rename have
+    ``aux_fps_mean`` and an ``aux`` key in the ``phase_*_mean`` means, read as ``extraction``.
+    """
+    renamed = {f"{old}_fps_mean": f"{new}_fps_mean" for old, new in LEGACY_PHASES.items()}
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key in renamed:
+            if renamed[key] in entry:  # a current name wins over an old one
+                continue
+            key = renamed[key]
+        if key.startswith("phase_") and isinstance(value, Mapping):
+            value = current_phases(value)
+        out[key] = value
+    return out
+
+
 def summarize(records: Sequence[ItemRecord], *, benchmark: str, scheme: str) -> dict[str, Any]:
     """Per-method report entries from per-item records."""
     out: dict[str, Any] = {}
@@ -46,7 +63,7 @@ def summarize(records: Sequence[ItemRecord], *, benchmark: str, scheme: str) -> 
             "answer_scheme": scheme,
             "search_fps_mean": _mean([r.search_fps for r in rs]),
             "answer_fps_mean": _mean([r.answer_fps for r in rs]),
-            "aux_fps_mean": _mean([r.aux_fps for r in rs]),
+            "extraction_fps_mean": _mean([r.extraction_fps for r in rs]),
             "prefill_tokens_mean": _mean([r.prefill_tokens for r in rs]),
             **_phase_means(rs),
             "tflops_mean": _mean([r.tflops for r in rs]),
@@ -68,7 +85,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"- TFLOPs: {report['flops_formula']}",
         f"- peak memory: {report['peak_memory_kind']}",
         "",
-        "| method | n | accuracy | search FPs | answer FPs | aux FPs | prefill tokens | TFLOPs | s/question "
+        "| method | n | accuracy | search FPs | answer FPs | extraction FPs | prefill tokens | TFLOPs | s/question "
         "| peak MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -79,7 +96,7 @@ def markdown(report: dict[str, Any]) -> str:
     for name, m in report["methods"].items():
         lines.append(
             f"| {name} | {m['n']} | {100 * m['accuracy']:.2f} | {f(m['search_fps_mean'])} | {f(m['answer_fps_mean'])} "
-            f"| {f(m['aux_fps_mean'])} | {f(m['prefill_tokens_mean'], 0)} | {f(m['tflops_mean'], 4)} "
+            f"| {f(m['extraction_fps_mean'])} | {f(m['prefill_tokens_mean'], 0)} | {f(m['tflops_mean'], 4)} "
             f"| {f(m['wall_s_mean'], 3)} | {f(m['peak_mem_mb'], 0)} |"
         )
     return "\n".join(lines) + "\n"

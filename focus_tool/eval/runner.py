@@ -1,7 +1,7 @@
 """The evaluation runner: method x benchmark -> per-item JSONL (resumable), JSON + Markdown report, PNG plot.
 
 Efficiency accounting, the same for every method:
-- forward passes counted at the adapter boundary per phase (search / answer / aux), FOCUS App. A.2;
+- forward passes counted at the adapter boundary per phase (search / answer / extraction), FOCUS App. A.2;
 - prefill tokens summed over all calls of a question (decode steps not counted);
 - analytic TFLOPs: for every counted sequence of n prefill tokens, ``L * (4 n d^2 + 2 n^2 d + 2 n d m)``
   multiply-accumulates (FastV / PyramidDrop formula as FOCUS uses it, paper App. C.4; FastV: arXiv 2403.06764), LLM
@@ -55,7 +55,7 @@ from focus_tool.eval.records import (
     merge_records,
     shard_path,
 )
-from focus_tool.eval.report import markdown, plot, summarize
+from focus_tool.eval.report import current_entry, markdown, plot, summarize
 from focus_tool.eval.scoring import predicted_letter
 from focus_tool.eval.signature import (
     EvalSpec,
@@ -135,7 +135,7 @@ def run_item(method: Method, item: EvalItem, *, benchmark: str, scheme: str, dev
         correct=pred == item.answer_letter,
         search_fps=fp.search,
         answer_fps=fp.answer,
-        aux_fps=fp.aux,
+        extraction_fps=fp.extraction,
         prefill_tokens=result.prefill_tokens,
         phase_tokens=fp.tokens.model_dump(),
         phase_images=fp.images.model_dump(),
@@ -231,7 +231,8 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
     # An earlier report's other methods are kept only when resuming under the same signature; after the items file
     # was deleted they would be results of another run.
     previous = json.loads(spec.report.read_text()) if resumed and spec.report.is_file() else {}
-    methods = dict(previous.get("methods", {})) if previous.get("benchmark") == spec.benchmark else {}
+    kept = previous.get("methods", {}) if previous.get("benchmark") == spec.benchmark else {}
+    methods = {name: current_entry(entry) for name, entry in kept.items()}
     methods.update(summarize(records, benchmark=spec.benchmark, scheme=scheme))
     report = {
         "benchmark": spec.benchmark,

@@ -194,7 +194,7 @@ def evaluate(
         rec["targets_ok"] = sorted(res.targets) == sorted(q.targets)
         rec["search_fp"] = res.forward_passes.search
         rec["answer_fp"] = res.forward_passes.answer
-        rec["aux_fp"] = res.forward_passes.aux
+        rec["extraction_fp"] = res.forward_passes.extraction
         rec["prefill_tokens"] = res.prefill_tokens
         rec["wall_s"] = sum(res.timings_s.values())
         grid = adapter.grid_for(image.size)
@@ -342,7 +342,7 @@ def _summarise(
         "layers": list(layers),
         "search_fps_mean": round(float(np.mean([r["search_fp"] for r in records])), 3),
         "answer_fps_mean": round(float(np.mean([r["answer_fp"] for r in records])), 3),
-        "aux_fps_mean": round(float(np.mean([r["aux_fp"] for r in records])), 3),
+        "extraction_fps_mean": round(float(np.mean([r["extraction_fp"] for r in records])), 3),
         "prefill_tokens_mean": round(float(np.mean([r["prefill_tokens"] for r in records])), 1),
         "wall_s_mean": round(float(np.mean([r["wall_s"] for r in records])), 4),
         "ablations": {

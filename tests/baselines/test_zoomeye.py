@@ -238,7 +238,7 @@ def test_run_answers_on_found_crop_and_counts() -> None:
     assert result.method == "zoomeye" and result.targets == ["red card"]
     assert result.answer_boxes == [method.crop_box(method.root((36, 36)).children[1].children[3], (36, 36))]
     fp = result.forward_passes
-    assert (fp.aux, fp.search, fp.answer) == (1, 40, 1)
+    assert (fp.extraction, fp.search, fp.answer) == (1, 40, 1)
 
 
 def test_type2_keeps_nodes_beating_their_subtree() -> None:
@@ -419,7 +419,7 @@ def test_global_local_final_answer_gets_main_image_and_zoomed_view(scheme: str) 
     assert result.answer_view == "multi" and result.answer_boxes == [(106, 34, 144, 74)]
     assert result.answer == ("B" if scheme == "letter" else "black")
     fp = result.forward_passes
-    assert (fp.aux, fp.search, fp.answer) == (1, 40, 1 if scheme == "letter" else 2)
+    assert (fp.extraction, fp.search, fp.answer) == (1, 40, 1 if scheme == "letter" else 2)
     main, main_caption, zoom, zoom_caption, text = adapter.answers[-1]
     assert isinstance(main, Image.Image) and isinstance(zoom, Image.Image)
     assert main.size == (40, 40) and zoom.size == (39, 42) and adapter.big_node(zoom) == "0.1.3"
@@ -444,7 +444,7 @@ def test_global_local_root_filter_skips_the_search() -> None:
     assert result.answer_view == "full" and result.answer_boxes == [] and result.answer == "A"
     assert adapter.answers[-1][0].size == (144, 144)  # the full image, single-image prompt
     fp = result.forward_passes
-    assert (fp.aux, fp.search, fp.answer) == (1, 2, 1)
+    assert (fp.extraction, fp.search, fp.answer) == (1, 2, 1)
 
 
 def test_global_local_several_cues_search_from_the_root() -> None:
@@ -538,7 +538,7 @@ def test_global_local_runs_on_tiny_multi_image_models(
     question = "What is the color of the dots on the red card?"
     result = method.run(image, question=question, options=options, scheme=scheme, cues=["red card"])  # type: ignore[arg-type]
     fp = result.forward_passes
-    assert fp.aux == 0 and fp.search >= 1 and fp.answer == (1 if scheme == "letter" else len(options))
+    assert fp.extraction == 0 and fp.search >= 1 and fp.answer == (1 if scheme == "letter" else len(options))
     assert result.answer_view in ("multi", "full") and result.answer is not None
     if scheme == "logit":
         assert result.answer in options
@@ -736,7 +736,7 @@ def test_cues_from_focus_extraction(
     result = method.run(_image(), question=question, options=["a", "b"])
     assert adapter.generated == [extraction_prompt(question, targets)]  # FOCUS's Stage-I prompt, nothing else
     assert result.targets == cues and result.target_types == types
-    assert result.forward_passes.aux == 1  # the extraction pass, counted as FOCUS counts it
+    assert result.forward_passes.extraction == 1  # the extraction pass, counted as FOCUS counts it
     names = {t.split(" ", 3)[3].removesuffix(" in the image? Answer Yes or No.") for t in adapter.texts if t[0] == "I"}
     assert names == {c.removeprefix("all ") for c in cues}
     assert (result.forward_passes.search == 0) == (not cues)
@@ -751,7 +751,7 @@ def test_no_cue_answers_on_the_full_image_and_warns(cues: str, caplog: pytest.Lo
         method.run(_image(), question="Q?", options=["a", "b"])
     assert first.targets == [] and first.answer_view == "full" and first.answer_boxes == []
     fp = first.forward_passes
-    assert (fp.aux, fp.search, fp.answer) == (1, 0, 1)
+    assert (fp.extraction, fp.search, fp.answer) == (1, 0, 1)
     levels = [r.levelno for r in caplog.records if "no visual cue" in r.getMessage()]
     assert levels == [logging.WARNING, logging.DEBUG]  # once per method at warning level
 

@@ -215,7 +215,7 @@ def test_focus_logit_scheme_spends_exactly_the_option_passes(
     assert report is not None and report["methods"]["focus"]["answer_scheme"] == "logit"
     records = [json.loads(x) for x in items_path(spec.report).read_text().splitlines()]
     assert [r["answer_fps"] for r in records] == [4, 2]  # one pass per option sentence, nothing else
-    assert phases == ["aux", "aux"]  # target extraction only; no answer-phase generate
+    assert phases == ["extraction", "extraction"]  # target extraction only; no answer-phase generate
     assert all(r["pred"] for r in records)  # every reply is one of the option texts
 
 
@@ -267,7 +267,7 @@ class _AlwaysA:
             self.adapter.counter.add(3, 30)  # a search of 3 passes, once per call
         return FocusResult(
             method="focus", model_id="always-a", image_wh=image.size, question=question, answer="A",
-            forward_passes=ForwardPasses(search=3, answer=1, aux=0), prefill_tokens=30,
+            forward_passes=ForwardPasses(search=3, answer=1, extraction=0), prefill_tokens=30,
         )  # fmt: skip
 
 

@@ -46,8 +46,8 @@ class ZoomEyeConfig:
     box_color: Literal["auto", "red", "blue"] = "auto"  # auto: blue if the question mentions a "red rectangle"
     merge_buffer_px: int = 50  # expanded patches closer than 2x this are merged for the final answer
     # where the visual cues come from: "prompt" = ZoomEye's own extraction prompt (prompts.cue, official); or
-    # "focus_extraction" = FOCUS's Stage-I prompt and parse_targets with ``targets`` (one aux pass either way), for
-    # checkpoints that cannot answer the official prompt [deviation, per checkpoint]
+    # "focus_extraction" = FOCUS's Stage-I prompt and parse_targets with ``targets`` (one extraction pass either
+    # way), for checkpoints that cannot answer the official prompt [deviation, per checkpoint]
     cues: CueSource = "prompt"
     prompts: ZoomEyePrompts = field(default_factory=ZoomEyePrompts)
     targets: TargetConfig = field(default_factory=TargetConfig)  # Stage-I settings for cues="focus_extraction"

@@ -252,15 +252,15 @@ class ZoomEyeMethod:
         return any(c >= cfg.answer_upper for c in conf)
 
     def extract_cues(self, question: str) -> list[VisualCue]:
-        """One text-only greedy generate (aux phase) and the parsed visual cues, from ``config.cues``.
+        """One text-only greedy generate (extraction phase) and the parsed visual cues, from ``config.cues``.
 
         - ``"prompt"`` (official): ZoomEye's cue prompt, parsed by :func:`parse_cues`;
         - ``"focus_extraction"``: FOCUS's Stage-I prompt and :func:`~focus_tool.steps.targets.parse_targets` with
-          ``config.targets`` (the same call and parsing as FOCUS, counted as aux as FOCUS's is); a type-2 target
+          ``config.targets`` (the same call and parsing as FOCUS, counted as extraction as FOCUS's is); a type-2 target
           becomes the cue "all {phrase}" (already singular: no second plural strip).
         """
         cfg = self.config
-        with self.adapter.counter.in_phase("aux"):
+        with self.adapter.counter.in_phase("extraction"):
             if cfg.cues == "focus_extraction":
                 prompt, max_new = extraction_prompt(question, cfg.targets), cfg.targets.max_new_tokens
             else:
