@@ -2,6 +2,8 @@
 
 python examples/langchain_agent.py [--model PATH] [--out overlay.png]
 
+The scene image lives in a temporary folder that is removed when the script ends; --out keeps the overlay.
+
 The chat model here is a tiny scripted planner so the example runs without an API key; with a real model, pass
 e.g. ``ChatAnthropic(model=...)`` to ``create_agent`` instead (providers that accept images in tool results see
 the crops; the JSON text block alone is enough for the others).
@@ -60,18 +62,12 @@ class OfflinePlanner(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=None, help="checkpoint folder (default: the embedded model)")
-    ap.add_argument("--out", default="agent_overlay.png", help="overlay PNG of the last zoom")
-    args = ap.parse_args()
-
-    folder = Path(tempfile.mkdtemp(prefix="focus-agent-"))
+def run(model: str | None, folder: Path, out: Path) -> None:
     item = syn.sample_bench_item(np.random.default_rng([syn.DEMO_STREAM, 7]), "attribute")
     image_path = folder / "scene.png"
     syn.render(item.scene).save(image_path)
 
-    pipeline = FocusPipeline.from_pretrained(args.model)
+    pipeline = FocusPipeline.from_pretrained(model)
     tool = FocusZoomTool(service=FocusService(pipeline, AgentPolicy(allowed_roots=(folder,))))
     planner = OfflinePlanner(image_path=str(image_path), question=item.question.text, target=item.question.targets[0])
     agent = create_agent(planner, tools=[tool])
@@ -88,8 +84,18 @@ def main() -> None:
         elif isinstance(m, AIMessage) and m.content:
             print("agent:", m.content)
     last = next(m.artifact for m in reversed(state["messages"]) if isinstance(m, ToolMessage))
-    overlay(syn.render(item.scene), last).save(args.out)
-    print("overlay written to", args.out)
+    overlay(syn.render(item.scene), last).save(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None, help="checkpoint folder (default: the embedded model)")
+    ap.add_argument("--out", type=Path, default=None, help="overlay PNG of the last zoom to keep (default: none)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="focus-agent-") as tmp:  # the scene image (and overlay) live here
+        folder = Path(tmp)
+        run(args.model, folder, args.out or folder / "overlay.png")
+    print("overlay written to", args.out or "a temporary folder, now removed (--out PATH keeps it)")
 
 
 if __name__ == "__main__":

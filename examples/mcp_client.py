@@ -1,6 +1,8 @@
 """Start the MCP server as a stdio subprocess (what a desktop host does) and call its tools with the SDK client.
 
 python examples/mcp_client.py [--model PATH] [--out overlay.png]
+
+The scene image lives in a temporary folder that is removed when the script ends; --out keeps the overlay.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from focus_tool.data import synthetic as syn
 from focus_tool.render import overlay
 
 
-async def run(model: str | None, out: str) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="focus-mcp-"))
+async def run(model: str | None, folder: Path, out: Path) -> None:
     item = syn.sample_bench_item(np.random.default_rng([syn.DEMO_STREAM, 7]), "attribute")
     image = syn.render(item.scene)
     image.save(folder / "scene.png")
@@ -50,15 +51,17 @@ async def run(model: str | None, out: str) -> None:
         bad = await client.call_tool("focus_zoom", {"image_path": "/etc/passwd", "question": "what is this?"})
         print("refused:", bad.is_error, next(b.text for b in bad.content if isinstance(b, TextContent)))
     overlay(image, AgentResult.model_validate(zoomed.structured_content)).save(out)
-    print("overlay written to", out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="checkpoint folder (default: the embedded model)")
-    ap.add_argument("--out", default="mcp_overlay.png", help="overlay PNG of the zoomed result")
+    ap.add_argument("--out", type=Path, default=None, help="overlay PNG of the zoomed result to keep (default: none)")
     args = ap.parse_args()
-    anyio.run(run, args.model, args.out)
+    with tempfile.TemporaryDirectory(prefix="focus-mcp-") as tmp:  # the scene image (and overlay) live here
+        folder = Path(tmp)
+        anyio.run(run, args.model, folder, args.out or folder / "overlay.png")
+    print("overlay written to", args.out or "a temporary folder, now removed (--out PATH keeps it)")
 
 
 if __name__ == "__main__":

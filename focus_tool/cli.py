@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from focus_tool.config import PIPELINES
+from focus_tool.devices import DEFAULT_DEVICE, DEVICE_CHOICES, resolve_device
 from focus_tool.errors import FocusError, quote_text
 from focus_tool.plugins import load_plugins
 
@@ -22,12 +24,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("focus_tool.cli")
 
-EPILOG = """examples:
+EVAL_DIR = Path("focus-eval")  # focus eval's default report folder, relative to the current folder (git-ignored)
+DEVICE_HELP = "where to run the model (default auto: cuda if PyTorch sees a GPU, else mps, else cpu)"
+
+EPILOG = """examples (the embedded model knows only its synthetic world of coloured cards with dots):
   focus demo                                   generate a fine-grained image, compare vanilla and FOCUS
-  focus zoom photo.jpg --question "What colour is the cup?" --overlay out.png
+  focus zoom photo.jpg --question "What is the color of the dots on the red card?" --overlay out.png
   focus zoom photo.jpg --target "red card" --json
-  focus zoom photo.jpg -q "..." --model llava-hf/llava-1.5-7b-hf --device cuda
+  focus zoom photo.jpg -q "What is written on the sign?" --model llava-hf/llava-1.5-7b-hf --device cuda
   focus serve --allowed-root ~/Pictures         MCP server on stdio (add --transport streamable-http for HTTP)
+  focus eval --method focus --benchmark synthetic --limit 40    report: focus-eval/focus_synthetic_n40.json
   focus eval --method zoomeye --benchmark vstar --data ~/vstar_bench --report runs/zoomeye.json
 """
 
@@ -50,7 +56,7 @@ def _version() -> str:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the embedded demo model)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps", "auto"], help="where to run the model")
+    p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICE_CHOICES, help=DEVICE_HELP)
     p.add_argument(
         "--attn",
         default="sdpa",
@@ -66,31 +72,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _device(name: str) -> str:
-    if name == "cpu":
-        return name
-    import torch
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FocusError("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu (or auto)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise FocusError("--device mps: PyTorch sees no Apple MPS device here; use --device cpu (or auto)")
-    if name != "auto":
-        return name
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def _pipeline(args: argparse.Namespace) -> FocusPipeline:
     from focus_tool.pipeline import FocusPipeline
 
     return FocusPipeline.from_pretrained(
         args.model,
-        device=_device(args.device),
+        device=resolve_device(args.device),
         attn_implementation=args.attn,
         dtype=getattr(args, "dtype", None),
         pipeline=getattr(args, "pipeline", "preset"),
@@ -104,9 +91,13 @@ def cmd_zoom(args: argparse.Namespace) -> int:
 
     if args.question is None and args.target is None:
         raise FocusError("give --question Q or --target T")
+    if args.top < 0:
+        raise FocusError(f"--top must be 0 or more regions per target, got {args.top}")
     image = load_image(args.image)  # validate before loading the model
     if args.overlay is not None:  # before the model runs: a directory, unwritable, existing or the input itself
         check_output_path(args.overlay, inputs=(args.image,), force=args.force)
+    if args.html is not None:  # the same checks for the HTML view
+        check_output_path(args.html, inputs=(args.image,), force=args.force, flag="--html", suffix=".html")
     options = parse_options(args.options)
     for text, what in ((args.question, "question"), (args.target, "target")):
         if text is not None:
@@ -115,7 +106,11 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     result = pipe.zoom(image, question=args.question, target=args.target, options=options)
     if args.overlay is not None:
         args.overlay.parent.mkdir(parents=True, exist_ok=True)
-        overlay(image, result, style=args.overlay_style).save(args.overlay)
+        overlay(image, result, style=args.overlay_style, show_unscored=args.overlay_unscored).save(args.overlay)
+    if args.html is not None:
+        from focus_tool.view import static_html
+
+        args.html.write_text(static_html(image, result), encoding="utf-8")
     if args.json:
         _out(result.model_dump_json(indent=1))
         return 0
@@ -123,11 +118,10 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     if result.question:
         _out(f"question: {result.question}")
         basis = {"answered_on_region": "on the selected region", "answered_on_whole_image": "on the WHOLE image"}
-        if status is not None and status.question == "refused":
-            _out("answer:   REFUSED (see warnings)")
-        else:
-            where = basis.get(status.question, "") if status is not None else ""
-            _out(f"answer:   {result.answer}" + (f"   ({where})" if where else ""))
+        where = basis.get(status.question, "") if status is not None else ""
+        _out(f"answer:   {result.answer}" + (f"   ({where})" if where else ""))
+        if result.answer_evidence is not None:
+            _out(f"          {result.answer_evidence.line()}")
     _out(f"targets:  {', '.join(result.targets) or '(none)'}")
     if status is not None:
         for t in status.targets:
@@ -135,24 +129,31 @@ def cmd_zoom(args: argparse.Namespace) -> int:
             _out(f"  {t.target}: {t.state.replace('_', ' ').upper()}{conf}")
         for w in status.warnings:
             _out(f"warning ({w.code}): {w.message}")
-    for r in result.regions[: args.top]:
+    listed: dict[str, int] = {}  # regions listed per target: --top N is N for each target
+    for r in result.regions:
+        listed[r.target] = listed.get(r.target, 0) + 1
+        if listed[r.target] > args.top:
+            continue
         conf = "  -  " if r.confidence is None else f"{r.confidence:.3f}"
         mark = " *" if r.selected else ""
         _out(f"  {r.id:>4} {r.target:<20} box={list(r.box)} P(yes)={conf}{mark}")
     fp = result.forward_passes
     _out(
-        f"forward passes: search {fp.search}, answer {fp.answer}, extraction {fp.aux}; "
+        f"forward passes: search {fp.search}, answer {fp.answer}, extraction {fp.extraction}; "
         f"prefill tokens {result.prefill_tokens}"
     )
     if args.overlay is not None:
         _out(f"overlay:  {args.overlay}")
+    if args.html is not None:
+        _out(f"html:     {args.html}")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     """focus models: the supported architectures and their presets."""
-    from focus_tool.adapters.registry import supported_architectures
+    from focus_tool.adapters.registry import default_model_path, supported_architectures
     from focus_tool.presets import PRESETS
+    from focus_tool.world import describe, read_world
 
     _out(f"{'model_type':<17} {'transformers class':<40} {'preset':<16} settings")
     for mtype, hf_class, name in supported_architectures():
@@ -165,6 +166,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
         _out(f"{mtype:<17} {hf_class:<40} {name:<16} {settings}")
     _out("a checkpoint's focus_preset.json overrides its preset; layers past the model depth fall back to [O//2, O)")
+    _out(f"default model: {default_model_path()}")
+    _out(describe(read_world(default_model_path()), str(default_model_path()), subject="The default model"))
     return 0
 
 
@@ -207,18 +210,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """focus eval: one method on one benchmark -> JSON + Markdown report, per-item JSONL, PNG plot."""
     from focus_tool.eval.runner import EvalSpec, run_eval
 
+    report_path = args.report if args.report is not None else default_report(args)
     report = run_eval(
         EvalSpec(
             methods=(args.method,),
             benchmark=args.benchmark,
             data=args.data,
-            report=args.report,
+            report=report_path,
             limit=args.limit,
             seed=args.seed,
             model=args.model,
             scheme=args.scheme,
             pipeline=args.pipeline,
-            device=_device(args.device),
+            device=resolve_device(args.device),
             attn=args.attn,
             zoomeye_depth=args.zoomeye_depth,
             vicrop_variant=args.vicrop_variant,
@@ -232,9 +236,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _out(
             f"{args.method} on {args.benchmark}: accuracy {100 * m['accuracy']:.2f} (n={m['n']}, "
             f"{m['answer_scheme']}); search FPs {m['search_fps_mean']}, answer FPs {m['answer_fps_mean']}; "
-            f"report {args.report}"
+            f"report {report_path} (also .md, .png, .items.jsonl)"
         )
     return 0
+
+
+def default_report(args: argparse.Namespace) -> Path:
+    """Where ``focus eval`` writes without ``--report``: ``focus-eval/<method>_<benchmark>[_<settings>].json``.
+
+    The settings that make a run's records differ (``--limit``, ``--seed``, ``--model``, ...) are in the name when
+    they are not the defaults, so a rerun with other settings gets its own report instead of a refused resume.
+    ``focus-eval/`` is in .gitignore.
+    """
+    parts: list[str] = [args.method, args.benchmark]
+    if args.data is not None:
+        parts.append(Path(args.data).name)
+    if args.model is not None:
+        parts.append(Path(args.model).name)
+    if args.limit is not None:
+        parts.append(f"n{args.limit}")
+    if args.seed != 0:
+        parts.append(f"seed{args.seed}")
+    if args.pipeline != "preset":
+        parts.append(args.pipeline)
+    if args.scheme is not None:
+        parts.append(args.scheme)
+    if args.zoomeye_depth is not None:
+        parts.append(f"depth{args.zoomeye_depth}")
+    if args.vicrop_variant != "rel-att":
+        parts.append(args.vicrop_variant)
+    if args.vicrop_high:
+        parts.append("high")
+    name = "_".join(re.sub(r"[^A-Za-z0-9.+-]+", "-", p).strip("-.") or "x" for p in parts)
+    return EVAL_DIR / f"{name}.json"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -264,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet",
         action="store_true",
         help="no progress bars and no log lines below ERROR (results and errors are still printed); "
-        "goes before the command: focus -q eval ... (after `zoom`, -q is --question)",
+        "goes before the command: `focus -q eval ...` (after `zoom`, -q is --question)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -291,9 +325,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="heat: the relevance map blended under the boxes (default); outline: the boxes alone on the image",
     )
     z.add_argument(
-        "--force", action="store_true", help="let --overlay replace an existing file (never the input image)"
+        "--overlay-unscored",
+        action="store_true",
+        help="also draw the regions no existence check scored (hidden by default)",
     )
-    z.add_argument("--top", type=int, default=5, help="regions to list in the text output (default 5)")
+    z.add_argument(
+        "--html",
+        type=Path,
+        help="write a self-contained HTML view (no network): the image, the ranked boxes, the relevance map as a "
+        "layer, the answer, its confidence and the status",
+    )
+    z.add_argument(
+        "--force", action="store_true", help="let --overlay / --html replace an existing file (never the input image)"
+    )
+    z.add_argument("--top", type=int, default=5, help="regions to list per target in the text output (default 5)")
     z.add_argument(
         "--pipeline",
         choices=PIPELINES,
@@ -354,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one method on a benchmark read from a local path (or the seeded synthetic split): "
         "resumable per-item JSONL next to the report (a rerun with another model or settings is refused), JSON + "
         "Markdown report, PNG plot. Data-parallel with "
-        "torchrun --nproc_per_node N -m focus_tool.cli eval ...",
+        "`torchrun --nproc_per_node N -m focus_tool.cli eval ...`.",
     )
     e.add_argument("--method", required=True, choices=method_names())
     e.add_argument(
@@ -364,7 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=None, help="first N items (synthetic: split size, default 200)")
     e.add_argument("--seed", type=int, default=0, help="synthetic split and option-shuffle seed")
     e.add_argument(
-        "--report", type=Path, required=True, help="the JSON report (also .md, .png, .items.jsonl, .run.json)"
+        "--report",
+        type=Path,
+        default=None,
+        help="the JSON report (also .md, .png, .items.jsonl, .run.json); default: METHOD_BENCHMARK[_SETTINGS].json "
+        f"in {EVAL_DIR}/ of the current folder",
     )
     e.add_argument(
         "--scheme",
@@ -380,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(paper), or lean FOCUS (lean); see docs/method.md",
     )
     e.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the embedded model)")
-    e.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps", "auto"])
+    e.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICE_CHOICES, help=DEVICE_HELP)
     e.add_argument(
         "--attn", default=None, choices=["sdpa", "eager", "flash_attention_2"], help="default: eager for vicrop"
     )
@@ -396,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the MCP server (stdio for desktop hosts, or --transport streamable-http)",
         description="Serve focus_zoom / focus_find over MCP; the same as `focus-mcp` and `python -m mcp_server`. "
-        "Needs the mcp extra: pip install 'focus-tool[mcp]'.",
+        "Needs the mcp extra: `pip install 'focus-tool[mcp]'`.",
     )
     add_server_arguments(s)
     s.set_defaults(func=cmd_serve)

@@ -31,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from focus_tool.agent import DEFAULT_CROPS, AgentPolicy, AgentResult, FocusService, ProgressFn, summary_json
 from focus_tool.arguments import argument_error
 from focus_tool.errors import FocusError
+from focus_tool.pipeline import FocusPipeline
+from focus_tool.world import describe
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +63,14 @@ class ZoomInput(BaseModel):
         "empty if image_path is set.",
     )
     question: str = Field(
-        default="", description="Question about a small detail of the image, e.g. 'What does the sign say?'."
+        default="", description="Question about a small detail of the image, e.g. 'How many dots are on the red card?'."
     )
     target: str = Field(
         default="", description="Object to find instead of (or besides) a question, e.g. 'red card'; may be empty."
     )
     region_id: str = Field(
         default="",
-        description="Id of a region from an earlier focus_zoom result on the same image (e.g. 'r1') to zoom inside; "
+        description="The id field of a region in an earlier focus_zoom result on the same image, to zoom inside; "
         "empty to search the whole image.",
     )
     max_crops: int = Field(
@@ -92,6 +94,12 @@ class FocusZoomTool(BaseTool):
     """The engine: policy, session cache and queue around one FocusPipeline."""
     return_images: bool = True
     """Add one JPEG image block per top crop (text alone is always sufficient)."""
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Append to the default description one sentence on what the service's model can see."""
+        pipeline = self.service.pipeline
+        if self.description == ZOOM_DESCRIPTION and isinstance(pipeline, FocusPipeline):
+            self.description = f"{ZOOM_DESCRIPTION} {describe(pipeline.world, pipeline.adapter.model_id)}"
 
     def _parse_input(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> str | dict[str, Any]:
         """Validate the arguments; a failure is one-line ``ToolException`` (not pydantic's multi-line dump)."""
@@ -122,7 +130,11 @@ class FocusZoomTool(BaseTool):
         max_crops: int,
         progress: ProgressFn | None,
     ) -> tuple[list[dict[str, Any]], AgentResult]:
-        """The one synchronous path: call the service, turn the outcome into blocks + artifact."""
+        """The one synchronous path: call the service, turn the outcome into blocks + artifact.
+
+        Region ids belong to this tool instance (the service's ``caller`` key): an agent holding another
+        ``FocusZoomTool`` over the same service cannot zoom into them.
+        """
         try:
             outcome = self.service.zoom(
                 image_path=image_path,
@@ -133,6 +145,7 @@ class FocusZoomTool(BaseTool):
                 max_crops=max_crops,
                 return_images=self.return_images,
                 progress=progress,
+                caller=f"langchain:{id(self):x}",
             )
         except FocusError as e:
             raise ToolException(str(e)) from e

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from focus_tool.agent import AgentPolicy, gate
+from focus_tool.devices import DEFAULT_DEVICE, DEVICE_CHOICES
 from focus_tool.errors import ConfigError, quote_text
 
 Transport = Literal["stdio", "streamable-http"]
@@ -28,7 +29,8 @@ class ServerSettings:
     Attributes:
         allowed_roots: folders image paths must resolve into (none: paths are refused, base64 still works).
         model: checkpoint folder or hub id; None = the embedded model.
-        device: cpu, cuda, mps or auto.
+        device: auto (cuda if PyTorch sees a GPU, else mps, else cpu; :func:`focus_tool.devices.resolve_device`),
+            cpu, cuda or mps.
         transport: stdio (desktop hosts) or streamable-http.
         host, port, path: where streamable HTTP listens (loopback only: there is no authentication); only Host and
             Origin headers naming the bound address (or ``localhost``) are served (:meth:`http_allow_lists`).
@@ -51,7 +53,7 @@ class ServerSettings:
 
     allowed_roots: tuple[Path, ...] = ()
     model: str | None = None
-    device: str = "cpu"
+    device: str = DEFAULT_DEVICE
     transport: Transport = "stdio"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -238,7 +240,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model", default=env("FOCUS_MODEL"), help="checkpoint folder or hub id (default: embedded)")
     parser.add_argument(
-        "--device", default=env("FOCUS_DEVICE", "cpu"), choices=["cpu", "cuda", "mps", "auto"], help="model device"
+        "--device",
+        default=env("FOCUS_DEVICE", DEFAULT_DEVICE),
+        choices=DEVICE_CHOICES,
+        help="model device (default auto: cuda if PyTorch sees a GPU, else mps, else cpu)",
     )
     parser.add_argument("--transport", default="stdio", choices=["stdio", "streamable-http"], help="MCP transport")
     parser.add_argument(

@@ -173,7 +173,7 @@ def test_zoom_json_and_overlay(tmp_path: Path, tiny: Path, image: Path) -> None:
     assert out.is_file()
     with Image.open(out) as f:
         written = f.convert("RGB")
-    assert written.size == (w, h)
+    assert written.size[0] >= w and written.size[1] >= h  # the image at the top left; a legend margin may follow
 
     # the boxes are drawn where the JSON says: same picture when re-rendered from the JSON result ...
     img = load_image(image)
@@ -212,3 +212,89 @@ def test_demo_runs_on_the_shipped_model(tmp_path: Path) -> None:
         "demo_0_overlay.png",
     ]  # the tally writes nothing
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def test_top_lists_n_regions_per_target(tmp_path: Path) -> None:
+    """`--top 1` on a two-target question lists the best region of each target, not only of the first."""
+    from focus_tool.data import synthetic as syn
+
+    item = syn.sample_bench_item(np.random.default_rng([syn.DEMO_STREAM, 15]), "attribute")  # has red and blue cards
+    path = tmp_path / "scene.png"
+    syn.render(item.scene).save(path)
+    question = "Is the red card on the left or right side of the blue card?"
+    p = focus("zoom", path, "-q", question, "--top", "1")
+    assert p.returncode == 0, p.stderr
+    listed = re.findall(r"^ +\S+ (red card|blue card) +box=", p.stdout, re.M)
+    assert sorted(listed) == ["blue card", "red card"], p.stdout
+
+
+def test_eval_writes_to_a_default_ignored_folder(tmp_path: Path) -> None:
+    """Without --report, `focus eval` writes focus-eval/<method>_<benchmark>_<settings>.json and says so."""
+    p = focus("eval", "--method", "vanilla", "--benchmark", "synthetic", "--limit", "2", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    report = Path("focus-eval") / "vanilla_synthetic_n2.json"
+    assert (tmp_path / report).is_file() and (tmp_path / report.with_suffix(".md")).is_file()
+    assert f"report {report}" in p.stdout
+    ignored = subprocess.run(["git", "check-ignore", str(report)], cwd=REPO, capture_output=True, text=True)
+    assert ignored.stdout.strip() == str(report), "focus-eval/ is not in .gitignore"
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        ([], "focus_synthetic.json"),
+        (["--limit", "40"], "focus_synthetic_n40.json"),
+        (["--limit", "40", "--pipeline", "paper", "--seed", "1"], "focus_synthetic_n40_seed1_paper.json"),
+        (["--model", "/ckpts/my model/"], "focus_synthetic_my-model.json"),  # the folder's name, spaces to '-'
+        (["--scheme", "logit", "--report", "r/x.json"], None),  # --report given: no default
+    ],
+)
+def test_default_report_names_the_settings(args: list[str], name: str | None) -> None:
+    from focus_tool.cli import build_parser, default_report
+
+    parsed = build_parser().parse_args(["eval", "--method", "focus", "--benchmark", "synthetic", *args])
+    if name is None:
+        assert parsed.report == Path("r/x.json")
+    else:
+        assert parsed.report is None and default_report(parsed) == Path("focus-eval") / name
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["zoom", "img.png", "-t", "red card"], ["eval", "--method", "focus", "--benchmark", "synthetic"], ["serve"]],
+)
+def test_device_defaults_to_auto(command: list[str]) -> None:
+    from focus_tool.cli import build_parser
+
+    assert build_parser().parse_args(command).device == "auto"
+
+
+@pytest.mark.parametrize(
+    ("name", "cuda", "mps", "expected"),
+    [
+        ("auto", True, True, "cuda"),  # a GPU first
+        ("auto", False, True, "mps"),  # then Apple silicon
+        ("auto", False, False, "cpu"),  # else the CPU
+        ("cpu", True, True, "cpu"),  # asked for: as asked
+        ("cuda", True, False, "cuda"),
+        ("cuda", False, False, "--device cuda: PyTorch sees no CUDA GPU"),  # asked for but absent: one line
+        ("mps", False, False, "--device mps: PyTorch sees no Apple MPS"),
+        ("tpu", False, False, "device must be one of auto, cpu, cuda, mps, got 'tpu'"),
+    ],
+)
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch, name: str, cuda: bool, mps: bool, expected: str) -> None:
+    import torch
+
+    from focus_tool.devices import resolve_device
+    from focus_tool.errors import FocusError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    if expected in ("cuda", "mps", "cpu"):
+        assert resolve_device(name) == expected
+    else:
+        with pytest.raises(FocusError, match=re.escape(expected)):
+            resolve_device(name)
