@@ -272,15 +272,23 @@ def parse_options(text: str | None, policy: InputPolicy | None = None) -> list[s
     return options
 
 
-def check_output_path(path: Path, *, inputs: tuple[str | Path, ...] = (), force: bool = False) -> Path:
+def check_output_path(
+    path: Path,
+    *,
+    inputs: tuple[str | Path, ...] = (),
+    force: bool = False,
+    flag: str = "--overlay",
+    suffix: str = ".png",
+) -> Path:
     """Refuse an output file that cannot or should not be written, before any work is done.
 
-    Refused: a name without ``.png``, a directory, an unwritable folder, an existing file unless ``force``, and any of
-    ``inputs`` (never overwritten, even with ``force``). Creates missing parent folders.
+    Refused: a name without ``suffix``, a directory, an unwritable folder, an existing file unless ``force``, and any
+    of ``inputs`` (never overwritten, even with ``force``). Creates missing parent folders. Every refusal is one line
+    naming ``flag``, the option the path came from (``--overlay`` takes a ``.png``, ``--html`` a ``.html``).
     """
     shown = quote_text(str(path), PATH_QUOTE_CHARS)
-    if path.suffix.lower() != ".png":
-        raise InputRejected(f"--overlay must name a .png file, got {shown}")
+    if path.suffix.lower() != suffix:
+        raise InputRejected(f"{flag} must name a {suffix} file, got {shown}")
     target = Path(os.path.abspath(path))
     for source in inputs:
         try:
@@ -288,17 +296,17 @@ def check_output_path(path: Path, *, inputs: tuple[str | Path, ...] = (), force:
         except OSError:
             same = False
         if same:
-            raise InputRejected(f"--overlay {shown} is the input image; write the overlay to another file")
+            raise InputRejected(f"{flag} {shown} is the input image; write the {flag.lstrip('-')} to another file")
     try:
         if target.is_dir():
-            raise InputRejected(f"--overlay {shown} is a directory; name a .png file inside it")
+            raise InputRejected(f"{flag} {shown} is a directory; name a {suffix} file inside it")
         if target.exists() and not force:
-            raise InputRejected(f"--overlay {shown} exists; pass --force to replace it, or name another file")
+            raise InputRejected(f"{flag} {shown} exists; pass --force to replace it, or name another file")
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputRejected(
-            f"cannot create the folder of --overlay {shown} ({e.strerror or type(e).__name__}); name another file"
+            f"cannot create the folder of {flag} {shown} ({e.strerror or type(e).__name__}); name another file"
         ) from None
     if not os.access(target.parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise InputRejected(f"--overlay {shown} is not writable (permission denied); name another file")
+        raise InputRejected(f"{flag} {shown} is not writable (permission denied); name another file")
     return target

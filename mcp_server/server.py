@@ -10,6 +10,12 @@ Progress: ``loading model (N s)`` while the weights load, ``running FOCUS``, the
 in between. The pipeline runs in a worker thread; its step callback hands each step to the event loop through a
 memory stream (``anyio.from_thread.run_sync``), and a task on the loop sends the notifications in order.
 
+Result view (MCP Apps, ``io.modelcontextprotocol/ui``; SEP-2133): ``focus_zoom`` and ``focus_find`` are bound to
+the ``ui://focus-tool/result.html`` resource (:func:`focus_tool.view.app_html`, served as
+``text/html;profile=mcp-app``). A client that negotiated Apps also gets ``_meta["focus-tool/view"]`` on each result
+(the image downscaled for transport plus the result, :func:`focus_tool.view.view_payload`), which the app draws; a
+region click there is a ``tools/call`` with that ``region_id``. Any other client gets exactly the content above.
+
 Arguments that fail the tools' schema (a wrong JSON type, a value out of range) are one ``is_error`` line naming the
 argument (:func:`focus_tool.arguments.argument_error`), not pydantic's dump. Over HTTP, :func:`transport_security`
 gives the SDK explicit Host / Origin allow-lists for the bound address (DNS-rebinding protection for every loopback
@@ -31,6 +37,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.server.apps import Apps, client_supports_apps
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -39,6 +46,7 @@ from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from focus_tool import __version__
+from focus_tool.adapters.registry import default_model_path
 from focus_tool.agent import (
     DEFAULT_CROPS,
     AgentPolicy,
@@ -51,6 +59,8 @@ from focus_tool.agent import (
 )
 from focus_tool.arguments import argument_error
 from focus_tool.errors import FocusError
+from focus_tool.view import VIEW_MAX_SIDE, VIEW_META_KEY, app_html, view_payload
+from focus_tool.world import describe, read_world
 from mcp_server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -73,7 +83,8 @@ FIND_DESCRIPTION = (
     "Pass region_id from an earlier result on the same image to search inside that region. The status says per "
     "target found / not_found (no region selected) / ambiguous (several match)."
 )
-ROOTS_DESCRIPTION = "List the folders image_path must be under, and the size limits for images."
+ROOTS_DESCRIPTION = "List the folders image_path must be under, the size limits for images, and what the model can see."
+VIEW_URI = "ui://focus-tool/result.html"  # the MCP Apps resource focus_zoom and focus_find name (focus_tool.view)
 
 ImagePath = Annotated[
     str,
@@ -91,7 +102,7 @@ ImageBase64 = Annotated[
 ]
 RegionId = Annotated[
     str,
-    Field(description="Id of a region from an earlier result on the same image (e.g. 'r1') to zoom inside; or empty."),
+    Field(description="The id field of a region in an earlier result on the same image, to zoom inside; or empty."),
 ]
 MaxCrops = Annotated[
     int,
@@ -102,7 +113,7 @@ MaxCrops = Annotated[
     ),
 ]
 Question = Annotated[str, Field(description="Question about a small detail of the image.")]
-Target = Annotated[str, Field(description="The object to find, e.g. 'red card' or 'street sign'.")]
+Target = Annotated[str, Field(description="The object to find, e.g. 'red card'.")]
 
 
 @dataclass
@@ -118,15 +129,11 @@ class ServerState:
 def default_pipeline(settings: ServerSettings) -> Zoomable:
     """Load the configured checkpoint (default: the embedded model) with its preset."""
     from focus_tool.adapters.registry import load_adapter
+    from focus_tool.devices import resolve_device
     from focus_tool.pipeline import FocusPipeline
     from focus_tool.presets import config_for
 
-    device = settings.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    adapter = load_adapter(settings.model, device=device)
+    adapter = load_adapter(settings.model, device=resolve_device(settings.device))
     return FocusPipeline(adapter, config_for(adapter, settings.model))
 
 
@@ -175,13 +182,19 @@ def _step_sender(send: MemoryObjectSendStream[Step]) -> Callable[[str, float], N
 
 
 def _format(outcome: ZoomOutcome, *, structured: bool) -> CallToolResult:
+    """The tool result: JSON text, one JPEG per top crop, structured content; plus the view payload in ``_meta``
+    when the service cut a view image (only for clients that negotiated MCP Apps).
+    """
     content: list[ContentBlock] = [TextContent(type="text", text=summary_json(outcome))]
     content += [
         ImageContent(type="image", data=base64.b64encode(jpeg).decode("ascii"), mime_type="image/jpeg")
         for jpeg in outcome.crops_jpeg
     ]
+    meta = None if outcome.view_jpeg is None else {VIEW_META_KEY: view_payload(outcome.view_jpeg, outcome.result)}
     return CallToolResult(
-        content=content, structured_content=outcome.result.model_dump(mode="json") if structured else None
+        content=content,
+        structured_content=outcome.result.model_dump(mode="json") if structured else None,
+        _meta=meta,
     )
 
 
@@ -250,14 +263,8 @@ def create_server(
             yield state  # the handshake completes at once
             tasks.cancel_scope.cancel()
 
-    server: MCPServer[ServerState] = FocusMCPServer(
-        "focus-tool",
-        version=__version__,
-        instructions="Zoom into small image details: focus_zoom answers a question, focus_find locates an object. "
-        "Boxes are original-image pixels; chain calls with region_id.",
-        lifespan=lifespan,
-        log_level=settings.log_level,
-    )
+    model = settings.model or str(default_model_path())
+    seen = describe(read_world(model), model)  # what the model can see, from its folder: known before it loads
     annotations = ToolAnnotations(read_only_hint=True, open_world_hint=settings.allow_urls, idempotent_hint=True)
     structured = settings.structured_output
 
@@ -272,9 +279,20 @@ def create_server(
         if state.service is None:
             raise ToolError(f"the model failed to load ({state.load_error}); see the server log")
         await progress("running FOCUS")
+        # Region ids belong to the caller: an MCP session (handshake-era streamable HTTP; the transport routes a
+        # request to the session its Mcp-Session-Id names and rejects unknown ids, so the header is the session's
+        # own). Without a session (stdio: one client per process; protocol 2026-07-28: no sessions) the callers
+        # share one key, and an id is protected by its unguessable token alone.
+        session_id = (ctx.headers or {}).get("mcp-session-id", "")
+        caller = f"mcp-session:{session_id}" if session_id else "mcp"
         send, receive = anyio.create_memory_object_stream[Step](max_buffer_size=64)
         zoom = functools.partial(
-            state.service.zoom, return_images=settings.return_images, progress=_step_sender(send), **request
+            state.service.zoom,
+            return_images=settings.return_images,
+            progress=_step_sender(send),
+            caller=caller,
+            view_max_side=VIEW_MAX_SIDE if client_supports_apps(ctx) else 0,  # others get today's result only
+            **request,
         )
 
         def work() -> ZoomOutcome | FocusError:  # expected failures come back as values, not through the task group
@@ -297,8 +315,23 @@ def create_server(
             await progress("done")
         return _format(outcome, structured=structured)
 
-    @server.tool(
-        title="Zoom into an image", description=ZOOM_DESCRIPTION, annotations=annotations, structured_output=structured
+    apps = Apps()
+    apps.add_html_resource(
+        VIEW_URI,
+        app_html(),
+        name="focus-result-view",
+        title="FOCUS result view",
+        description="The image with the ranked regions, the answer region, the relevance map, question, answer and "
+        "status; click a region to zoom into it.",
+    )
+
+    @apps.tool(
+        resource_uri=VIEW_URI,
+        name="focus_zoom",
+        title="Zoom into an image",
+        description=f"{ZOOM_DESCRIPTION} {seen}",
+        annotations=annotations,
+        structured_output=structured,
     )
     async def focus_zoom(
         question: Question,
@@ -317,9 +350,11 @@ def create_server(
             max_crops=max_crops,
         )
 
-    @server.tool(
+    @apps.tool(
+        resource_uri=VIEW_URI,
+        name="focus_find",
         title="Find an object in an image",
-        description=FIND_DESCRIPTION,
+        description=f"{FIND_DESCRIPTION} {seen}",
         annotations=annotations,
         structured_output=structured,
     )
@@ -340,6 +375,17 @@ def create_server(
             max_crops=max_crops,
         )
 
+    # The Apps extension adds focus_zoom and focus_find (bound to the view) and the ui:// resource as it is applied.
+    server: MCPServer[ServerState] = FocusMCPServer(
+        "focus-tool",
+        version=__version__,
+        instructions="Zoom into small image details: focus_zoom answers a question, focus_find locates an object. "
+        "Boxes are original-image pixels; chain calls with region_id.",
+        lifespan=lifespan,
+        log_level=settings.log_level,
+        extensions=[apps],
+    )
+
     @server.tool(title="Allowed image folders", description=ROOTS_DESCRIPTION, annotations=annotations)
     def focus_allowed_roots() -> dict[str, Any]:
         policy = settings.policy()
@@ -348,6 +394,7 @@ def create_server(
             "max_file_bytes": policy.max_file_bytes,
             "max_base64_bytes": policy.max_base64_bytes,
             "max_pixels": policy.max_pixels,
+            "model": seen,
             "urls": (
                 f"allowed as image_path: http(s) only, {'any' if policy.url_allow_private else 'public'} addresses, "
                 f"at most {policy.max_base64_bytes:,} bytes, {policy.url_timeout_s:g} s in all (redirects included), "

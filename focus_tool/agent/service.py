@@ -53,6 +53,7 @@ from focus_tool.inputs import check_text
 from focus_tool.ops.boxes import expand_to_min_size
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.result import FocusResult
+from focus_tool.view import view_jpeg
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class FocusService:
         return_images: bool = True,
         progress: ProgressFn | None = None,
         caller: str = "",
+        view_max_side: int = 0,
     ) -> ZoomOutcome:
         """Open the image, reuse or compute the result (inside ``region_id`` if given), and cut the top crops.
 
@@ -131,6 +133,8 @@ class FocusService:
                 not called on a cache hit.
             caller: who is calling (a key the surface supplies); the result's region ids are registered to it, and
                 ``region_id`` must be one of its own.
+            view_max_side: > 0: also cut the whole image as a JPEG at most this many pixels on its longer side
+                (``ZoomOutcome.view_jpeg``, for a result view), while the image is decoded; 0: no view image.
 
         Raises:
             InputRejected: bad input, with the fix; ServiceBusy: queue full or wait timed out.
@@ -171,11 +175,12 @@ class FocusService:
             result = AgentResult(**issued.model_dump(), session=info)
             regions = top_regions(result, max_crops)
             crops = crop_jpegs(image, regions, self.policy) if return_images else []
+            view = view_jpeg(image, max_side=view_max_side) if view_max_side > 0 else None
             image_wh = image.size
             del image, loaded
             if image_wh[0] * image_wh[1] >= TRIM_AFTER_PIXELS:
                 release_freed_memory()
-        return ZoomOutcome(result=result, image_wh=image_wh, top_regions=regions, crops_jpeg=crops)
+        return ZoomOutcome(result=result, image_wh=image_wh, top_regions=regions, crops_jpeg=crops, view_jpeg=view)
 
     def _crop_box(self, box: Box, image_wh: tuple[int, int]) -> Box:
         """The crop the model sees for a region: its box grown about its centre to the policy's minimum side."""

@@ -51,12 +51,15 @@ class ZoomOutcome:
     """What a surface formats: the result, the image size and the JPEG crops of the top regions.
 
     The decoded image is not kept: it lives only inside the service's queue slot (one decoded image at a time).
+    ``view_jpeg`` is the whole image downscaled for a result view (:func:`focus_tool.view.view_jpeg`), cut only when
+    the caller asked for it (``FocusService.zoom(view_max_side=...)``), else None.
     """
 
     result: AgentResult
     image_wh: tuple[int, int]
     top_regions: list[Region]
     crops_jpeg: list[bytes]
+    view_jpeg: bytes | None = None
 
 
 def summary_json(outcome: ZoomOutcome) -> str:

@@ -25,6 +25,11 @@ signature (:func:`focus_tool.eval.signature.run_signature`) and a run whose sign
 is refused instead of mixing its records with the old ones. Methods are not in the signature: adding a method to a
 report is a feature.
 
+Views: while an item runs, its image and the method's result are written as a static HTML view,
+``<report stem>_views/<method>/<item>.html`` (:func:`focus_tool.view.static_html`), and the report's end writes the
+index ``<report stem>.html`` that lists the items worst and best first with a link to each view
+(:mod:`focus_tool.eval.report`). Items resumed from an earlier run that wrote no view are listed without one.
+
 Modules: records (:class:`~focus_tool.eval.records.ItemRecord` and its JSONL files), report (figures, Markdown,
 plot), signature (:class:`~focus_tool.eval.signature.EvalSpec`, the resume guard), accounting, scoring, methods.
 """
@@ -41,6 +46,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.baselines.common import AnswerScheme, Method
 from focus_tool.errors import FocusError
@@ -55,7 +62,15 @@ from focus_tool.eval.records import (
     merge_records,
     shard_path,
 )
-from focus_tool.eval.report import current_entry, markdown, plot, summarize
+from focus_tool.eval.report import (
+    EVAL_VIEW_MAX_SIDE,
+    current_entry,
+    markdown,
+    plot,
+    summarize,
+    view_path,
+    write_index,
+)
 from focus_tool.eval.scoring import predicted_letter
 from focus_tool.eval.signature import (
     EvalSpec,
@@ -66,6 +81,7 @@ from focus_tool.eval.signature import (
     write_signature,
 )
 from focus_tool.methods import MethodOptions, build_method, method_spec
+from focus_tool.result import FocusResult
 
 __all__ = [
     "EvalSpec",
@@ -98,8 +114,20 @@ def default_scheme(benchmark: str, model: str | None = None) -> str:
     return "mme-regex" if benchmark == "mme-rw-lite" else "letter-lenient"
 
 
-def run_item(method: Method, item: EvalItem, *, benchmark: str, scheme: str, device: str = "cpu") -> ItemRecord:
-    """Run one question and score it; returns the per-item record."""
+def run_item(
+    method: Method,
+    item: EvalItem,
+    *,
+    benchmark: str,
+    scheme: str,
+    device: str = "cpu",
+    view: Path | None = None,
+) -> ItemRecord:
+    """Run one question and score it; returns the per-item record.
+
+    With ``view``, the image and the method's result are also written there as a static HTML view (outside the
+    timed call); a view that cannot be written is logged and skipped, the record is not lost for it.
+    """
     counter = method.adapter.counter
     if isinstance(counter, RecordingCounter):
         counter.calls.clear()
@@ -118,6 +146,8 @@ def run_item(method: Method, item: EvalItem, *, benchmark: str, scheme: str, dev
 
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
+    if view is not None:
+        _write_view(view, image, result)
     reply = result.answer or ""
     raw = json.loads(item.extra["raw_options"]) if "raw_options" in item.extra else None
     pred = predicted_letter(reply, item.options, scheme, raw)
@@ -145,6 +175,17 @@ def run_item(method: Method, item: EvalItem, *, benchmark: str, scheme: str, dev
         wall_s=round(wall, 4),
         peak_mem_mb=round(peak_mem_mb(device), 1),
     )
+
+
+def _write_view(path: Path, image: Image.Image, result: FocusResult) -> None:
+    """The item's static view (:func:`focus_tool.view.static_html`) at ``path``, or a warning when it cannot be."""
+    from focus_tool.view import static_html
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(static_html(image, result, max_side=EVAL_VIEW_MAX_SIDE), encoding="utf-8")
+    except (OSError, ValueError) as e:  # a view is a convenience: the run goes on without it
+        logger.warning("no view written for %s: %s", path.name, e)
 
 
 # ---------------------------------------------------------------------------------------------------- entry point
@@ -220,7 +261,14 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
         todo = [it for it in mine if (name, it.item_id) not in done]
         bar = tqdm(todo, desc=f"{name} [{rank}/{world}]", disable=not spec.progress, file=sys.stderr)
         for item in bar:
-            record = run_item(method, item, benchmark=spec.benchmark, scheme=scheme, device=spec.device)
+            record = run_item(
+                method,
+                item,
+                benchmark=spec.benchmark,
+                scheme=scheme,
+                device=spec.device,
+                view=view_path(spec.report, name, item.item_id),
+            )
             append_record(shard, record)
     barrier()
     if rank != 0:
@@ -253,4 +301,5 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
     spec.report.write_text(json.dumps(report, indent=1))
     spec.report.with_suffix(".md").write_text(markdown(report))
     plot(report, spec.report.with_suffix(".png"))
+    write_index(report, spec.report, records, {it.item_id: it for it in items})
     return report
