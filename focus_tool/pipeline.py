@@ -21,8 +21,8 @@ from PIL import Image
 
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.config import FocusConfig
-from focus_tool.errors import ConfigError, InputRejected, quote_text
-from focus_tool.inputs import InputPolicy, check_text, load_image
+from focus_tool.errors import ConfigError, InputRejected
+from focus_tool.inputs import InputPolicy, load_image
 from focus_tool.prompts import existence_prompt, format_options
 from focus_tool.result import (
     AnswerEvidence,
@@ -34,14 +34,16 @@ from focus_tool.result import (
     ResultWarning,
     TargetStatus,
 )
-from focus_tool.steps.answer import answer_view, crop, focus_views, option_probabilities
+from focus_tool.steps.answer import answer_view, crop, focus_views
+from focus_tool.steps.evidence import confidence_warnings, free_evidence, option_evidence
 from focus_tool.steps.proposals import propose_regions
 from focus_tool.steps.ranking import rank_adaptive, rank_type1, rank_type2
 from focus_tool.steps.regions import Regions
 from focus_tool.steps.relevance import relevance_map, to_grid
+from focus_tool.steps.request import Request, admit
 from focus_tool.steps.status import target_status
 from focus_tool.steps.targets import Target, extraction_prompt, grounded, noun_phrases, parse_targets
-from focus_tool.world import OutsideWorld, QuestionForm, World, read_world
+from focus_tool.world import World, read_world
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +62,6 @@ class _TargetOutcome:
     full_conf: float
     status: TargetStatus
     warnings: list[ResultWarning]
-
-
-@dataclass(frozen=True)
-class _Request:
-    """A question / target / options triple admitted by :meth:`FocusPipeline.admit`, in the model's spelling."""
-
-    question: str | None
-    targets: list[str] | None
-    options: list[str] | None
 
 
 class FocusPipeline:
@@ -197,55 +190,20 @@ class FocusPipeline:
                 answer_evidence=evidence,
                 answer_view="full",
                 timings_s={"answer": time.perf_counter() - t0},
-                status=ResultStatus(question="answered_on_whole_image", warnings=self._confidence_warnings(evidence)),
+                status=ResultStatus(question="answered_on_whole_image", warnings=confidence_warnings(evidence)),
             )
 
-    def admit(
-        self, question: str | None, target: str | Sequence[str] | None, options: Sequence[str] | None
-    ) -> _Request:
-        """Check a request's texts before any model call; returns them in the model's own spelling.
-
-        Every text must have words; with a closed :attr:`world` the question must be one of its forms, the targets
-        its objects and the options answers of the question's form (:class:`~focus_tool.world.OutsideWorld`
-        otherwise); with an open world, no word of the question or targets may be unknown to the tokenizer (also
-        ``OutsideWorld``).
-
-        Raises:
-            InputRejected: a wrong type, an empty or wordless text, too few options for the logit scheme.
-            OutsideWorld: a text the model cannot know.
-        """
-        q = check_text(question, "question", self.policy) if question is not None else None
-        phrases: list[str] | None = None
-        if target is not None:
-            if not isinstance(target, str | list | tuple) or not target:
-                raise InputRejected(f"target must be a phrase or a non-empty list of phrases, got {quote_text(target)}")
-            phrases = [check_text(t, "target", self.policy) for t in ([target] if isinstance(target, str) else target)]
-        opts: list[str] | None = None
-        if options is not None:
-            if isinstance(options, str) or not isinstance(options, list | tuple):
-                raise InputRejected(
-                    f"options must be a list of strings, e.g. ['white', 'black'], got {quote_text(options)}"
-                )
-            opts = [check_text(o, "option", self.policy) for o in options]
-            if len(set(opts)) < len(opts):
-                raise InputRejected(f"the options repeat one another: {quote_text(' | '.join(opts))}; give each once")
-            if self.config.answer.scheme == "logit" and len(opts) < 2:
-                raise InputRejected("the logit answer scheme needs at least two options")
-        if self.world is not None:
-            form: QuestionForm | None = None
-            if q is not None:
-                q, form = self.world.check_question(q)
-            phrases = [self.world.check_target(p) for p in phrases] if phrases is not None else None
-            opts = self.world.check_options(opts, form) if opts is not None else None
-        else:
-            texts = [q or "", *(phrases or [])]  # options are scored, not read: an unknown word only lowers a score
-            unknown = [w for t in texts for w in self.adapter.unknown_words(t)]
-            if unknown:
-                raise OutsideWorld(
-                    f"the model's vocabulary has no word {', '.join(quote_text(w) for w in dict.fromkeys(unknown))}; "
-                    "rephrase with words it knows"
-                )
-        return _Request(q, phrases, opts)
+    def admit(self, question: object, target: object, options: object) -> Request:
+        """:func:`focus_tool.steps.request.admit` against this pipeline's world, tokenizer and answer scheme."""
+        return admit(
+            question,
+            target,
+            options,
+            policy=self.policy,
+            world=self.world,
+            unknown_words=self.adapter.unknown_words,
+            min_options=2 if self.config.answer.scheme == "logit" else 1,
+        )
 
     # ------------------------------------------------------------------ steps
 
@@ -371,7 +329,7 @@ class FocusPipeline:
             images, question, opts, shared_prefix=self.config.answer.shared_prefix
         )  # (K,)
         best = int(scores.argmax())
-        return opts[best], self._evidence(option_probabilities(opts, scores.double().numpy()), opts[best])
+        return opts[best], option_evidence(opts, scores.double().numpy(), self.config.answer.low_confidence)
 
     def _answer_on(
         self, images: Sequence[Image.Image], question: str, options: Sequence[str] | None
@@ -384,34 +342,7 @@ class FocusPipeline:
             reply = self.adapter.generate(images[0], text, max_new_tokens=max_new)
         else:
             reply = self.adapter.generate_interleaved([*images, text], max_new_tokens=max_new)
-        return reply, self._free_evidence(reply)
-
-    def _evidence(self, probs: dict[str, float], chosen: str) -> AnswerEvidence:
-        thr = self.config.answer.low_confidence
-        conf = probs[chosen]
-        return AnswerEvidence(kind="options", confidence=conf, options=probs, threshold=thr, low=conf < thr)
-
-    def _free_evidence(self, reply: str) -> AnswerEvidence | None:
-        """Evidence of a generated reply from its mean token log-probability (None if the adapter gave none)."""
-        mean = getattr(reply, "mean_logprob", None)
-        if mean is None:
-            return None
-        thr = self.config.answer.low_confidence
-        conf = float(np.exp(min(0.0, mean)))
-        return AnswerEvidence(
-            kind="free", confidence=round(conf, 6), mean_logprob=round(min(0.0, mean), 6), threshold=thr, low=conf < thr
-        )
-
-    def _confidence_warnings(self, evidence: AnswerEvidence | None) -> list[ResultWarning]:
-        if evidence is None or not evidence.low:
-            return []
-        return [
-            ResultWarning(
-                code="low_confidence",
-                message=f"the model is unsure of its answer (confidence {evidence.confidence:.2f} < "
-                f"{evidence.threshold}); treat it as a guess",
-            )
-        ]
+        return reply, free_evidence(reply, self.config.answer.low_confidence)
 
     def _answer_text(self, question: str, options: Sequence[str] | None) -> str:
         if self._logit(options):
@@ -462,7 +393,7 @@ class FocusPipeline:
                         answer, evidence = self._best_option(images, question, options)
                     else:
                         answer = self.adapter.generate_interleaved([*views.parts, text], max_new_tokens=max_new)
-                        evidence = self._free_evidence(answer)
+                        evidence = free_evidence(answer, self.config.answer.low_confidence)
         else:  # global-view models, or nothing found: one image (crop / union / canvas / full)
             view = answer_view(img, per_target, type2=type2, cfg=self.config.answer)
             mode, used_boxes = view.mode, view.boxes_xyxy
@@ -490,7 +421,7 @@ class FocusPipeline:
                     + ("the answer was made on the whole image" if answer is not None else "no region is selected"),
                 )
             )
-        warnings += self._confidence_warnings(evidence)
+        warnings += confidence_warnings(evidence)
         status = ResultStatus(question=state, targets=[o.status for o in outcomes], warnings=warnings)
         return self._result(
             img,

@@ -162,5 +162,5 @@ def test_progress_reports_every_step_in_order(adapter: LlavaAdapter) -> None:
 def test_logit_scheme_needs_two_options(adapter: LlavaAdapter) -> None:
     from focus_tool.errors import InputRejected
 
-    with pytest.raises(InputRejected, match="at least two options"):
+    with pytest.raises(InputRejected, match="needs at least 2 options, got 1"):
         FocusPipeline(adapter, _logit_cfg()).zoom(_image(), question=QUESTION, target="red card", options=["x"])

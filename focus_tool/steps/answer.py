@@ -43,17 +43,6 @@ class AnswerView:
     boxes_xyxy: npt.NDArray[np.float64]  # (M, 4) image pixels
 
 
-def option_probabilities(options: list[str], scores: npt.NDArray[np.float64]) -> dict[str, float]:
-    """Every option's probability: the softmax of the logit scheme's (K,) mean log-probabilities.
-
-    The scheme answers with the argmax of ``scores``, so the chosen option is the most probable one; the values are
-    rounded to 6 decimals (their sum is 1 within 1e-5).
-    """
-    z = np.asarray(scores, dtype=np.float64) - float(np.max(scores))
-    p = np.exp(z) / np.exp(z).sum()
-    return {o: round(float(v), 6) for o, v in zip(options, p, strict=True)}
-
-
 def crop(image: Image.Image, xyxy: npt.NDArray[np.float64]) -> Image.Image:
     """Crop an image-pixel box (integer-rounded outward, clipped to the image)."""
     w, h = image.size

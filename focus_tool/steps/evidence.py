@@ -1,0 +1,59 @@
+"""After Stage VI: how sure the model was of its answer (:class:`focus_tool.result.AnswerEvidence`).
+
+Read from the pass that made the answer, no extra pass (docs/method.md, "Answer evidence"): option answers get every
+option's probability, the softmax of the logit scheme's mean log-probabilities; free answers the mean log-probability
+of the generated tokens (:class:`focus_tool.adapters.base.Reply`). Below the preset's ``answer.low_confidence`` the
+result carries a ``low_confidence`` warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from focus_tool.result import AnswerEvidence, ResultWarning
+
+
+def option_probabilities(options: Sequence[str], scores: npt.NDArray[np.float64]) -> dict[str, float]:
+    """Every option's probability: the softmax of the logit scheme's (K,) mean log-probabilities.
+
+    The scheme answers with the argmax of ``scores``, so the chosen option is the most probable one; the values are
+    rounded to 6 decimals (their sum is 1 within 1e-5).
+    """
+    z = np.asarray(scores, dtype=np.float64) - float(np.max(scores))
+    p = np.exp(z) / np.exp(z).sum()
+    return {o: round(float(v), 6) for o, v in zip(options, p, strict=True)}
+
+
+def option_evidence(options: Sequence[str], scores: npt.NDArray[np.float64], threshold: float) -> AnswerEvidence:
+    """The evidence of a logit-scheme answer (the argmax of ``scores``)."""
+    probs = option_probabilities(options, scores)
+    conf = probs[options[int(np.argmax(scores))]]
+    return AnswerEvidence(kind="options", confidence=conf, options=probs, threshold=threshold, low=conf < threshold)
+
+
+def free_evidence(reply: str, threshold: float) -> AnswerEvidence | None:
+    """The evidence of a generated reply from its mean token log-probability (None if the adapter gave none)."""
+    mean = getattr(reply, "mean_logprob", None)
+    if mean is None:
+        return None
+    mean = min(0.0, float(mean))
+    conf = float(np.exp(mean))
+    return AnswerEvidence(
+        kind="free", confidence=round(conf, 6), mean_logprob=round(mean, 6), threshold=threshold, low=conf < threshold
+    )
+
+
+def confidence_warnings(evidence: AnswerEvidence | None) -> list[ResultWarning]:
+    """A ``low_confidence`` warning when the answer's confidence is under the threshold; else none."""
+    if evidence is None or not evidence.low:
+        return []
+    return [
+        ResultWarning(
+            code="low_confidence",
+            message=f"the model is unsure of its answer (confidence {evidence.confidence:.2f} < "
+            f"{evidence.threshold}); treat it as a guess",
+        )
+    ]
