@@ -23,7 +23,7 @@ from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.config import FocusConfig
 from focus_tool.errors import ConfigError, InputRejected
 from focus_tool.inputs import InputPolicy, load_image
-from focus_tool.prompts import existence_prompt, format_options
+from focus_tool.prompts import LETTERS, existence_prompt, format_options
 from focus_tool.result import (
     AnswerEvidence,
     FocusResult,
@@ -35,7 +35,7 @@ from focus_tool.result import (
     TargetStatus,
 )
 from focus_tool.steps.answer import answer_view, crop, focus_views
-from focus_tool.steps.evidence import confidence_warnings, free_evidence, option_evidence
+from focus_tool.steps.evidence import confidence_warnings, option_evidence, reply_evidence
 from focus_tool.steps.proposals import propose_regions
 from focus_tool.steps.ranking import rank_adaptive, rank_type1, rank_type2
 from focus_tool.steps.regions import Regions
@@ -342,7 +342,11 @@ class FocusPipeline:
             reply = self.adapter.generate(images[0], text, max_new_tokens=max_new)
         else:
             reply = self.adapter.generate_interleaved([*images, text], max_new_tokens=max_new)
-        return reply, free_evidence(reply, self.config.answer.low_confidence)
+        return reply, self._reply_evidence(reply, options)
+
+    def _reply_evidence(self, reply: str, options: Sequence[str] | None) -> AnswerEvidence | None:
+        ids = self.adapter.reply_token_ids(LETTERS[: len(options)]) if options else None
+        return reply_evidence(reply, options, ids, self.config.answer.low_confidence)
 
     def _answer_text(self, question: str, options: Sequence[str] | None) -> str:
         if self._logit(options):
@@ -393,7 +397,7 @@ class FocusPipeline:
                         answer, evidence = self._best_option(images, question, options)
                     else:
                         answer = self.adapter.generate_interleaved([*views.parts, text], max_new_tokens=max_new)
-                        evidence = free_evidence(answer, self.config.answer.low_confidence)
+                        evidence = self._reply_evidence(answer, options)
         else:  # global-view models, or nothing found: one image (crop / union / canvas / full)
             view = answer_view(img, per_target, type2=type2, cfg=self.config.answer)
             mode, used_boxes = view.mode, view.boxes_xyxy

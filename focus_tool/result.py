@@ -112,11 +112,11 @@ WarningCode = Literal[
 class AnswerEvidence(BaseModel):
     """How sure the model was of its answer, read from the pass that made it (no extra pass).
 
-    Option answers (the logit scheme): ``options`` holds every option's probability, the softmax of the mean
-    log-probabilities the scheme ranks them by (so the chosen option is the most probable one), and ``confidence``
-    the chosen option's. Free answers (generated text, the letter scheme included): ``mean_logprob`` is the mean
-    log-probability of the generated tokens and ``confidence`` its exponential (the geometric mean token
-    probability). ``low`` is ``confidence < threshold``, the preset's ``answer.low_confidence``.
+    Option answers: ``options`` holds every option's probability and ``confidence`` the chosen option's; under the
+    logit scheme the softmax of the mean log-probabilities the scheme ranks them by (the chosen option is the most
+    probable one), under the letter scheme the letters' probabilities at the first reply position, renormalised.
+    Free answers (generated text without options): ``mean_logprob`` is the mean log-probability of the generated
+    tokens and ``confidence`` its exponential (the geometric mean token probability). ``low`` is ``confidence < threshold``, the preset's ``answer.low_confidence``.
     """
 
     model_config = ConfigDict(frozen=True)

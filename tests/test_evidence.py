@@ -88,3 +88,19 @@ def test_reliability_table_and_threshold_choice() -> None:
     strict = choose_low_confidence(conf, ok, min_below=3, max_accuracy=0.3)
     assert strict["threshold"] == 0.6 and strict["n_below"] == 4 and strict["accuracy_below"] == 25.0
     assert choose_low_confidence(conf, ok, min_below=11)["threshold"] == 0.0  # never enough answers below
+
+
+def test_letter_scheme_options_carry_the_letters_probabilities(pipe: FocusPipeline, items: list[syn.BenchItem]) -> None:
+    """Options shown as (A) (B) ...: each option's probability is its letter's at the first reply position."""
+    cfg = dataclasses.replace(pipe.config, answer=dataclasses.replace(pipe.config.answer, scheme="letter"))
+    letter = FocusPipeline(pipe.adapter, cfg)
+    item = items[1]
+    image, options = syn.render(item.scene), list(item.question.options)
+    result = letter.zoom(image, question=item.question.text, options=options)
+    ev = result.answer_evidence
+    assert ev is not None and ev.kind == "options" and list(ev.options) == options and ev.mean_logprob is not None
+    assert abs(sum(ev.options.values()) - 1) <= 1e-4
+    view = crop(image, np.asarray(result.answer_boxes[0], dtype=np.float64))
+    prompt = letter._answer_text(item.question.text, options)  # the lettered prompt the reply was generated after
+    letters = pipe.adapter.option_log_likelihoods([view], prompt, ["A", "B", "C", "D"][: len(options)])
+    assert np.allclose(list(ev.options.values()), _softmax(letters.double().numpy()), atol=1e-4)

@@ -31,15 +31,18 @@ class Reply(str):
 
     ``mean_logprob`` is the mean over the generated tokens that are not special tokens (EOS, padding) of
     log p(token | prompt, earlier tokens) under greedy decoding; None when the adapter cannot tell (a plugin's
-    ``generate`` returning a plain ``str``).
+    ``generate`` returning a plain ``str``). ``first_logprobs`` is the (V,) log-distribution of the first reply
+    token: the letter scheme reads every option letter's probability from it (:meth:`MLLMAdapter.reply_token_ids`).
     """
 
     mean_logprob: float | None
+    first_logprobs: torch.Tensor | None  # (V,) log-softmax of the first generated position, None if not kept
 
-    def __new__(cls, text: str, mean_logprob: float | None = None) -> Reply:
-        """The reply ``text`` with its mean token log-probability."""
+    def __new__(cls, text: str, mean_logprob: float | None = None, first_logprobs: torch.Tensor | None = None) -> Reply:
+        """The reply ``text`` with its mean token log-probability and its first position's distribution."""
         reply = super().__new__(cls, text)
         reply.mean_logprob = mean_logprob
+        reply.first_logprobs = first_logprobs
         return reply
 
 
@@ -259,6 +262,10 @@ class MLLMAdapter(ABC):
         per text. Only ViCrop uses it.
         """
         raise NotImplementedError(f"{type(self).__name__} exposes no attention maps (ViCrop needs them)")
+
+    def reply_token_ids(self, words: Sequence[str]) -> list[int] | None:
+        """Token ids of the first token of each of ``words`` written as the assistant reply; None if unknown."""
+        return None
 
     def unknown_words(self, text: str) -> list[str]:
         """Words of ``text`` the model's tokenizer cannot represent (a closed vocabulary); none for byte-level or

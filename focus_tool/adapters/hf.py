@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -131,6 +132,11 @@ class TransformersAdapter(MLLMAdapter):
             return []
         return sorted(w for w in vocab if w.isalpha())
 
+    def reply_token_ids(self, words: Sequence[str]) -> list[int] | None:
+        """First token id of each of ``words`` as the assistant reply after the chat template (cf. yes_no_ids)."""
+        prompt = self._text_prompt(existence_prompt("cat"))
+        return [reply_first_token(self.tokenizer, prompt, self.reply_separator + w) for w in words]
+
     def yes_no_ids(self) -> tuple[int, int]:
         """Token ids of the first token of the assistant reply "Yes" / "No" after the chat template."""
         if self._yes_no is None:
@@ -226,7 +232,8 @@ class TransformersAdapter(MLLMAdapter):
         special = set(self.tokenizer.all_special_ids)
         keep = torch.tensor([int(t) not in special for t in new[: len(logp)]], dtype=torch.bool)
         mean = float(logp[keep].mean()) if bool(keep.any()) else (float(logp.mean()) if len(logp) else None)
-        return Reply(str(self.tokenizer.decode(new, skip_special_tokens=True)).strip(), mean)
+        first = torch.log_softmax(out.logits[0][0].float(), dim=-1).cpu() if out.logits else None
+        return Reply(str(self.tokenizer.decode(new, skip_special_tokens=True)).strip(), mean, first)
 
     def _decoder_layers(self) -> Any:
         """The language model's decoder layers (each with its ``self_attn``)."""
