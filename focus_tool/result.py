@@ -116,7 +116,8 @@ class AnswerEvidence(BaseModel):
     logit scheme the softmax of the mean log-probabilities the scheme ranks them by (the chosen option is the most
     probable one), under the letter scheme the letters' probabilities at the first reply position, renormalised.
     Free answers (generated text without options): ``mean_logprob`` is the mean log-probability of the generated
-    tokens and ``confidence`` its exponential (the geometric mean token probability). ``low`` is ``confidence < threshold``, the preset's ``answer.low_confidence``.
+    tokens and ``confidence`` its exponential (the geometric mean token probability). ``low`` is
+    ``confidence < threshold``, the preset's ``answer.low_confidence``.
     """
 
     model_config = ConfigDict(frozen=True)

@@ -10,15 +10,8 @@ from PIL import Image
 
 from focus_tool.data import synthetic as syn
 from focus_tool.pipeline import FocusPipeline
-from focus_tool.render import (
-    LEGEND_CHARS,
-    QUESTION_LINES,
-    RANK_COLOURS,
-    drawn_regions,
-    legend_lines,
-    overlay,
-    rank_colour,
-)
+from focus_tool.render import RANK_COLOURS, drawn_regions, legend_lines, overlay, rank_colour
+from focus_tool.render_legend import LEGEND_CHARS, QUESTION_LINES
 from focus_tool.result import (
     AnswerEvidence,
     FocusResult,
