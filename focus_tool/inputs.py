@@ -9,9 +9,10 @@ quoted and truncated by :func:`focus_tool.errors.quote_text`. :func:`load_image`
   side <= ``max_long_side_px`` and long / short <= ``max_aspect``; Pillow's decompression-bomb error is caught;
 - PNG metadata bombs (zTXt / iTXt / iCCP chunks that inflate past Pillow's ``PngImagePlugin.MAX_TEXT_CHUNK`` or
   ``MAX_TEXT_MEMORY``) are refused in one line;
-- pixels: the first frame, EXIF-oriented (the frame every returned box uses), 16-bit greyscale scaled to 8 bits
-  (``>> 8``; Pillow's own conversion clips it to white), transparency composited over ``background_rgb`` (a
-  neutral mid grey by default) instead of analysing what lies under the alpha, then RGB.
+- pixels: the first frame, EXIF-oriented (the frame every returned box uses), integer and float greyscale scaled to
+  8 bits (16-bit ``>> 8``, floats in [0, 1] x 255; Pillow's own conversion clips them), transparency composited over
+  ``background_rgb`` (a neutral mid grey by default) instead of analysing what lies under the alpha, then RGB;
+- files are opened non-blocking and ``fstat``-ed before a byte is read: a FIFO or device is refused at once.
 
 Why the long side and the aspect are capped although the pixel count is: a model view pads the image to a square of
 its long side before resizing, so a 1.5 kB 20000 x 50 PNG (1 MP) became a 400 MP canvas (+5.5 GB).
@@ -164,33 +165,50 @@ def normalize_image(image: Image.Image, policy: InputPolicy | None = None, *, wh
     """EXIF-orient, scale 16-bit greyscale, composite transparency over ``policy.background_rgb``, convert to RGB.
 
     ``image`` may be modified in place (EXIF orientation); the result may be ``image`` itself when it is RGB already.
+    Integer and float greyscale (modes I;16, I, F) is scaled to 8 bits by :func:`_grey8`.
     """
     policy = policy or InputPolicy()
     check_size(image.size, policy, what)
     with contextlib.suppress(ValueError, SyntaxError, OSError, KeyError, TypeError):  # unreadable EXIF: as stored
         ImageOps.exif_transpose(image, in_place=True)  # no copy; the transposed frame is the one boxes use
-    mode = image.mode
-    if mode.startswith("I;16"):
-        image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8), mode="L")  # (H, W)
-    elif mode == "I":  # 32-bit integers: read as 16-bit samples (how PNG / TIFF 16-bit greyscale may come)
-        image = Image.fromarray((np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8), mode="L")
-    elif mode == "F":
-        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (*policy.background_rgb, 255))
-        background.alpha_composite(rgba)
-        del rgba
-        return background.convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    if image.mode.startswith("I") or image.mode == "F":  # I;16*, I, F: one band of wide samples
+        image = Image.fromarray(_grey8(np.asarray(image)), mode="L")  # (H, W)
+    try:
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (*policy.background_rgb, 255))
+            background.alpha_composite(rgba)
+            del rgba
+            return background.convert("RGB")
+        return image if image.mode == "RGB" else image.convert("RGB")
+    except ValueError:  # a mode Pillow cannot turn into RGB (LAB, HSV, ...)
+        raise InputRejected(
+            f"{what} has pixel mode {image.mode}, which has no RGB conversion; save it as RGB"
+        ) from None
+
+
+def _grey8(a: np.ndarray) -> np.ndarray:
+    """One greyscale band of integer or float samples as 8 bits, keeping its range: floats in [0, 1] are x 255 (a
+    float TIFF; floats up to 255 are kept, wider ones divided by their maximum), integers are 16-bit samples and
+    ``>> 8`` (Pillow's own conversion clips them to white; wider ones divided by their maximum); NaN and negative
+    values are black.
+    """
+    if a.dtype.kind == "f":
+        f = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(f.max(initial=0.0))
+        scale = 255.0 if top <= 1.0 else 1.0 if top <= 255.0 else 255.0 / top
+        return np.clip(np.rint(f * scale), 0, 255).astype(np.uint8)
+    i = np.clip(a.astype(np.int64), 0, None)
+    top = int(i.max(initial=0))
+    return (i >> 8 if top <= 65535 else i * 255 // top).astype(np.uint8)
 
 
 def read_image_file(path: str | Path, policy: InputPolicy | None = None) -> bytes:
     """The bytes of an image file, refusing (one line) a missing, unreadable, oversized or non-regular file."""
     policy = policy or InputPolicy()
     shown = quote_text(str(path), PATH_QUOTE_CHARS)
-    try:
-        with open(path, "rb") as f:
+    try:  # O_NONBLOCK: a FIFO or device is refused at the fstat below instead of blocking the open
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
             info = os.fstat(f.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise InputRejected(f"{shown} is not a regular file; give the path of an image file")
@@ -206,6 +224,8 @@ def read_image_file(path: str | Path, policy: InputPolicy | None = None) -> byte
         raise InputRejected(f"{shown} is not a file (a directory); give the path of an image file") from None
     except PermissionError:
         raise InputRejected(f"cannot read {shown}: permission denied; check the file's permissions") from None
+    except ValueError:  # a NUL byte in the path
+        raise InputRejected(f"{shown} contains a NUL byte; pass a plain path") from None
     except OSError as e:
         if e.errno == errno.ENAMETOOLONG:
             raise InputRejected(
@@ -224,16 +244,48 @@ def _orientation(image: Image.Image) -> int:
         return 1
 
 
-def load_image(source: str | Path | bytes | Image.Image, policy: InputPolicy | None = None) -> Image.Image:
-    """The one image loader: a path, encoded bytes or a PIL image -> a checked RGB image; raises InputRejected."""
+@dataclass(frozen=True)
+class AdmittedImage:
+    """An image an entry (CLI, Python API, agent service) has decoded and checked with :func:`load_image` or
+    :func:`decode_image_bytes` under its own :class:`InputPolicy`: RGB, EXIF-oriented, within the limits. The
+    pipeline runs on it as it is, so the limits have one owner: the policy of the entry the image came in through.
+    """
+
+    image: Image.Image
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(W, H) px."""
+        return self.image.size
+
+
+ImageInput = str | Path | bytes | Image.Image | AdmittedImage
+"""What the Python API takes as an image: a path, encoded bytes, a PIL image, or an already admitted image."""
+
+
+def load_image(source: object, policy: InputPolicy | None = None) -> Image.Image:
+    """The one image loader: a path, encoded bytes or a PIL image -> a checked RGB image; raises InputRejected
+    (also for any other type, and for a PIL image whose pixels cannot be read). An :class:`AdmittedImage` is
+    returned as it is.
+    """
     policy = policy or InputPolicy()
+    if isinstance(source, AdmittedImage):
+        return source.image
     if isinstance(source, Image.Image):
-        check_size(source.size, policy)
-        if source.mode == "RGB" and "transparency" not in source.info and _orientation(source) == 1:
-            return source  # nothing to change: no copy (a 40 MP image is 160 MB in Pillow)
-        return normalize_image(source.copy(), policy)  # a copy: normalize_image may orient in place
-    if isinstance(source, bytes):
-        return decode_image_bytes(source, policy)
+        with _decoding(policy, "the image"):
+            check_size(source.size, policy)
+            source.load()  # a lazily opened file: its pixels are read (and refused if truncated) here, not later
+            if source.mode == "RGB" and "transparency" not in source.info and _orientation(source) == 1:
+                return source  # nothing to change: no copy (a 40 MP image is 160 MB in Pillow)
+            return normalize_image(source.copy(), policy)  # a copy: normalize_image may orient in place
+        raise AssertionError("unreachable")  # pragma: no cover
+    if isinstance(source, bytes | bytearray | memoryview):
+        return decode_image_bytes(bytes(source), policy)
+    if not isinstance(source, str | Path):
+        raise InputRejected(
+            f"the image must be a file path, encoded bytes or a PIL image, got {type(source).__name__}; "
+            "for a numpy array pass PIL.Image.fromarray(array)"
+        )
     path = Path(source).expanduser() if str(source).startswith("~") else Path(source)
     return decode_image_bytes(read_image_file(path, policy), policy, what=quote_text(str(source), PATH_QUOTE_CHARS))
 

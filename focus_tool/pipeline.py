@@ -22,7 +22,7 @@ from PIL import Image
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.config import FocusConfig
 from focus_tool.errors import ConfigError, InputRejected
-from focus_tool.inputs import InputPolicy, load_image
+from focus_tool.inputs import ImageInput, InputPolicy, load_image
 from focus_tool.prompts import LETTERS, existence_prompt, format_options
 from focus_tool.result import (
     AnswerEvidence,
@@ -121,7 +121,7 @@ class FocusPipeline:
 
     def zoom(
         self,
-        image: str | Image.Image,
+        image: ImageInput,
         *,
         question: str | None = None,
         target: str | Sequence[str] | None = None,
@@ -132,7 +132,7 @@ class FocusPipeline:
         """Find the regions relevant to ``question`` (or to ``target``) and answer ``question`` on them.
 
         Args:
-            image: a path or a PIL image.
+            image: a path, bytes or PIL image (checked under :attr:`policy`), or an admitted image (trusted).
             question: the question; its targets are extracted by the model unless ``target`` is given.
             target: object phrase(s) to look for (skips Stage I); with no question, no answer is produced.
             options: multiple-choice options: shown as (A) (B) ... with the answer instruction (``scheme="letter"``)
@@ -172,7 +172,7 @@ class FocusPipeline:
             report("done", 1.0)
         return result
 
-    def vanilla(self, image: str | Image.Image, *, question: str, options: Sequence[str] | None = None) -> FocusResult:
+    def vanilla(self, image: ImageInput, *, question: str, options: Sequence[str] | None = None) -> FocusResult:
         """Answer on the whole image (the baseline FOCUS is compared with)."""
         req = self.admit(question, None, options)
         q, options = str(req.question), req.options

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 
+from focus_tool.devices import resolve_device
 from focus_tool.errors import FocusError
 from focus_tool.plugins import load_plugins
 from mcp_server.settings import ServerSettings, add_server_arguments, settings_from_args
@@ -17,7 +19,12 @@ logger = logging.getLogger("mcp_server")
 
 
 def run(settings: ServerSettings) -> None:
-    """Configure stderr logging, build the server and serve until the transport closes."""
+    """Check the device, configure stderr logging, build the server and serve until the transport closes.
+
+    Raises:
+        FocusError: the device is not one PyTorch sees here (before anything is served).
+    """
+    settings = replace(settings, device=resolve_device(settings.device))  # refused at start, not on every call
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

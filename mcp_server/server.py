@@ -127,14 +127,13 @@ class ServerState:
 
 
 def default_pipeline(settings: ServerSettings) -> Zoomable:
-    """Load the configured checkpoint (default: the embedded model) with its preset."""
-    from focus_tool.adapters.registry import load_adapter
+    """Load the configured checkpoint (default: the embedded model) with its preset, as the Python API does
+    (:meth:`FocusPipeline.from_pretrained`). Its own input policy is unused: the service passes admitted images.
+    """
     from focus_tool.devices import resolve_device
     from focus_tool.pipeline import FocusPipeline
-    from focus_tool.presets import config_for
 
-    adapter = load_adapter(settings.model, device=resolve_device(settings.device))
-    return FocusPipeline(adapter, config_for(adapter, settings.model))
+    return FocusPipeline.from_pretrained(settings.model, device=resolve_device(settings.device))
 
 
 Step = tuple[str, float]  # (message, fraction) from the pipeline's progress callback

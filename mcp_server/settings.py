@@ -1,6 +1,10 @@
 """Server settings: one frozen dataclass, filled from command-line flags and ``FOCUS_*`` environment variables.
 
-Importing this module imports neither ``mcp`` nor torch, so ``focus --help`` stays fast.
+Every setting is checked here, at start (ranges from one table, the device by
+:func:`focus_tool.devices.resolve_device` in :func:`mcp_server.__main__.run`), and :meth:`ServerSettings.policy`
+builds the one input policy from the fields it shares with :class:`~focus_tool.agent.AgentPolicy` and
+:class:`~focus_tool.inputs.InputPolicy`. Importing this module imports neither ``mcp`` nor torch, so ``focus --help``
+and ``focus serve --help`` stay fast.
 """
 
 from __future__ import annotations
@@ -9,13 +13,15 @@ import argparse
 import ipaddress
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from focus_tool.agent import AgentPolicy, gate
+from focus_tool.agent import gate
+from focus_tool.agent.policy import AgentPolicy
 from focus_tool.devices import DEFAULT_DEVICE, DEVICE_CHOICES
 from focus_tool.errors import ConfigError, quote_text
+from focus_tool.inputs import PATH_QUOTE_CHARS, InputPolicy
 
 Transport = Literal["stdio", "streamable-http"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -39,7 +45,8 @@ class ServerSettings:
         reuse_results: answer an identical repeated request from the session cache (off: the model runs every time;
             region ids are remembered either way).
         max_file_bytes, max_base64_bytes, max_pixels, max_crops, max_output_side_px, max_output_bytes: input and
-            output limits (see :class:`focus_tool.agent.AgentPolicy`).
+            output limits (see :class:`focus_tool.agent.AgentPolicy` and :class:`focus_tool.inputs.InputPolicy`;
+            :meth:`policy` passes on every field whose name one of them has).
         allow_urls: fetch ``http(s)://`` URLs given as ``image_path`` (off: refused). Downloads are capped at
             ``max_base64_bytes``.
         url_timeout_s: total time budget of one download.
@@ -61,9 +68,9 @@ class ServerSettings:
     structured_output: bool = True
     return_images: bool = True
     reuse_results: bool = True
-    max_file_bytes: int = AgentPolicy.max_file_bytes
+    max_file_bytes: int = InputPolicy.max_file_bytes
     max_base64_bytes: int = AgentPolicy.max_base64_bytes
-    max_pixels: int = AgentPolicy.max_pixels
+    max_pixels: int = InputPolicy.max_pixels
     max_crops: int = AgentPolicy.max_crops
     max_output_side_px: int = AgentPolicy.max_output_side_px
     max_output_bytes: int = AgentPolicy.max_output_bytes
@@ -76,6 +83,10 @@ class ServerSettings:
     log_level: LogLevel = "INFO"
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICE_CHOICES:
+            raise ConfigError(
+                f"--device (env FOCUS_DEVICE) must be one of {', '.join(DEVICE_CHOICES)}, got {_shown(self.device)}"
+            )
         if self.transport not in ("stdio", "streamable-http"):
             raise ConfigError(f"--transport must be stdio or streamable-http, got {quote_text(self.transport)}")
         if not isinstance(self.host, str) or not _is_loopback(self.host):
@@ -112,20 +123,16 @@ class ServerSettings:
         return http_allow_lists(self.host, self.port)
 
     def policy(self) -> AgentPolicy:
-        """The input/output policy of the agent engine."""
-        return AgentPolicy(
-            allowed_roots=self.allowed_roots,
-            max_file_bytes=self.max_file_bytes,
-            max_base64_bytes=self.max_base64_bytes,
-            max_pixels=self.max_pixels,
-            max_crops=self.max_crops,
-            max_output_side_px=self.max_output_side_px,
-            max_output_bytes=self.max_output_bytes,
-            allow_urls=self.allow_urls,
-            url_timeout_s=self.url_timeout_s,
-            url_allow_private=self.url_allow_private,
-            url_workers=self.url_workers,
-        )
+        """The input/output policy of the agent engine: every setting named like a field of
+        :class:`~focus_tool.inputs.InputPolicy` (image and text limits) or of :class:`AgentPolicy` (roots, base64,
+        URLs, crops) is passed on under that name; the others keep their defaults.
+        """
+        own = {f.name for f in fields(self)}
+
+        def shared(cls: type[InputPolicy] | type[AgentPolicy]) -> dict[str, object]:
+            return {f.name: getattr(self, f.name) for f in fields(cls) if f.init and f.name in own}
+
+        return AgentPolicy(image=InputPolicy(**shared(InputPolicy)), **shared(AgentPolicy))  # type: ignore[arg-type]
 
     @property
     def max_request_body_size(self) -> int:
@@ -334,10 +341,11 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     if roots is None:
         roots = [r for r in os.environ.get("FOCUS_ALLOWED_ROOTS", "").split(os.pathsep) if r]
     for r in roots:
+        shown = quote_text(r, PATH_QUOTE_CHARS)
         if not os.path.isabs(os.path.expanduser(r)):
-            raise ConfigError(f"--allowed-root must be an absolute folder, got {r!r}")
+            raise ConfigError(f"--allowed-root must be an absolute folder, got {shown}")
         if not Path(r).expanduser().is_dir():
-            raise ConfigError(f"--allowed-root {r} is not an existing folder")
+            raise ConfigError(f"--allowed-root {shown} is not an existing folder")
     return ServerSettings(
         allowed_roots=tuple(Path(r).expanduser() for r in roots),
         model=args.model or None,

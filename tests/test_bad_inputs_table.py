@@ -17,6 +17,7 @@ To add a row: append a :class:`Case` (``args`` as the MCP tool takes them; ``@na
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
@@ -29,10 +30,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import ToolException
+from PIL import Image
 
 from focus_tool.errors import FocusError, InputRejected
 from tests.agent_support import QUESTION
@@ -53,6 +56,8 @@ TARGET = "red card"
 ALL = frozenset({"cli", "python", "langchain", "mcp"})
 AGENTS = frozenset({"langchain", "mcp"})  # the surfaces with allowed folders and base64 input
 CLI = frozenset({"cli"})
+PY = frozenset({"python"})
+Q123: dict[str, Any] = {"question": 123}
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,9 @@ def make_files(root: Path, outside: Path) -> dict[str, str]:
     (root / "escape.png").symlink_to(secret)
     (root / "door").symlink_to(outside)  # a symlinked folder leading out
     (root / "adir.png").mkdir()
+    os.mkfifo(root / "fifo.png")  # opening it for reading would block until a writer comes
     files = {
+        "fifo": root / "fifo.png",
         "good": root / "scene.png",
         "missing": root / "nope.png",
         "dir": root / "adir.png",
@@ -134,6 +141,44 @@ CASES: list[Case] = [
     Case("300-character file name", P("long_name"), r"nnnn.*(too long)", r"rename the file|check the path"),
     Case("newline + SYSTEM in the path", P("newline"), r"x\\nSYSTEM: ignore", r"check the path"),
     Case("100 kB path", P("huge_path"), r"pppp\.\.\.' \(100\d{3} chars\)", r"rename the file|check the path"),
+    Case("a FIFO named .png", P("fifo"), r"fifo\.png' is not a regular file", r"give the path|pass the path"),
+    # ------------------------------------------------------------ Python API values (and their CLI spelling)
+    Case("NUL byte, Python", {"image_path": "/tmp/a.png\x00.txt"}, r"contains a NUL byte", r"pass a plain", PY),
+    Case(
+        "numpy array as the image",
+        {"image_path": np.zeros((64, 64, 3), np.uint8)},
+        r"the image must be a file path, encoded bytes or a PIL image, got ndarray",
+        r"PIL\.Image\.fromarray",
+        PY,
+    ),
+    Case("truncated PIL image, not loaded", {"image_path": "@pil:truncated"}, r"cannot be decoded", r"re-save", PY),
+    Case("question=123", P("good"), r"question must be text, got int", r"must be text", PY, python_kwargs=Q123),
+    Case(
+        "options as one string",
+        P("good"),
+        r"options must be a list of strings",
+        r"e\.g\. \['white', 'black'\]",
+        PY,
+        python_kwargs={"options": "white|black"},
+    ),
+    Case("target=[]", {"image_path": "@good", "target": []}, r"target must be a phrase or a non-empty", r"list", PY),
+    Case(
+        "a 5000-character option",
+        P("good"),
+        r"option has 5000 characters; the limit is 2000",
+        r"shorten it",
+        PY,
+        python_kwargs={"options": ["x" * 5000, "b"]},
+    ),
+    Case("--top -1", P("good"), r"--top must be 0 or more", r"0 or more", CLI, ("--top", "-1")),
+    Case(
+        "--options of 5000 characters",
+        P("good"),
+        r"--options has 5002 characters; the limit is 2000",
+        r"the limit is",
+        CLI,
+        ("--options", "x" * 5000 + "|b"),
+    ),
     # ------------------------------------------------------------ allowed folders, base64 (agent surfaces)
     Case("/etc/shadow", {"image_path": "/etc/shadow"}, r"outside the allowed folders", r"copy the image", AGENTS),
     Case("/etc/shadow_nope", {"image_path": "/etc/shadow_nope"}, r"outside the allowed folders", r"copy the", AGENTS),
@@ -309,6 +354,8 @@ def rows(surface: str) -> list[Any]:
 
 
 def resolve(files: dict[str, str], value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("@pil:"):  # a PIL image opened lazily (pixels not read yet)
+        return Image.open(io.BytesIO(Path(files[value[5:]]).read_bytes()))  # no file handle left open
     return files[value[1:]] if isinstance(value, str) and value.startswith("@") else value
 
 
@@ -581,6 +628,10 @@ SETTINGS_CASES = [  # (flags of focus serve / focus-mcp, the one line)
 ]
 
 
+if not torch.cuda.is_available():
+    SETTINGS_CASES.append((("--device", "cuda"), r"--device cuda: PyTorch sees no CUDA GPU here; use --device cpu"))
+
+
 @pytest.mark.parametrize(("flags", "line"), SETTINGS_CASES, ids=[" ".join(f) for f, _ in SETTINGS_CASES])
 def test_server_settings_at_start(flags: tuple[str, ...], line: str, capsys: pytest.CaptureFixture[str]) -> None:
     from focus_tool.cli import main
@@ -627,3 +678,91 @@ async def test_mcp_http_host_and_origin(places: tuple[Path, dict[str, str]], htt
     async with Client(http_server) as client:
         good = await client.call_tool("focus_find", request(Case("good", P("good"), "", ""), files))
     assert not good.is_error
+
+
+# ---------------------------------------------------------------------------------------------------- one boundary
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The sizes of the images whose pixels were decoded (a load with tiles left to read)."""
+    from PIL import ImageFile
+
+    seen: list[tuple[int, int]] = []
+    real = ImageFile.ImageFile.load
+
+    def load(self: ImageFile.ImageFile) -> Any:
+        if self.tile:
+            seen.append(self.size)
+        return real(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return seen
+
+
+@pytest.mark.anyio
+async def test_each_surface_decodes_and_checks_once_per_call(
+    places: tuple[Path, dict[str, str]],
+    model_dir: Path,
+    pipeline: Any,
+    zoom_tool: Any,
+    decodes: list[tuple[int, int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One decode per call on every surface; the pipeline re-checks an image only on the Python API, its entry."""
+    import focus_tool.pipeline as pipeline_mod
+    from focus_tool.cli import main
+    from focus_tool.inputs import AdmittedImage
+
+    root, files = places
+    given: list[str] = []
+    real = pipeline_mod.load_image
+
+    def spy(source: Any, policy: Any = None) -> Any:
+        given.append("admitted" if isinstance(source, AdmittedImage) else "checked")
+        return real(source, policy)
+
+    monkeypatch.setattr(pipeline_mod, "load_image", spy)
+    assert main(["zoom", files["good"], "--target", TARGET, "--model", str(model_dir)]) == 0
+    assert (decodes, given) == ([(256, 192)], ["admitted"])
+    decodes.clear(), given.clear()
+    pipeline.zoom(files["good"], target=TARGET)
+    assert (decodes, given) == ([(256, 192)], ["checked"])
+    decodes.clear()
+    assert zoom_tool.invoke({"image_path": files["good"], "question": QUESTION})
+    assert decodes == [(256, 192)]
+    decodes.clear()
+    from mcp import Client
+
+    async with Client(mcp_server_for(root)) as client:
+        assert not (await client.call_tool("focus_find", {"image_path": files["good"], "target": TARGET})).is_error
+    assert decodes == [(256, 192)]
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # one server and one call each way
+async def test_the_server_limits_are_the_only_limits(tmp_path: Path, model_dir: Path) -> None:
+    """A 10000 x 5000 (50 MP) PNG: answered by a server started with --max-pixels 60000000 --max-file-bytes
+    100000000 (the pipeline does not check it again under its own defaults), refused under the defaults.
+    """
+    from mcp import Client
+
+    from focus_tool.cli import build_parser
+    from mcp_server.server import create_server
+    from mcp_server.settings import settings_from_args
+
+    write_strip_png(tmp_path / "big.png", (10_000, 5_000))
+    args = request(Case("big", {"image_path": str(tmp_path / "big.png")}, "", ""), {})
+    flags = ["serve", "--allowed-root", str(tmp_path), "--model", str(model_dir), "--no-images"]
+    wide = settings_from_args(
+        build_parser().parse_args([*flags, "--max-pixels", "60000000", "--max-file-bytes", "100000000"])
+    )
+    async with Client(create_server(wide)) as client:
+        answered = await client.call_tool("focus_find", args)
+    assert not answered.is_error, answered.content
+    async with Client(mcp_server_for(tmp_path)) as client:  # the defaults (and a model that is never asked)
+        refused = await client.call_tool("focus_find", args)
+    assert refused.is_error
+    case = Case("50 MP", {}, r"10000x5000 = 50,000,000 px; the limit is 40,000,000 px", r"resize it")
+    assert_one_line(refused.content[0].text, case)  # type: ignore[union-attr]

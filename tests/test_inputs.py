@@ -351,3 +351,47 @@ def test_shrink_long_side_is_the_identity_up_to_the_bound() -> None:
     assert shrink_long_side(small) is small  # the same object: no copy, no resampling
     assert shrink_long_side(Image.new("RGB", (16_384, 256))).size == (2048, 32)
     assert shrink_long_side(Image.new("RGB", (30, 40_000)), 1000).size == (1, 1000)
+
+
+def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "f.png")  # open() without O_NONBLOCK would wait for a writer forever
+    with pytest.raises(InputRejected, match=r"f\.png' is not a regular file"):
+        load_image(tmp_path / "f.png")
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "expected"),
+    [
+        ("F", [0.0, 0.5, 1.0], [0, 128, 255]),  # a float TIFF in [0, 1]
+        ("F", [0.0, 100.0, 255.0], [0, 100, 255]),
+        ("F", [float("nan"), -1.0, 1.0], [0, 0, 255]),
+        ("I", [0, 32768, 65535], [0, 128, 255]),
+        ("I", [0, 500_000, 1_000_000], [0, 127, 255]),
+    ],
+)
+def test_wide_greyscale_is_scaled_faithfully(mode: str, values: list[float], expected: list[int]) -> None:
+    a = np.repeat(np.array(values, dtype=np.float32 if mode == "F" else np.int32)[None, :], 32, 0).repeat(16, 1)
+    out = np.asarray(load_image(Image.fromarray(a, mode=mode)))  # (32, 48, 3)
+    assert out[0, ::16, 0].tolist() == expected and out.shape == (32, 48, 3)
+
+
+def test_float_tiff_in_0_1_is_not_black(tmp_path: Path) -> None:
+    a = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (40, 1))
+    Image.fromarray(a, mode="F").save(tmp_path / "f.tif")
+    out = np.asarray(load_image(tmp_path / "f.tif"))
+    assert out[0, 0, 0] == 0 and out[0, -1, 0] == 255
+
+
+def test_line_wrapped_base64_is_accepted() -> None:
+    import base64
+    import textwrap
+
+    from focus_tool.agent.policy import AgentPolicy, decode_base64
+
+    data = b"\x89PNG" + bytes(range(256)) * 3
+    wrapped = "\r\n".join(textwrap.wrap(base64.b64encode(data).decode(), 76)) + "\n"
+    assert decode_base64(wrapped, AgentPolicy()) == data
+    with pytest.raises(InputRejected, match=r"not valid base64 \(only A-Z a-z 0-9 \+ / = and line breaks\)"):
+        decode_base64("abc$", AgentPolicy())

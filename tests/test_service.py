@@ -22,6 +22,7 @@ from focus_tool.agent import (
     summary_json,
 )
 from focus_tool.errors import InputRejected
+from focus_tool.inputs import InputPolicy
 from focus_tool.result import FocusResult, ForwardPasses, Region
 from tests.agent_support import ScriptedEngine
 from tests.bad_inputs import write_huge_header_png, write_png, write_text_as_png, write_truncated_png
@@ -38,7 +39,7 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def policy(root: Path) -> AgentPolicy:
-    return AgentPolicy(allowed_roots=(root,), max_base64_bytes=200_000, max_pixels=4_000_000)
+    return AgentPolicy(allowed_roots=(root,), max_base64_bytes=200_000, image=InputPolicy(max_pixels=4_000_000))
 
 
 def test_roots_are_resolved(tmp_path: Path) -> None:
@@ -79,7 +80,7 @@ def test_no_roots_refuses_every_path(root: Path) -> None:
 
 def test_file_size_cap(root: Path) -> None:
     with pytest.raises(InputRejected, match="the limit is 100;"):
-        check_path(str(root / "scene.png"), AgentPolicy(allowed_roots=(root,), max_file_bytes=100))
+        check_path(str(root / "scene.png"), AgentPolicy(allowed_roots=(root,), image=InputPolicy(max_file_bytes=100)))
 
 
 @pytest.mark.parametrize(

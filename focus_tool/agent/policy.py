@@ -13,7 +13,7 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -25,6 +25,7 @@ from focus_tool.inputs import PATH_QUOTE_CHARS, InputPolicy, check_image_header,
 from focus_tool.inputs import SAFE_FORMATS as SAFE_FORMATS  # re-exported: the one format list
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_ASCII_SPACE = re.compile(r"[ \t\r\n\f\v]+")
 
 DEFAULT_CROPS: Final = 3
 """Crops a zoom returns when the caller names no number (every surface's default; at most ``max_crops``)."""
@@ -36,9 +37,7 @@ class AgentPolicy:
 
     Attributes:
         allowed_roots: directories image paths must resolve into; empty = every path is refused.
-        max_file_bytes: largest image file read from disk.
         max_base64_bytes: largest decoded base64 payload (the encoded text is checked before decoding).
-        max_pixels: largest image (W * H) decoded; checked from the header, before pixel data is read.
         max_crops: upper bound on the crops a caller may ask for.
         max_output_side_px: long side of each returned crop image.
         max_output_bytes: total JPEG bytes of the returned crop images; further crops are dropped.
@@ -51,13 +50,13 @@ class AgentPolicy:
             only for an intranet or a loopback test, it opens the server to SSRF).
         url_workers: downloads at once on the service's :class:`~focus_tool.fetch.DownloadPool` (threads of
             their own, never the model's); one more is refused as busy.
-        image: the engine's own checks (minimum side, question length).
+        image: the image and text limits (pixels, file bytes, sides, question length): their one owner on this
+            surface; the decoded image goes to the pipeline as an :class:`~focus_tool.inputs.AdmittedImage`, which
+            it does not check again.
     """
 
     allowed_roots: tuple[Path, ...] = ()
-    max_file_bytes: int = InputPolicy.max_file_bytes  # the engine's caps unless a surface sets tighter ones
     max_base64_bytes: int = 3_000_000
-    max_pixels: int = InputPolicy.max_pixels
     max_crops: int = 8
     max_output_side_px: int = 768
     max_output_bytes: int = 800_000
@@ -74,7 +73,7 @@ class AgentPolicy:
         given = tuple(Path(os.path.abspath(os.path.expanduser(r))) for r in self.allowed_roots)
         object.__setattr__(self, "_given_roots", given)
         object.__setattr__(self, "allowed_roots", tuple(r.resolve() for r in given))
-        for name in ("max_file_bytes", "max_base64_bytes", "max_pixels", "max_crops", "max_output_side_px"):
+        for name in ("max_base64_bytes", "max_crops", "max_output_side_px"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.jpeg_quality <= 95:
@@ -91,9 +90,15 @@ class AgentPolicy:
         """The roots as given (absolute, ``..`` collapsed, symlinks not followed) for the textual root check."""
         return self._given_roots
 
-    def input_policy(self) -> InputPolicy:
-        """The decoder policy: :attr:`image` with this policy's pixel and file-size caps."""
-        return replace(self.image, max_pixels=self.max_pixels, max_file_bytes=self.max_file_bytes)
+    @property
+    def max_file_bytes(self) -> int:
+        """Largest image file read from disk (:attr:`image`'s)."""
+        return self.image.max_file_bytes
+
+    @property
+    def max_pixels(self) -> int:
+        """Largest image (W * H) decoded, checked from the header (:attr:`image`'s)."""
+        return self.image.max_pixels
 
     def roots_text(self) -> str:
         """The allowed roots for error messages."""
@@ -161,6 +166,7 @@ def decode_base64(text: str, policy: AgentPolicy) -> bytes:
     text = text.strip()
     if text.startswith("data:"):  # tolerate a data URL: data:image/png;base64,....
         _, _, text = text.partition(",")
+    text = _ASCII_SPACE.sub("", text)  # base64 wrapped at 76 (MIME) or 64 (PEM) characters a line is accepted
     limit_chars = 4 * -(-policy.max_base64_bytes // 3)
     if len(text) > limit_chars:
         raise InputRejected(
@@ -170,12 +176,15 @@ def decode_base64(text: str, policy: AgentPolicy) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise InputRejected("image_base64 is not valid base64; send the raw file bytes base64-encoded") from None
+        raise InputRejected(
+            "image_base64 is not valid base64 (only A-Z a-z 0-9 + / = and line breaks); send the raw file bytes "
+            "base64-encoded"
+        ) from None
 
 
 def decode_image(data: bytes, policy: AgentPolicy, *, what: str = "the image") -> Image.Image:
     """:func:`focus_tool.inputs.decode_image_bytes` under the agent policy's caps (one decoder for every surface)."""
-    return decode_image_bytes(data, policy.input_policy(), what=what)
+    return decode_image_bytes(data, policy.image, what=what)
 
 
 @dataclass(frozen=True)
@@ -224,7 +233,8 @@ def read_source(
         path = check_path(image_path, policy)
         what = quote_text(image_path, PATH_QUOTE_CHARS)
         try:  # O_NOFOLLOW: a file swapped for a symlink after the check is not followed out of the root
-            with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as f:
+            flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # a FIFO never blocks
+            with os.fdopen(os.open(path, flags), "rb") as f:
                 if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                     raise InputRejected(f"{what} is not a regular file; pass the path of an image file")
                 data = f.read(policy.max_file_bytes + 1)
@@ -236,7 +246,7 @@ def read_source(
     else:
         data = decode_base64(image_base64, policy)
         source, what = "base64", "image_base64"
-    size = check_image_header(data, policy.input_policy(), what=what)
+    size = check_image_header(data, policy.image, what=what)
     return ImageSource(data, hashlib.sha256(data).hexdigest(), source, what, size)
 
 

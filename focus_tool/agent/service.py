@@ -2,11 +2,12 @@
 
 ``FocusService.zoom`` is the one call both surfaces make. It
 
-1. opens the image under an :class:`AgentPolicy` (absolute paths under allowed roots with symlinks resolved, a
+1. opens the image under an :class:`AgentPolicy`, once (absolute paths under allowed roots with symlinks resolved, a
    file-size cap, a base64 byte cap checked before decoding, a pixel cap and Pillow's decompression-bomb error
    checked from the header, a fixed list of decoders); an ``http(s)`` URL in ``image_path`` is refused unless the
    policy allows URLs, and then fetched by :mod:`focus_tool.fetch` (public addresses only, byte cap, timeout,
-   image content type) and decoded with the same checks;
+   image content type) and decoded with the same checks; the pipeline gets it as an
+   :class:`~focus_tool.inputs.AdmittedImage` and does not check it again (the policy's limits are the only ones);
 2. looks the request up in a small session cache keyed by the SHA-256 of the image bytes: an identical request
    (same question, target and region box) returns the stored result (*result reuse*: the forward passes it cost
    are reported as saved; switched off with ``reuse_results=False``, e.g. for load tests), and a request with
@@ -40,7 +41,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
-from PIL import Image
 
 from focus_tool.agent.cache import Box, SessionCache
 from focus_tool.agent.gate import TRIM_AFTER_PIXELS, InferenceGate, release_freed_memory
@@ -49,7 +49,7 @@ from focus_tool.agent.render import crop_jpegs, shift_result, top_regions
 from focus_tool.agent.wire import AgentResult, SessionInfo, ZoomOutcome
 from focus_tool.errors import InputRejected
 from focus_tool.fetch import DownloadPool
-from focus_tool.inputs import check_text
+from focus_tool.inputs import AdmittedImage, check_text
 from focus_tool.ops.boxes import expand_to_min_size
 from focus_tool.pipeline import FocusPipeline
 from focus_tool.result import FocusResult
@@ -67,13 +67,15 @@ class Zoomable(Protocol):
 
     def zoom(
         self,
-        image: Image.Image,
+        image: AdmittedImage,
         *,
         question: str | None = None,
         target: str | None = None,
         progress: ProgressFn | None = None,
     ) -> FocusResult:
-        """Run FOCUS on one image, calling ``progress`` as each step starts."""
+        """Run FOCUS on one image the service has decoded and checked (not checked again), calling ``progress`` as
+        each step starts.
+        """
         ...
 
 
@@ -201,7 +203,9 @@ class FocusService:
         result in the session cache with the pipeline's own region ids (boxes in original-image pixels).
         """
         image = loaded.image.crop(parent_box) if parent_box is not None else loaded.image
-        raw = self.pipeline.zoom(image, question=question or None, target=target or None, progress=progress)
+        raw = self.pipeline.zoom(
+            AdmittedImage(image), question=question or None, target=target or None, progress=progress
+        )
         del image
         if parent_box is not None:
             shifted = shift_result(raw, origin_xy=parent_box[:2], image_wh=loaded.image.size, prefix=region_id)

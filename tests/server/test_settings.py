@@ -182,3 +182,26 @@ def test_host_and_origin_allow_lists_name_the_bound_address(host: str, port: int
     assert allowed_origins == [f"http://{h}" for h in hosts]
     assert not any("*" in h for h in allowed_hosts)  # no wildcard port: only the bound one
     assert settings.bind_host == ("::1" if ":" in host else host.lower())
+
+
+def test_a_device_name_from_the_environment_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FOCUS_DEVICE", "tpu")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err == "focus: error: --device (env FOCUS_DEVICE) must be one of auto, cpu, cuda, mps, got 'tpu'\n"
+
+
+def test_a_control_character_in_an_allowed_root_is_quoted(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--allowed-root", "/no/such\x1b[31m\ndir"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "'/no/such\\x1b[31m\\ndir' is not an existing folder" in err
+
+
+def test_the_policy_is_built_from_the_settings_fields(tmp_path: Path) -> None:
+    settings = ServerSettings(allowed_roots=(tmp_path,), max_pixels=60_000_000, max_file_bytes=100_000_000, max_crops=2)
+    policy = settings.policy()
+    assert (policy.image.max_pixels, policy.image.max_file_bytes) == (60_000_000, 100_000_000)
+    assert (policy.max_pixels, policy.max_file_bytes, policy.max_crops) == (60_000_000, 100_000_000, 2)
+    assert policy.allowed_roots == (tmp_path.resolve(),)
