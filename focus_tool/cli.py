@@ -86,7 +86,7 @@ def _pipeline(args: argparse.Namespace) -> FocusPipeline:
 
 def cmd_zoom(args: argparse.Namespace) -> int:
     """focus zoom: run FOCUS on one image."""
-    from focus_tool.inputs import check_output_path, check_text, load_image, parse_options
+    from focus_tool.inputs import AdmittedImage, check_output_path, check_text, load_image, parse_options
     from focus_tool.render import overlay
 
     if args.question is None and args.target is None:
@@ -103,7 +103,7 @@ def cmd_zoom(args: argparse.Namespace) -> int:
         if text is not None:
             check_text(text, what)  # the pipeline checks again; here so that nothing waits for the model
     pipe = _pipeline(args)
-    result = pipe.zoom(image, question=args.question, target=args.target, options=options)
+    result = pipe.zoom(AdmittedImage(image), question=args.question, target=args.target, options=options)
     if args.overlay is not None:
         args.overlay.parent.mkdir(parents=True, exist_ok=True)
         overlay(image, result, style=args.overlay_style, show_unscored=args.overlay_unscored).save(args.overlay)
@@ -221,12 +221,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             seed=args.seed,
             model=args.model,
             scheme=args.scheme,
-            pipeline=args.pipeline,
             device=resolve_device(args.device),
             attn=args.attn,
-            zoomeye_depth=args.zoomeye_depth,
-            vicrop_variant=args.vicrop_variant,
-            vicrop_high=args.vicrop_high,
+            method_options={args.method: eval_method_options(args)},
             command=" ".join(["focus", *sys.argv[1:]]),
             progress=not (args.no_progress or args.quiet),
         )
@@ -239,6 +236,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"report {report_path} (also .md, .png, .items.jsonl)"
         )
     return 0
+
+
+def eval_method_options(args: argparse.Namespace) -> object:
+    """The eval method's options: ``--pipeline`` (an alias), then each ``--method-option`` (a later one wins)."""
+    from focus_tool.methods import parse_method_options
+
+    pairs = [f"pipeline={args.pipeline}"] if args.pipeline is not None else []
+    return parse_method_options(args.method, [*pairs, *args.method_option])
 
 
 def default_report(args: argparse.Namespace) -> Path:
@@ -257,16 +262,11 @@ def default_report(args: argparse.Namespace) -> Path:
         parts.append(f"n{args.limit}")
     if args.seed != 0:
         parts.append(f"seed{args.seed}")
-    if args.pipeline != "preset":
-        parts.append(args.pipeline)
+    from focus_tool.methods import option_labels
+
+    parts.extend(option_labels(eval_method_options(args)))
     if args.scheme is not None:
         parts.append(args.scheme)
-    if args.zoomeye_depth is not None:
-        parts.append(f"depth{args.zoomeye_depth}")
-    if args.vicrop_variant != "rel-att":
-        parts.append(args.vicrop_variant)
-    if args.vicrop_high:
-        parts.append("high")
     name = "_".join(re.sub(r"[^A-Za-z0-9.+-]+", "-", p).strip("-.") or "x" for p in parts)
     return EVAL_DIR / f"{name}.json"
 
@@ -391,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=2)
     t.set_defaults(func=cmd_train)
 
+    from focus_tool.eval.benchmarks import benchmark_names
     from focus_tool.methods import method_names
 
     e = sub.add_parser(
@@ -402,9 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`torchrun --nproc_per_node N -m focus_tool.cli eval ...`.",
     )
     e.add_argument("--method", required=True, choices=method_names())
-    e.add_argument(
-        "--benchmark", required=True, choices=["vstar", "hrbench4k", "hrbench8k", "mme-rw-lite", "synthetic"]
-    )
+    e.add_argument("--benchmark", required=True, choices=benchmark_names())
     e.add_argument("--data", type=Path, help="local benchmark file or folder (synthetic: where to write the split)")
     e.add_argument("--limit", type=int, default=None, help="first N items (synthetic: split size, default 200)")
     e.add_argument("--seed", type=int, default=0, help="synthetic split and option-shuffle seed")
@@ -422,20 +421,26 @@ def build_parser() -> argparse.ArgumentParser:
         "mme-regex on mme-rw-lite, letter-lenient elsewhere)",
     )
     e.add_argument(
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the chosen method, converted by its type (repeatable); focus: pipeline; zoomeye: depth "
+        "(tree depth limit, default: the preset's); vicrop: variant (rel-att or grad-att), high (true: one map per "
+        "1024-px block); an unknown KEY is refused with the method's valid ones (docs/evaluation.md)",
+    )
+    e.add_argument(
         "--pipeline",
         choices=PIPELINES,
-        default="preset",
-        help="FOCUS as the checkpoint's preset has it (default; lean on the embedded model), the paper's pipeline "
-        "(paper), or lean FOCUS (lean); see docs/method.md",
+        default=None,
+        help="FOCUS as the checkpoint's preset has it (preset, the default; lean on the embedded model), the paper's "
+        "pipeline (paper), or lean FOCUS (lean); the same as --method-option pipeline=...; see docs/method.md",
     )
     e.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the embedded model)")
     e.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICE_CHOICES, help=DEVICE_HELP)
     e.add_argument(
         "--attn", default=None, choices=["sdpa", "eager", "flash_attention_2"], help="default: eager for vicrop"
     )
-    e.add_argument("--zoomeye-depth", type=int, default=None, help="ZoomEye depth_limit (default 5)")
-    e.add_argument("--vicrop-variant", default="rel-att", choices=["rel-att", "grad-att"])
-    e.add_argument("--vicrop-high", action="store_true", help="ViCrop -high: one map per 1024-px block")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_eval)
 

@@ -1,8 +1,9 @@
-"""Third-party extensions: installed packages that register backbones, presets or methods.
+"""Third-party extensions: installed packages that register backbones, presets, methods or benchmarks.
 
 A package declares an entry point in the ``focus_tool.plugins`` group whose object is a function of no arguments
 that calls the registration functions (:func:`focus_tool.adapters.registry.register_backbone`,
-:func:`focus_tool.presets.register_preset`, :func:`focus_tool.methods.register_method`)::
+:func:`focus_tool.presets.register_preset`, :func:`focus_tool.methods.register_method`,
+:func:`focus_tool.eval.benchmarks.register_benchmark`)::
 
     [project.entry-points."focus_tool.plugins"]
     my_backbone = "my_package.focus_plugin:register"

@@ -3,7 +3,8 @@
 Formats are those listed in docs/evaluation.md (V*'s per-image JSON and ``test_questions.jsonl``, HR-Bench's TSV /
 parquet, MME-RealWorld-Lite's JSON / VLMEvalKit TSV / lmms-eval parquet); nothing is ever downloaded. Every loader
 returns :class:`EvalItem` rows whose ``options`` are in presentation order (letters A, B, ...) and whose
-``answer_index`` points at the correct one.
+``answer_index`` points at the correct one. Which loader a ``--benchmark`` name uses is the benchmark table's
+(:mod:`focus_tool.eval.benchmarks`).
 
 V* per-image JSON stores the correct option first; presenting it in stored order with letters rewards a model that
 always says "A" (docs/evaluation.md, --scheme), so the letter scheme shuffles the options with a per-item seeded RNG
@@ -24,30 +25,14 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from focus_tool.errors import FocusError
-from focus_tool.prompts import LETTER_INSTRUCTION, LETTERS
+from focus_tool.prompts import LETTERS
 
-Benchmark = Literal["vstar", "hrbench4k", "hrbench8k", "mme-rw-lite", "synthetic"]
-BENCHMARKS: Final[tuple[str, ...]] = ("vstar", "hrbench4k", "hrbench8k", "mme-rw-lite", "synthetic")
-
-VSTAR_SUFFIX = LETTER_INSTRUCTION  # lmms-eval / jsonl `text`
-HRBENCH_SUFFIX = "Answer the option letter directly."  # lmms-eval hrbench_doc_to_text / ZoomEye
-MME_SUFFIX = (  # MME-RealWorld README / ZoomEye
-    "Select the best answer to the above multiple-choice question based on the image. Respond with only the letter "
-    "(A, B, C, D, or E) of the correct option.\nThe best answer is:"
-)
-SUFFIXES: Final[dict[str, str]] = {
-    "vstar": VSTAR_SUFFIX,
-    "synthetic": VSTAR_SUFFIX,
-    "hrbench4k": HRBENCH_SUFFIX,
-    "hrbench8k": HRBENCH_SUFFIX,
-    "mme-rw-lite": MME_SUFFIX,
-}
 _OPTION_LINE = re.compile(r"^\(([A-H])\)\s?(.*)$")
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -333,7 +318,7 @@ def _mme_json(path: Path) -> list[EvalItem]:
     return items
 
 
-# ---------------------------------------------------------------------------------------------------- dispatch
+# ---------------------------------------------------------------------------------------------------- synthetic
 
 
 def load_synthetic(seed: int, n: int, out_dir: Path, *, shuffle_seed: int | None) -> list[EvalItem]:
@@ -347,29 +332,3 @@ def load_synthetic(seed: int, n: int, out_dir: Path, *, shuffle_seed: int | None
     items = load_vstar(folder, shuffle_seed=shuffle_seed)
     order = {f"synth_{seed}_{i:04d}": i for i in range(n)}
     return sorted(items, key=lambda it: order.get(it.item_id.split("/")[-1], 1 << 30))
-
-
-def load_benchmark(
-    benchmark: str,
-    data: Path | None,
-    *,
-    shuffle_seed: int | None,
-    seed: int = 0,
-    limit: int | None = None,
-    work_dir: Path | None = None,
-) -> list[EvalItem]:
-    """Items of ``benchmark`` (see :data:`BENCHMARKS`); ``limit`` keeps the first N in file order."""
-    if benchmark == "synthetic":
-        n = limit if limit is not None else 200
-        items = load_synthetic(seed, n, Path(data or work_dir or "."), shuffle_seed=shuffle_seed)
-    elif data is None:
-        raise DatasetError(f"--data PATH is required for {benchmark} (a local copy; nothing is downloaded)")
-    elif benchmark == "vstar":
-        items = load_vstar(data, shuffle_seed=shuffle_seed)
-    elif benchmark in ("hrbench4k", "hrbench8k"):
-        items = load_hrbench(data)
-    elif benchmark == "mme-rw-lite":
-        items = load_mme_realworld(data)
-    else:
-        raise DatasetError(f"unknown benchmark {benchmark!r}; choose one of: {', '.join(BENCHMARKS)}")
-    return items[:limit] if limit is not None else items

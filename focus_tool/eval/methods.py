@@ -7,14 +7,61 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image
 
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.baselines.common import AnswerScheme, Method
+from focus_tool.config import PIPELINES
 from focus_tool.errors import FocusError
-from focus_tool.methods import MethodOptions
+from focus_tool.methods import NoOptions
 from focus_tool.result import FocusResult
+
+
+@dataclass(frozen=True)
+class FocusOptions:
+    """FOCUS's options (``--method-option pipeline=paper``; ``--pipeline`` is the same).
+
+    Attributes:
+        pipeline: the checkpoint's preset as it is, the paper's pipeline or lean FOCUS
+            (:data:`focus_tool.config.PIPELINES`, :func:`focus_tool.presets.pipeline_variant`).
+    """
+
+    pipeline: str = "preset"
+
+    def __post_init__(self) -> None:
+        if self.pipeline not in PIPELINES:
+            raise FocusError(f"unknown pipeline {self.pipeline!r}; choose one of: {', '.join(PIPELINES)}")
+
+
+@dataclass(frozen=True)
+class ZoomEyeOptions:
+    """ZoomEye's options (``--method-option depth=2``).
+
+    Attributes:
+        depth: the tree depth limit (None: the backbone's ZoomEye preset's).
+    """
+
+    depth: int | None = None
+
+
+@dataclass(frozen=True)
+class ViCropOptions:
+    """ViCrop's options (``--method-option variant=grad-att --method-option high=true``).
+
+    Attributes:
+        variant: the attention map, relative attention or gradient-weighted attention (ViCrop, arXiv 2502.17422).
+        high: the -high variant: one map per 1024-px block.
+    """
+
+    variant: Literal["rel-att", "grad-att"] = "rel-att"
+    high: bool = False
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("rel-att", "grad-att"):
+            raise FocusError(f"unknown ViCrop variant {self.variant!r}; choose rel-att or grad-att")
 
 
 class FocusMethod:
@@ -61,12 +108,12 @@ class FocusMethod:
         return pipe.zoom(image, question=question, options=options)
 
 
-def build_focus(adapter: MLLMAdapter, options: MethodOptions) -> Method:
+def build_focus(adapter: MLLMAdapter, options: FocusOptions) -> Method:
     """FOCUS over ``adapter`` (``options.pipeline``: as the preset, the paper's or lean)."""
     return FocusMethod(adapter, options.pipeline)
 
 
-def build_vanilla(adapter: MLLMAdapter, options: MethodOptions) -> Method:
+def build_vanilla(adapter: MLLMAdapter, options: NoOptions) -> Method:
     """The vanilla answer on the whole image, under the checkpoint's preset."""
     from focus_tool.baselines.vanilla import VanillaMethod
     from focus_tool.presets import config_for
@@ -74,22 +121,15 @@ def build_vanilla(adapter: MLLMAdapter, options: MethodOptions) -> Method:
     return VanillaMethod(adapter, config_for(adapter))
 
 
-def build_zoomeye(adapter: MLLMAdapter, options: MethodOptions) -> Method:
-    """ZoomEye with its preset (``options.zoomeye_depth`` overrides the tree depth limit)."""
+def build_zoomeye(adapter: MLLMAdapter, options: ZoomEyeOptions) -> Method:
+    """ZoomEye with its preset (``options.depth`` overrides the tree depth limit)."""
     from focus_tool.baselines.zoomeye import ZoomEyeMethod, zoomeye_config_for
 
-    return ZoomEyeMethod(adapter, zoomeye_config_for(adapter, depth_limit=options.zoomeye_depth))
+    return ZoomEyeMethod(adapter, zoomeye_config_for(adapter, depth_limit=options.depth))
 
 
-def build_vicrop(adapter: MLLMAdapter, options: MethodOptions) -> Method:
-    """ViCrop with ``options.vicrop_variant`` and ``options.vicrop_high``.
-
-    Raises:
-        FocusError: the variant is neither rel-att nor grad-att.
-    """
+def build_vicrop(adapter: MLLMAdapter, options: ViCropOptions) -> Method:
+    """ViCrop with ``options.variant`` and ``options.high``."""
     from focus_tool.baselines.vicrop import ViCropConfig, ViCropMethod
 
-    variant = options.vicrop_variant
-    if variant not in ("rel-att", "grad-att"):
-        raise FocusError(f"unknown ViCrop variant {variant!r}; choose rel-att or grad-att")
-    return ViCropMethod(adapter, ViCropConfig(variant=variant, high=options.vicrop_high))  # type: ignore[arg-type]
+    return ViCropMethod(adapter, ViCropConfig(variant=options.variant, high=options.high))

@@ -2,7 +2,7 @@
 
 One record per (method, item): what was asked and answered, whether it was correct, and what it cost. The runner
 appends records to ``<report>.items.jsonl`` (or a rank shard), the report (:mod:`focus_tool.eval.report`) and the
-scorer (:func:`focus_tool.eval.scoring.accuracy_breakdown`) read them; every crossing is an :class:`ItemRecord`.
+scorer (:func:`focus_tool.eval.benchmarks.accuracy_breakdown`) read them; every crossing is an :class:`ItemRecord`.
 A line is the record's fields in declaration order, so files written before this module existed read back equal;
 files written before the target-extraction phase was named ``extraction`` spell it ``aux`` (``aux_fps``, the ``aux``
 key of the ``phase_*`` counts) and read back with the current names.

@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 from PIL import Image, ImageDraw
 
+from focus_tool.eval.benchmarks import accuracy_breakdown
 from focus_tool.eval.records import LEGACY_PHASES, PHASES, ItemRecord, current_phases
-from focus_tool.eval.scoring import accuracy_breakdown
 from focus_tool.view import embedded_payload
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ Items: every benchmark row is one independent item, run and scored on its own. O
 option order of a question (docs/evaluation.md): the method, search included, runs once per row and nothing is shared
 between the rows of a cyclic group (ZoomEye's and RAP's own scripts search once per question and answer the 4 orders
 on the same crops; this harness does not); accuracy is averaged over the ``cycle_category`` groups as the official
-scorer does (:func:`focus_tool.eval.scoring.accuracy_breakdown`).
+scorer does (:func:`focus_tool.eval.benchmarks.accuracy_breakdown`).
 
 Data-parallel: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1) accelerate's ``PartialState`` (CPU: gloo)
 gives each rank the items ``rank::N``; ranks append to their own shard file, rank 0 merges the shards into
@@ -22,8 +22,8 @@ gives each rank the items ``rank::N``; ranks append to their own shard file, ran
 Resume: items already in ``<report>.items.jsonl`` (or a rank shard) are skipped, keyed by (method, item id). Those
 keys say nothing about the model or settings that produced a record, so ``<report>.run.json`` stores the run
 signature (:func:`focus_tool.eval.signature.run_signature`) and a run whose signature differs from the stored one
-is refused instead of mixing its records with the old ones. Methods are not in the signature: adding a method to a
-report is a feature.
+is refused instead of mixing its records with the old ones. Methods are not in the signature (adding a method to a
+report is a feature), their options that differ from the defaults are.
 
 Views: while an item runs, its image and the method's result are written as a static HTML view,
 ``<report stem>_views/<method>/<item>.html`` (:func:`focus_tool.view.static_html`), and the report's end writes the
@@ -31,7 +31,8 @@ index ``<report stem>.html`` that lists the items worst and best first with a li
 (:mod:`focus_tool.eval.report`). Items resumed from an earlier run that wrote no view are listed without one.
 
 Modules: records (:class:`~focus_tool.eval.records.ItemRecord` and its JSONL files), report (figures, Markdown,
-plot), signature (:class:`~focus_tool.eval.signature.EvalSpec`, the resume guard), accounting, scoring, methods.
+plot), signature (:class:`~focus_tool.eval.signature.EvalSpec`, the resume guard), benchmarks (the table of
+benchmarks: loader, prompt suffix, default scheme, scorer), accounting, scoring, methods.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.baselines.common import AnswerScheme, Method
 from focus_tool.errors import FocusError
 from focus_tool.eval.accounting import FLOPS_FORMULA, RecordingCounter, llm_dims, peak_mem_mb, tflops
-from focus_tool.eval.datasets import SUFFIXES, EvalItem, load_benchmark
+from focus_tool.eval.benchmarks import benchmark_spec, load_benchmark
+from focus_tool.eval.datasets import EvalItem
 from focus_tool.eval.records import (
     EXTRA_KEYS,
     ItemRecord,
@@ -75,12 +77,13 @@ from focus_tool.eval.scoring import predicted_letter
 from focus_tool.eval.signature import (
     EvalSpec,
     check_signature,
+    options_of,
     run_signature,
     signature_path,
     weights_fingerprint,
     write_signature,
 )
-from focus_tool.methods import MethodOptions, build_method, method_spec
+from focus_tool.methods import build_method, method_spec
 from focus_tool.result import FocusResult
 
 __all__ = [
@@ -101,8 +104,12 @@ logger = logging.getLogger(__name__)
 
 def default_scheme(benchmark: str, model: str | None = None) -> str:
     """The answer scheme used when none is given: the checkpoint preset's ``answer.scheme`` when it says "logit"
-    (the embedded model cannot answer with letters), else the official regex on MME-RealWorld and lenient letters
-    elsewhere. Read from the checkpoint's ``focus_preset.json``, before the model is loaded.
+    (the embedded model cannot answer with letters), else the benchmark table's ``default_scheme``
+    (:mod:`focus_tool.eval.benchmarks`: the official regex on MME-RealWorld, lenient letters elsewhere). Read from
+    the checkpoint's ``focus_preset.json``, before the model is loaded.
+
+    Raises:
+        FocusError: no benchmark has that name.
     """
     from focus_tool.adapters.registry import default_model_path
     from focus_tool.presets import read_preset_file
@@ -111,7 +118,7 @@ def default_scheme(benchmark: str, model: str | None = None) -> str:
     overrides = (read_preset_file(None, folder) or {}).get("overrides", {})
     if isinstance(overrides, dict) and overrides.get("answer.scheme") == "logit":
         return "logit"
-    return "mme-regex" if benchmark == "mme-rw-lite" else "letter-lenient"
+    return benchmark_spec(benchmark).default_scheme
 
 
 def run_item(
@@ -139,7 +146,11 @@ def run_item(
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     result = method.run(
-        image, question=item.question, options=list(item.options), scheme=answer_scheme, suffix=SUFFIXES[benchmark]
+        image,
+        question=item.question,
+        options=list(item.options),
+        scheme=answer_scheme,
+        suffix=benchmark_spec(benchmark).suffix,
     )
     if device.startswith("cuda"):
         import torch
@@ -210,6 +221,7 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
     from tqdm import tqdm
 
     rank, world, barrier = _distributed()
+    bench = benchmark_spec(spec.benchmark)
     scheme = spec.scheme or default_scheme(spec.benchmark, adapter.model_id if adapter is not None else spec.model)
     letter = scheme != "logit"
     spec.report.parent.mkdir(parents=True, exist_ok=True)
@@ -221,16 +233,16 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
     if rank == 0 and not resumed:
         write_signature(spec.report, signature)
     work = Path(tempfile.gettempdir()) / "focus-eval-data"  # synthetic split without --data: never in the repo
-    if spec.benchmark == "synthetic" and rank == 0:
+    if bench.writes_data and rank == 0:
         load_benchmark(
-            "synthetic",
+            spec.benchmark,
             spec.data,
             shuffle_seed=spec.seed if letter else None,
             seed=spec.seed,
             limit=spec.limit,
             work_dir=work,
         )
-    barrier()  # rank 0 wrote the synthetic files
+    barrier()  # rank 0 wrote the generated files
     items = load_benchmark(
         spec.benchmark,
         spec.data,
@@ -250,13 +262,7 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
     done = done_keys(spec.report)
     shard = shard_path(spec.report, rank)
     mine = items[rank::world]
-    options = MethodOptions(
-        pipeline=spec.pipeline,
-        zoomeye_depth=spec.zoomeye_depth,
-        vicrop_variant=spec.vicrop_variant,
-        vicrop_high=spec.vicrop_high,
-    )
-    for name in spec.methods:
+    for name, options in options_of(spec).items():
         method = build_method(name, adapter, options)
         todo = [it for it in mine if (name, it.item_id) not in done]
         bar = tqdm(todo, desc=f"{name} [{rank}/{world}]", disable=not spec.progress, file=sys.stderr)
@@ -289,9 +295,7 @@ def run_eval(spec: EvalSpec, *, adapter: MLLMAdapter | None = None) -> dict[str,
         "limit": spec.limit,
         "model": spec.model or "embedded",
         "answer_scheme": scheme,
-        "options_order": "shuffled per item (seeded)"
-        if letter and spec.benchmark in ("vstar", "synthetic")
-        else "as stored",
+        "options_order": "shuffled per item (seeded)" if letter and bench.shuffles_options else "as stored",
         "flops_formula": FLOPS_FORMULA,
         "peak_memory_kind": "CUDA max allocated" if spec.device.startswith("cuda") else "process peak RSS",
         "world_size": world,

@@ -128,30 +128,41 @@ def _extra(name: str) -> Callable[[Scored], str]:
     return lambda r: r.extra.get(name, "")
 
 
-def accuracy_breakdown(records: Sequence[Scored], benchmark: str) -> dict[str, Any]:
-    """Official accuracy of per-item records (``correct``, ``category``, ``extra``) plus its breakdown.
+def accuracy_plain(records: Sequence[Scored]) -> dict[str, Any]:
+    """Accuracy overall and per category (V*, the synthetic split)."""
+    flat = list(records)
+    return {
+        "n": len(flat),
+        "accuracy": _acc(flat),
+        "per_category": {c: _acc(rs) for c, rs in _group(flat, _category).items()},
+    }
 
-    - HR-Bench (VLMEvalKit ``report_acc_hrbench``): accuracy within each ``cycle_category`` group, then the sum over
-      groups divided by the number of groups, overall and per category. Each row is one item (one option order) of
-      its own; a category missing from a group adds 0 to that sum but the divisor stays the number of groups, as in
-      the official scorer (no difference on the full benchmark, where every question is in every group).
-    - MME-RealWorld: per task (Perception / Reasoning), subtask and category; overall weighted by item count.
-    - V* / synthetic: overall and per category.
+
+def accuracy_cyclic(records: Sequence[Scored]) -> dict[str, Any]:
+    """HR-Bench's official accuracy (VLMEvalKit ``report_acc_hrbench``).
+
+    Accuracy within each ``cycle_category`` group, then the sum over groups divided by the number of groups, overall
+    and per category. Each row is one item (one option order) of its own; a category missing from a group adds 0 to
+    that sum but the divisor stays the number of groups, as in the official scorer (no difference on the full
+    benchmark, where every question is in every group).
     """
     flat = list(records)
-    out: dict[str, Any] = {"n": len(flat)}
-    if benchmark.startswith("hrbench"):
-        cycles = _group(flat, _extra("cycle_category"))
-        out["per_cycle"] = {c: _acc(rs) for c, rs in cycles.items()}
-        out["accuracy"] = sum(out["per_cycle"].values()) / len(cycles) if cycles else float("nan")
-        out["per_category"] = {
+    cycles = _group(flat, _extra("cycle_category"))
+    per_cycle = {c: _acc(rs) for c, rs in cycles.items()}
+    return {
+        "n": len(flat),
+        "per_cycle": per_cycle,
+        "accuracy": sum(per_cycle.values()) / len(cycles) if cycles else float("nan"),
+        "per_category": {
             cat: sum(_acc(g) for g in _group(rs, _extra("cycle_category")).values()) / len(cycles)
             for cat, rs in _group(flat, _category).items()
-        }
-        return out
-    out["accuracy"] = _acc(flat)
-    out["per_category"] = {c: _acc(rs) for c, rs in _group(flat, _category).items()}
-    if benchmark == "mme-rw-lite":
-        out["per_task"] = {t: _acc(rs) for t, rs in _group(flat, _extra("task")).items()}
-        out["per_subtask"] = {t: _acc(rs) for t, rs in _group(flat, _extra("subtask")).items()}
+        },
+    }
+
+
+def accuracy_by_task(records: Sequence[Scored]) -> dict[str, Any]:
+    """MME-RealWorld: per task (Perception / Reasoning), subtask and category; overall weighted by item count."""
+    out = accuracy_plain(records)
+    out["per_task"] = {t: _acc(rs) for t, rs in _group(list(records), _extra("task")).items()}
+    out["per_subtask"] = {t: _acc(rs) for t, rs in _group(list(records), _extra("subtask")).items()}
     return out

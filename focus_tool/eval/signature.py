@@ -3,24 +3,35 @@
 Resume: records are keyed by (method, item id), which says nothing about the model or settings that produced them,
 so ``<report>.run.json`` stores the run signature (:func:`run_signature`) and a run whose signature differs from the
 stored one is refused instead of mixing its records with the old ones.
+
+A method's options are recorded under ``"method_options"`` as ``{method: {option: value}}``, the options that differ
+from their defaults only, so a default run records ``{}`` and adding a method at its defaults is no change.
+Sidecars written before method options existed name four options as top-level keys (:data:`_LEGACY_OPTIONS`); they
+are read as the same ``"method_options"``, so their reports resume under equal settings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.errors import FocusError
 from focus_tool.eval.records import done_keys, items_path
+from focus_tool.methods import changed_options, method_spec
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalSpec:
-    """What ``focus eval`` runs."""
+    """What ``focus eval`` runs.
+
+    ``method_options`` maps a method of ``methods`` to its options object (its ``MethodSpec.options`` class, e.g.
+    from :func:`focus_tool.methods.parse_method_options`); a method not in it runs with its defaults.
+    """
 
     methods: tuple[str, ...]
     benchmark: str
@@ -33,12 +44,30 @@ class EvalSpec:
     device: str = "cpu"
     attn: str | None = None  # None: eager if ViCrop is among the methods, else sdpa
     dtype: str | None = None
-    zoomeye_depth: int | None = None
-    vicrop_variant: str = "rel-att"
-    vicrop_high: bool = False
-    pipeline: str = "preset"  # FOCUS: the preset as it is, "paper" or "lean" (focus_tool.presets.pipeline_variant)
+    method_options: Mapping[str, Any] = field(default_factory=dict)
     command: str = ""
     progress: bool = True
+
+
+def options_of(spec: EvalSpec) -> dict[str, Any]:
+    """Each method of ``spec`` with its options object (the defaults where ``spec.method_options`` has none).
+
+    Raises:
+        FocusError: options are given for a method the run does not have, or of another method's class.
+    """
+    stray = sorted(set(spec.method_options) - set(spec.methods))
+    if stray:
+        raise FocusError(
+            f"options given for {', '.join(stray)}, which the run does not have ({', '.join(spec.methods)})"
+        )
+    out = {}
+    for name in spec.methods:
+        cls = method_spec(name).options_type()
+        options = spec.method_options.get(name, cls())
+        if not isinstance(options, cls):
+            raise FocusError(f"method {name!r} takes {cls.__name__} options, got {type(options).__name__}")
+        out[name] = options
+    return out
 
 
 def signature_path(report: Path) -> Path:
@@ -80,8 +109,12 @@ def run_signature(spec: EvalSpec, scheme: str, adapter: MLLMAdapter | None = Non
 
     The model is named as given (``--model``), or by the adapter's ``model_id`` when an adapter is passed in; the
     embedded model is called ``"embedded"`` and paths are not resolved, so a report resumes in another clone.
-    Left out on purpose: the methods (adding one is a feature), device and attention kernel (the default kernel
-    depends on the methods; numerics differ only in rounding), progress and the command line.
+    Left out on purpose: the methods (adding one is a feature; their options that differ from the defaults are in),
+    device and attention kernel (the default kernel depends on the methods; numerics differ only in rounding),
+    progress and the command line.
+
+    Raises:
+        FocusError: ``spec.method_options`` does not fit ``spec.methods`` (:func:`options_of`).
     """
     from focus_tool.adapters.registry import default_model_path
 
@@ -99,11 +132,32 @@ def run_signature(spec: EvalSpec, scheme: str, adapter: MLLMAdapter | None = Non
         "limit": spec.limit,
         "scheme": scheme,
         "dtype": spec.dtype,
-        "zoomeye_depth": spec.zoomeye_depth,
-        "vicrop_variant": spec.vicrop_variant,
-        "vicrop_high": spec.vicrop_high,
-        **({"pipeline": spec.pipeline} if spec.pipeline != "preset" else {}),
+        "method_options": {
+            name: changed for name, options in options_of(spec).items() if (changed := changed_options(options))
+        },
     }
+
+
+# (old top-level key) -> (method, option, the default the old key was written with)
+_LEGACY_OPTIONS: Final[dict[str, tuple[str, str, Any]]] = {
+    "pipeline": ("focus", "pipeline", "preset"),
+    "zoomeye_depth": ("zoomeye", "depth", None),
+    "vicrop_variant": ("vicrop", "variant", "rel-att"),
+    "vicrop_high": ("vicrop", "high", False),
+}
+
+
+def _current_shape(stored: dict[str, Any]) -> dict[str, Any]:
+    """A sidecar written before ``"method_options"`` existed, in the current shape (others as they are)."""
+    if "method_options" in stored:
+        return stored
+    out = {k: v for k, v in stored.items() if k not in _LEGACY_OPTIONS}
+    options: dict[str, dict[str, Any]] = {}
+    for key, (method, option, default) in _LEGACY_OPTIONS.items():
+        if key in stored and stored[key] != default:
+            options.setdefault(method, {})[option] = stored[key]
+    out["method_options"] = options
+    return out
 
 
 def check_signature(report: Path, signature: dict[str, Any]) -> bool:
@@ -122,6 +176,7 @@ def check_signature(report: Path, signature: dict[str, Any]) -> bool:
         stored = None
     if not isinstance(stored, dict):
         raise FocusError(f"{items} holds results without a readable run signature {sidecar.name}; {fix}")
+    stored = _current_shape(stored)
 
     def shown(key: str, value: Any) -> str:  # a 64-digit hash would swamp the one-line message
         return json.dumps(value[:12] if key == "model_weights" and isinstance(value, str) else value)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from focus_tool.eval.benchmarks import accuracy_breakdown
 from focus_tool.eval.datasets import (
     DatasetError,
     load_hrbench,
@@ -15,7 +16,7 @@ from focus_tool.eval.datasets import (
     parse_lettered_text,
 )
 from focus_tool.eval.records import Scored
-from focus_tool.eval.scoring import accuracy_breakdown, extract_lenient, extract_mme, extract_strict, predicted_letter
+from focus_tool.eval.scoring import extract_lenient, extract_mme, extract_strict, predicted_letter
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -18,8 +18,8 @@ from focus_tool.adapters.llava import LlavaAdapter
 from focus_tool.errors import ConfigError, FocusError
 from focus_tool.eval import runner
 from focus_tool.eval.accounting import tflops
+from focus_tool.eval.methods import ViCropOptions, ZoomEyeOptions
 from focus_tool.eval.runner import EvalSpec, items_path, run_eval, signature_path, weights_fingerprint
-from focus_tool.methods import MethodOptions
 from tests.tiny_models import save_tiny_llava, tiny_llava
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -130,13 +130,16 @@ _REFUSED: list[tuple[dict[str, Any], str]] = [  # (what the rerun changes, the f
     ({"limit": 2}, "limit"),
     ({"model_id": "another-llava"}, "model"),
     ({"data": "other-data"}, "data"),
-    ({"zoomeye_depth": 2}, "zoomeye_depth"),
-    ({"vicrop_variant": "grad-att"}, "vicrop_variant"),
-    ({"vicrop_high": True}, "vicrop_high"),
+    ({"methods": ("vanilla", "zoomeye"), "method_options": {"zoomeye": ZoomEyeOptions(depth=2)}}, "method_options"),
+    ({"methods": ("vicrop",), "method_options": {"vicrop": ViCropOptions(variant="grad-att")}}, "method_options"),
+    ({"methods": ("vicrop",), "method_options": {"vicrop": ViCropOptions(high=True)}}, "method_options"),
 ]
 
 
-@pytest.mark.parametrize(("change", "field"), _REFUSED, ids=[field for _, field in _REFUSED])
+_REFUSED_IDS = ["scheme", "seed", "limit", "model", "data", "zoomeye-depth", "vicrop-variant", "vicrop-high"]
+
+
+@pytest.mark.parametrize(("change", "field"), _REFUSED, ids=_REFUSED_IDS)
 def test_changed_run_signature_is_refused(
     tmp_path: Path, adapter: LlavaAdapter, monkeypatch: pytest.MonkeyPatch, change: dict[str, Any], field: str
 ) -> None:
@@ -239,7 +242,7 @@ def test_build_method_reads_the_checkpoints_zoomeye_section(
     spec = {"preset": "default", "zoomeye": {"cues": "focus_extraction", "prompts": {"latent": "Is there a {target}?"}}}
     (tmp_path / "focus_preset.json").write_text(json.dumps(spec))
     monkeypatch.setattr(adapter, "model_id", str(tmp_path))
-    method = runner.build_method("zoomeye", adapter, MethodOptions(zoomeye_depth=2))
+    method = runner.build_method("zoomeye", adapter, ZoomEyeOptions(depth=2))
     cfg = method.config  # type: ignore[attr-defined]
     assert cfg.cues == "focus_extraction" and cfg.prompts.latent == "Is there a {target}?" and cfg.depth_limit == 2
     (tmp_path / "focus_preset.json").write_text(json.dumps({"zoomeye": {"cues": "focus"}}))

@@ -14,7 +14,7 @@ from PIL import Image
 
 from focus_tool.adapters.base import MLLMAdapter
 from focus_tool.baselines.common import AnswerScheme, answer_on
-from focus_tool.methods import MethodOptions, MethodSpec, register_method
+from focus_tool.methods import MethodSpec, NoOptions, register_method
 from focus_tool.result import FocusResult
 
 NAME = "centre-crop"
@@ -62,8 +62,8 @@ class CentreCropMethod:
         )
 
 
-def build(adapter: MLLMAdapter, options: MethodOptions) -> CentreCropMethod:
-    """The factory the registry calls (this method reads none of the options)."""
+def build(adapter: MLLMAdapter, options: NoOptions) -> CentreCropMethod:
+    """The factory the registry calls (this method declares no options)."""
     return CentreCropMethod(adapter)
 
 
