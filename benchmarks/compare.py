@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from focus_tool.adapters.registry import load_adapter
+from focus_tool.eval.benchmarks import benchmark_names
 from focus_tool.eval.runner import EvalSpec, run_eval
 from focus_tool.methods import method_names
 
@@ -49,9 +50,7 @@ def table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
-    p.add_argument(
-        "--benchmark", default="synthetic", choices=["vstar", "hrbench4k", "hrbench8k", "mme-rw-lite", "synthetic"]
-    )
+    p.add_argument("--benchmark", default="synthetic", choices=benchmark_names())
     p.add_argument("--data", type=Path, default=None)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -253,7 +253,8 @@ def test_eval_writes_to_a_default_ignored_folder(tmp_path: Path) -> None:
     ],
 )
 def test_default_report_names_the_settings(args: list[str], name: str | None) -> None:
-    from focus_tool.cli import build_parser, default_report
+    from focus_tool.cli import build_parser
+    from focus_tool.cli_eval import default_report
 
     parsed = build_parser().parse_args(["eval", "--method", "focus", "--benchmark", "synthetic", *args])
     if name is None:

@@ -112,3 +112,38 @@ def plot_reliability(table: Sequence[dict[str, Any]], path: Path, title: str) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def evidence_markdown(s: dict[str, Any]) -> list[str]:
+    """The synthetic report's answer-evidence section (Markdown lines) from its summary ``s``: answered on a
+    region, the reliability table, the low-confidence threshold (and its choice on a validation split).
+    """
+    low = s["low_confidence"]
+    lines = [
+        "## Answer evidence",
+        "",
+        f"FOCUS answered on a region in {s['answered_on_region']} % of questions. Accuracy against the answer's "
+        f"confidence (the chosen option's probability; expected calibration error {s['reliability']['ece']}; "
+        "plot: `reliability.png`):",
+        "",
+        "| confidence | n | mean confidence | accuracy % |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['bin']} | {r['n']} | {'-' if r['n'] == 0 else r['mean_confidence']} | "
+        f"{'-' if r['n'] == 0 else r['accuracy']} |"
+        for r in s["reliability"]["table"]
+    ]
+    lines += [
+        "",
+        f"The preset's `answer.low_confidence` is {low['threshold']}: {low['flagged']} % of these answers carry a "
+        "`low_confidence` warning.",
+    ]
+    if "choice" in low:
+        c = low["choice"]
+        lines += [
+            "",
+            f"Threshold choice on this validation split ({c['rule']}): **{c['threshold']}**; below it "
+            f"{c['n_below']} answers, {c['accuracy_below']} % right; above it {c['accuracy_above']} % right.",
+        ]
+    return [*lines, ""]

@@ -45,6 +45,7 @@ from focus_tool.config import FocusConfig
 from focus_tool.data import synthetic as syn
 from focus_tool.eval.reliability import (
     choose_low_confidence,
+    evidence_markdown,
     expected_calibration_error,
     plot_reliability,
     reliability_table,
@@ -397,41 +398,8 @@ def markdown(s: dict[str, Any]) -> str:
         "",
     ]
     if "reliability" in s:
-        lines += _evidence_markdown(s)
+        lines += evidence_markdown(s)
     return "\n".join(lines)
-
-
-def _evidence_markdown(s: dict[str, Any]) -> list[str]:
-    """The answer-evidence section: answered on a region, reliability table, the low-confidence threshold."""
-    low = s["low_confidence"]
-    lines = [
-        "## Answer evidence",
-        "",
-        f"FOCUS answered on a region in {s['answered_on_region']} % of questions. Accuracy against the answer's "
-        f"confidence (the chosen option's probability; expected calibration error {s['reliability']['ece']}; "
-        "plot: `reliability.png`):",
-        "",
-        "| confidence | n | mean confidence | accuracy % |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['bin']} | {r['n']} | {'-' if r['n'] == 0 else r['mean_confidence']} | "
-        f"{'-' if r['n'] == 0 else r['accuracy']} |"
-        for r in s["reliability"]["table"]
-    ]
-    lines += [
-        "",
-        f"The preset's `answer.low_confidence` is {low['threshold']}: {low['flagged']} % of these answers carry a "
-        "`low_confidence` warning.",
-    ]
-    if "choice" in low:
-        c = low["choice"]
-        lines += [
-            "",
-            f"Threshold choice on this validation split ({c['rule']}): **{c['threshold']}**; below it "
-            f"{c['n_below']} answers, {c['accuracy_below']} % right; above it {c['accuracy_above']} % right.",
-        ]
-    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:

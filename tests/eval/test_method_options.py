@@ -76,7 +76,8 @@ def test_changed_options_are_the_non_defaults() -> None:
     ],
 )
 def test_default_report_names_the_changed_options(args: list[str], name: str) -> None:
-    from focus_tool.cli import build_parser, default_report
+    from focus_tool.cli import build_parser
+    from focus_tool.cli_eval import default_report
 
     assert default_report(build_parser().parse_args(["eval", "--benchmark", "synthetic", *args])) == Path(
         "focus-eval", name
@@ -84,7 +85,8 @@ def test_default_report_names_the_changed_options(args: list[str], name: str) ->
 
 
 def test_pipeline_is_an_option_of_focus_alone() -> None:
-    from focus_tool.cli import build_parser, eval_method_options
+    from focus_tool.cli import build_parser
+    from focus_tool.cli_eval import eval_method_options
 
     parsed = build_parser().parse_args(["eval", "--method", "focus", "--benchmark", "synthetic", "--pipeline", "lean"])
     assert eval_method_options(parsed) == FocusOptions(pipeline="lean")
