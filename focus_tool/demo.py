@@ -74,6 +74,9 @@ def run_demo(
         f"[search passes {focus.forward_passes.search}, answer {focus.forward_passes.answer}, "
         f"extraction {focus.forward_passes.extraction}]"
     )
+    for name, res in (("vanilla", vanilla), ("FOCUS", focus)):
+        if res.answer_evidence is not None:
+            write(f"{name + ' evidence:':<22} {res.answer_evidence.line()}")
     write(f"targets:  {', '.join(focus.targets) or '(none)'}   ground-truth box: {gt}")
     for r in focus.regions[:4]:
         conf = "-" if r.confidence is None else f"{r.confidence:.3f}"
