@@ -48,25 +48,20 @@ def crop_jpegs(image: Image.Image, regions: Sequence[Region], policy: AgentPolic
     return out
 
 
-def shift_result(
-    result: FocusResult, *, origin_xy: tuple[int, int], image_wh: tuple[int, int], prefix: str
-) -> FocusResult:
-    """Map a result computed on a crop back to the original image (boxes, maps) and prefix its region ids.
+def shift_result(result: FocusResult, *, origin_xy: tuple[int, int], image_wh: tuple[int, int]) -> FocusResult:
+    """Map a result computed on a crop back to the original image (boxes, maps); region ids stay the result's own.
 
     Args:
         result: the pipeline's result on the crop (boxes in crop pixels).
         origin_xy: the crop's top-left corner in original-image pixels.
         image_wh: (W, H) of the original image.
-        prefix: the parent region id; sub-regions become ``{prefix}.{n}``.
     """
 
     def to_image(box: Sequence[float]) -> tuple[int, int, int, int]:
         xyxy = PatchGrid.crop_to_image_xyxy(np.asarray(box, dtype=np.float64), origin_xy)[0]  # (4,)
         return (int(xyxy[0]), int(xyxy[1]), int(xyxy[2]), int(xyxy[3]))
 
-    regions = [
-        r.model_copy(update={"id": f"{prefix}.{r.id.lstrip('r')}", "box": to_image(r.box)}) for r in result.regions
-    ]
+    regions = [r.model_copy(update={"box": to_image(r.box)}) for r in result.regions]
     maps = [
         RelevanceMapOut(
             target=m.target,

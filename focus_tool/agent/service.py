@@ -208,10 +208,7 @@ class FocusService:
         )
         del image
         if parent_box is not None:
-            shifted = shift_result(raw, origin_xy=parent_box[:2], image_wh=loaded.image.size, prefix=region_id)
-            local_ids = [r.id for r in raw.regions]  # shift_result renames; the cache keeps the pipeline's ids
-            regions = [r.model_copy(update={"id": i}) for r, i in zip(shifted.regions, local_ids, strict=True)]
-            raw = shifted.model_copy(update={"regions": regions})
+            raw = shift_result(raw, origin_xy=parent_box[:2], image_wh=loaded.image.size)
         raw = raw.model_copy(update={"timings_s": {**raw.timings_s, "queue": round(waited, 4)}})
         self.cache.store(loaded.sha256, (question, target, parent_box), raw)
         logger.info(
