@@ -79,9 +79,11 @@ class FocusMethod:
     def __init__(self, adapter: MLLMAdapter, pipeline: str = "preset") -> None:
         from focus_tool.pipeline import FocusPipeline
         from focus_tool.presets import config_for, pipeline_variant
+        from focus_tool.world import read_world
 
         self.adapter = adapter
         self.config = pipeline_variant(config_for(adapter), pipeline)
+        self.world = read_world(adapter.model_id)  # read once, not from disk for every item
         self._pipeline_cls = FocusPipeline
 
     def run(
@@ -104,7 +106,7 @@ class FocusMethod:
         answer = dataclasses.replace(cfg.answer, scheme=scheme)
         if suffix:
             answer = dataclasses.replace(answer, answer_suffix=suffix)
-        pipe = self._pipeline_cls(self.adapter, dataclasses.replace(cfg, answer=answer))
+        pipe = self._pipeline_cls(self.adapter, dataclasses.replace(cfg, answer=answer), world=self.world)
         return pipe.zoom(image, question=question, options=options)
 
 
